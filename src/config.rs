@@ -1,0 +1,614 @@
+//! Raw plugin configuration: the public JSON contract (`shared/CONFIG.md`), as
+//! serde structs.
+//!
+//! Every struct denies unknown fields so a typo is a load error, not a silently
+//! ignored protection. Parsing goes through `serde_path_to_error`, so the message
+//! names the field (`routes[1].match.path: ...`). Nothing here is used on the
+//! request path: [`crate::policy::Policy::compile`] turns it into the runtime view.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Default for `providers.*.clock_skew_seconds`.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 60;
+/// Default for `providers.*.jwks.remote.refresh_seconds`.
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+/// Default for `providers.*.jwks.remote.timeout_ms`.
+pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 2000;
+/// Default for `routes[].request.max_body_bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default for `routes[].response.max_body_bytes`.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A configuration error: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path in the JSON document, e.g. `routes[1].quota.window_seconds`.
+    pub path: String,
+    /// What is wrong, e.g. `must be > 0`.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "configuration: {}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Parses the plugin configuration bytes (JSON) into [`PluginConfig`].
+///
+/// Errors name the field path where serde stopped.
+pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ConfigError::new(
+            "",
+            "plugin configuration is empty; expected a JSON object with \"routes\"",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
+    match parsed {
+        Ok(cfg) => {
+            de.end().map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
+            Ok(cfg)
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            Err(ConfigError::new(path, clean_serde_message(&e.inner().to_string())))
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; keep it, but drop the noise for
+/// untagged enums so the message says what was expected.
+fn clean_serde_message(msg: &str) -> String {
+    msg.replace("data did not match any variant of untagged enum ", "expected one of the forms of ")
+}
+
+/// The whole plugin configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// JWT providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Ordered routes; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// What to do with a request no route matches.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// Security headers added to responses.
+    #[serde(default)]
+    pub security_headers: SecurityHeadersConfig,
+    /// Shared JSON Schemas, referenced by `$id` from `routes[].request.schema`.
+    #[serde(default)]
+    pub schemas: Vec<Value>,
+    /// Settings shared by all route quotas.
+    #[serde(default)]
+    pub quota_settings: QuotaSettings,
+    /// How the client address is taken for `quota.by: ip`.
+    #[serde(default)]
+    pub client_ip: ClientIpConfig,
+    /// Salt for `hash` mask actions (required when a route uses `hash`).
+    #[serde(default)]
+    pub mask_salt: Option<String>,
+}
+
+/// `unmatched`: what happens to a request that matches no route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// 404 problem+json (default).
+    #[default]
+    Deny,
+    /// Pass untouched (counted and logged as an undeclared endpoint).
+    Allow,
+}
+
+/// `security_headers`: headers added to every response the filter sees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersConfig {
+    /// Master switch.
+    pub enabled: bool,
+    /// `X-Content-Type-Options: nosniff`.
+    pub nosniff: bool,
+    /// `X-Frame-Options` value; empty string disables.
+    pub frame_options: String,
+    /// `Referrer-Policy` value; empty string disables.
+    pub referrer_policy: String,
+    /// `Cache-Control: no-store` on routes with `auth`.
+    pub no_store_on_auth: bool,
+    /// `Strict-Transport-Security` max-age in seconds; absent = no HSTS.
+    pub hsts_max_age_seconds: Option<u64>,
+    /// Add `; includeSubDomains` to HSTS.
+    pub hsts_include_subdomains: bool,
+    /// Response headers removed because they disclose the server stack.
+    pub remove: Vec<String>,
+}
+
+impl Default for SecurityHeadersConfig {
+    fn default() -> Self {
+        SecurityHeadersConfig {
+            enabled: true,
+            nosniff: true,
+            frame_options: "DENY".to_string(),
+            referrer_policy: "no-referrer".to_string(),
+            no_store_on_auth: true,
+            hsts_max_age_seconds: None,
+            hsts_include_subdomains: false,
+            remove: vec![
+                "server".to_string(),
+                "x-powered-by".to_string(),
+                "x-aspnet-version".to_string(),
+                "x-aspnetmvc-version".to_string(),
+            ],
+        }
+    }
+}
+
+/// A JWT provider (`providers.<name>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// If non-empty, `aud` must contain one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where keys come from.
+    pub jwks: JwksConfig,
+    /// Header token sources; default `Authorization: Bearer `.
+    #[serde(default)]
+    pub from_headers: Option<Vec<HeaderSource>>,
+    /// Query parameter token sources.
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    /// Cookie token sources.
+    #[serde(default)]
+    pub from_cookies: Vec<String>,
+    /// Allowed clock skew for `exp`/`nbf`/`iat`.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Maximum `exp - iat` (or `exp - now` when `iat` is absent).
+    #[serde(default)]
+    pub max_lifetime_seconds: Option<u64>,
+    /// Reject tokens without `exp`.
+    #[serde(default = "default_true")]
+    pub require_expiration: bool,
+    /// Keep the token on the request sent upstream.
+    #[serde(default = "default_true")]
+    pub forward: bool,
+    /// Copy claims into request headers.
+    #[serde(default)]
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Header receiving the base64url verified payload.
+    #[serde(default)]
+    pub forward_payload_header: Option<String>,
+    /// Minimum RSA modulus size accepted in the key set.
+    #[serde(default = "default_min_rsa_bits")]
+    pub min_rsa_bits: u32,
+}
+
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECONDS
+}
+fn default_true() -> bool {
+    true
+}
+fn default_min_rsa_bits() -> u32 {
+    2048
+}
+
+/// `providers.*.jwks`: exactly one of `inline` or `remote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum JwksConfig {
+    /// A JWKS object (`{"keys": [...]}`).
+    Inline(Value),
+    /// Fetched from an Envoy cluster.
+    Remote(RemoteJwksConfig),
+}
+
+/// `providers.*.jwks.remote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwksConfig {
+    /// Envoy cluster name.
+    pub cluster: String,
+    /// `:authority` of the fetch; defaults to the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Path of the JWKS document.
+    pub path: String,
+    /// Refresh period.
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: u64,
+    /// Fetch timeout.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_refresh() -> u64 {
+    DEFAULT_JWKS_REFRESH_SECONDS
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_JWKS_TIMEOUT_MS
+}
+
+/// A header token source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSource {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Prefix before the token, e.g. `Bearer `.
+    #[serde(default)]
+    pub value_prefix: Option<String>,
+}
+
+/// `claim_to_headers[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// Claim name, dotted for nested claims.
+    pub claim: String,
+    /// Request header to set.
+    pub header: String,
+}
+
+/// A route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// What requests the route matches.
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// Authentication and authorization.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Rate limit.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+    /// Request body validation.
+    #[serde(default)]
+    pub request: Option<RequestConfig>,
+    /// Response masking.
+    #[serde(default)]
+    pub response: Option<ResponseConfig>,
+}
+
+/// `routes[].match`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Path template.
+    pub path: String,
+    /// Allowed methods; absent = any.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Provider requirement.
+    pub requires: Requirement,
+    /// Let requests without any token through (invalid tokens still fail).
+    #[serde(default)]
+    pub allow_missing: bool,
+    /// Claim rules, by claim name.
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimCondition>,
+    /// Path parameter -> claim that must equal it.
+    #[serde(default)]
+    pub bind: BTreeMap<String, String>,
+}
+
+/// `requires`: a provider name, `{any: [...]}` or `{all: [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Requirement {
+    /// One provider by name.
+    Provider(String),
+    /// Any / all of nested requirements.
+    Combination(Combination),
+}
+
+/// `{any: [...]}` or `{all: [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Combination {
+    /// At least one must be satisfied.
+    Any(Vec<Requirement>),
+    /// All must be satisfied.
+    All(Vec<Requirement>),
+}
+
+/// A claim condition: exactly one of `any_of`, `all_of`, `equals`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ClaimCondition {
+    /// The claim holds at least one of these values.
+    AnyOf(Vec<Value>),
+    /// The claim holds all of these values.
+    AllOf(Vec<Value>),
+    /// The claim equals this value.
+    Equals(Value),
+}
+
+/// `response.unmasked_for`: `{claim, any_of | all_of | equals}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleConfig {
+    /// Claim name (dotted for nested).
+    pub claim: String,
+    /// Any of these values.
+    #[serde(default)]
+    pub any_of: Option<Vec<Value>>,
+    /// All of these values.
+    #[serde(default)]
+    pub all_of: Option<Vec<Value>>,
+    /// Exactly this value.
+    #[serde(default)]
+    pub equals: Option<Value>,
+}
+
+/// `routes[].quota`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Window length.
+    pub window_seconds: u64,
+    /// `ip`, `route`, `claim:<name>` or `header:<name>`.
+    #[serde(default = "default_quota_by")]
+    pub by: String,
+    /// What happens when the shared-data store fails.
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Send `RateLimit-*` headers on admitted responses too.
+    #[serde(default = "default_true")]
+    pub headers_on_success: bool,
+}
+
+fn default_quota_by() -> String {
+    "route".to_string()
+}
+
+/// Fail closed (reject) or open (pass) when something the filter depends on fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Reject (default).
+    #[default]
+    Closed,
+    /// Let the request through and count it.
+    Open,
+}
+
+/// `quota_settings`: store-wide limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Maximum number of distinct quota keys per route kept in shared data.
+    pub max_keys_per_route: u32,
+    /// Compare-and-swap retries before counting a store error.
+    pub max_cas_retries: u32,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            max_keys_per_route: 10_000,
+            max_cas_retries: 16,
+        }
+    }
+}
+
+/// `client_ip`: how `quota.by: ip` finds the caller.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpConfig {
+    /// Number of trusted proxies in front of Envoy that append to
+    /// `X-Forwarded-For`; 0 (default) = use Envoy's `source.address` only.
+    pub xff_trusted_hops: u32,
+}
+
+/// `routes[].request`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// Accepted media types; default `["application/json"]`.
+    #[serde(default)]
+    pub content_types: Option<Vec<String>>,
+    /// Body size cap.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// JSON Schema for the body.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// JSON threat limits.
+    #[serde(default)]
+    pub limits: Option<JsonLimitsConfig>,
+}
+
+/// JSON threat limits; every field optional with a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonLimitsConfig {
+    /// Maximum nesting depth.
+    pub max_depth: Option<u32>,
+    /// Maximum entries in one object.
+    pub max_object_entries: Option<u32>,
+    /// Maximum elements in one array.
+    pub max_array_length: Option<u32>,
+    /// Maximum length of one string, in bytes.
+    pub max_string_length: Option<u32>,
+    /// Maximum number of values in the document.
+    pub max_total_values: Option<u32>,
+}
+
+/// `routes[].response`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Mask rules.
+    #[serde(default)]
+    pub mask: Vec<MaskRuleConfig>,
+    /// Callers who see the original body.
+    #[serde(default)]
+    pub unmasked_for: Option<ClaimRuleConfig>,
+    /// Sensitive-data detectors.
+    #[serde(default)]
+    pub detect: Option<DetectConfig>,
+    /// Largest response body that is buffered for masking.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// What to do with a body that cannot be masked (compressed, not JSON, too large).
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    /// Mask non-2xx responses too.
+    #[serde(default = "default_true")]
+    pub mask_errors: bool,
+}
+
+/// `response.mask[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRuleConfig {
+    /// JSONPath subset.
+    pub path: String,
+    /// What to do with the value.
+    pub action: MaskAction,
+    /// Characters kept by `keep_last`.
+    #[serde(default)]
+    pub n: Option<u32>,
+}
+
+/// Mask action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskAction {
+    /// Delete the field.
+    Remove,
+    /// Replace with `"[REDACTED]"`.
+    Redact,
+    /// Keep the last `n` characters.
+    KeepLast,
+    /// Salted SHA-256 hex.
+    Hash,
+}
+
+/// `response.detect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Built-in detectors by name: `card`, `us_ssn`, `email`, `aws_access_key`,
+    /// `private_key`, `jwt`.
+    #[serde(default)]
+    pub builtin: Vec<String>,
+    /// User patterns.
+    #[serde(default)]
+    pub patterns: Vec<PatternConfig>,
+    /// What to do on a hit.
+    pub action: DetectAction,
+}
+
+/// A user-defined detector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    /// Name used in metrics.
+    pub name: String,
+    /// `regex-lite` pattern.
+    pub regex: String,
+}
+
+/// Detector action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectAction {
+    /// Replace the matching text.
+    Redact,
+    /// Withhold the whole body.
+    Block,
+    /// Count and log only.
+    Report,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        match parse(json.as_bytes()) {
+            Ok(_) => String::from("<ok>"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let cfg = parse(br#"{"routes":[{"name":"h","match":{"path":"/healthz"}}]}"#);
+        let cfg = cfg.map_err(|e| e.to_string());
+        assert!(cfg.is_ok(), "{cfg:?}");
+        if let Ok(cfg) = cfg {
+            assert_eq!(cfg.unmatched, Unmatched::Deny);
+            assert!(cfg.security_headers.enabled);
+            assert_eq!(cfg.routes[0].matcher.methods, None);
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#);
+        assert!(e.starts_with("routes[1].match: unknown field `method`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_path() {
+        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#);
+        assert!(e.starts_with("routes[0].quota.limit: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let e = err(r#"{"routes":[],"unmatched":"maybe"}"#);
+        assert!(e.starts_with("unmatched: unknown variant `maybe`"), "{e}");
+    }
+
+    #[test]
+    fn missing_routes_is_reported() {
+        let e = err(r#"{}"#);
+        assert!(e.contains("missing field `routes`"), "{e}");
+    }
+
+    #[test]
+    fn empty_and_non_json_configs_are_reported() {
+        assert!(err("").contains("plugin configuration is empty"));
+        assert!(err("routes: []").contains("expected value"), "{}", err("routes: []"));
+        assert!(err(r#"{"routes":[]} x"#).contains("trailing"));
+    }
+}

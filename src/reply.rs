@@ -1,0 +1,372 @@
+//! Rejections and how they are answered: the only place an HTTP status is chosen.
+//!
+//! Every module reports *what* went wrong as a [`Rejection`]; this module turns it
+//! into a status, headers and an RFC 9457 `application/problem+json` body. Details
+//! are written by the filter's code, never copied from the request, so a token, a
+//! key or a body value cannot be echoed back.
+
+use serde_json::{json, Value};
+
+/// Base of the `type` URIs of our problem documents (RFC 9457 §3.1.1).
+pub const PROBLEM_TYPE_BASE: &str = "urn:api-guard:problem:";
+
+/// One failure of a JSON Schema check, reported in the 400 body's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// JSON Pointer into the request body (`/items/0/qty`).
+    pub instance_path: String,
+    /// The schema keyword that failed (`minimum`, `required`, ...).
+    pub keyword: String,
+    /// Human-readable message (never contains the full body).
+    pub message: String,
+}
+
+/// Why a request (or response) is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No route matched under `unmatched: deny`.
+    NotFound,
+    /// A route matched the path but not the method. `allow` is the header value.
+    MethodNotAllowed {
+        /// Value of the `Allow` header, e.g. `GET, HEAD`.
+        allow: String,
+    },
+    /// The request line itself is unusable (path does not normalise, bad encoding).
+    BadPath {
+        /// Which rule the path broke.
+        detail: &'static str,
+    },
+    /// No token, and the route requires one (plain 401, RFC 6750 §3.1).
+    MissingToken,
+    /// A token was sent but is not valid.
+    InvalidToken {
+        /// Metric reason: `malformed`, `bad_signature`, `expired`, ...
+        reason: &'static str,
+        /// Safe description for `error_description` and the problem detail.
+        description: String,
+    },
+    /// A valid token without permission (claims, bind, audience).
+    Forbidden {
+        /// Metric reason: `audience`, `claims`, `bind`.
+        reason: &'static str,
+        /// Safe description.
+        description: String,
+    },
+    /// Keys for a remote provider have not arrived yet: fail closed.
+    KeysUnavailable,
+    /// Quota exhausted.
+    TooManyRequests {
+        /// Configured limit.
+        limit: u64,
+        /// Seconds until one more request would pass.
+        retry_after: u64,
+        /// Seconds until the quota is full again.
+        reset: u64,
+    },
+    /// The quota store failed and the route fails closed.
+    QuotaUnavailable,
+    /// Body larger than `max_body_bytes`.
+    PayloadTooLarge {
+        /// The configured cap.
+        limit: u64,
+    },
+    /// `Content-Type` not accepted.
+    UnsupportedMediaType {
+        /// Accepted media types, comma separated.
+        accepted: String,
+    },
+    /// Body is not JSON, not UTF-8, or breaks a JSON threat limit.
+    BadBody {
+        /// Metric reason: `not_json` or `limits`.
+        reason: &'static str,
+        /// Safe description.
+        description: String,
+    },
+    /// Body fails the schema.
+    SchemaViolation {
+        /// The failures, already capped in number and size.
+        errors: Vec<SchemaError>,
+    },
+    /// A response body that may not leave unmasked was withheld.
+    ResponseWithheld {
+        /// Metric reason: `compressed`, `not_json`, `too_large`, `sensitive_data`.
+        reason: &'static str,
+        /// Safe description.
+        description: String,
+    },
+}
+
+/// A rendered local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u32,
+    /// Headers besides `content-type`.
+    pub headers: Vec<(String, String)>,
+    /// `application/problem+json` body.
+    pub body: Vec<u8>,
+}
+
+/// Media type of every rejection body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+impl Rejection {
+    /// HTTP status of this rejection.
+    pub fn status(&self) -> u32 {
+        match self {
+            Rejection::NotFound => 404,
+            Rejection::MethodNotAllowed { .. } => 405,
+            Rejection::BadPath { .. } => 400,
+            Rejection::MissingToken | Rejection::InvalidToken { .. } => 401,
+            Rejection::Forbidden { .. } => 403,
+            Rejection::KeysUnavailable | Rejection::QuotaUnavailable => 503,
+            Rejection::TooManyRequests { .. } => 429,
+            Rejection::PayloadTooLarge { .. } => 413,
+            Rejection::UnsupportedMediaType { .. } => 415,
+            Rejection::BadBody { .. } | Rejection::SchemaViolation { .. } => 400,
+            Rejection::ResponseWithheld { .. } => 502,
+        }
+    }
+
+    /// Short reason used as the metric label (`decision`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::NotFound => "not_found",
+            Rejection::MethodNotAllowed { .. } => "method",
+            Rejection::BadPath { .. } => "bad_path",
+            Rejection::MissingToken => "missing",
+            Rejection::InvalidToken { reason, .. } | Rejection::Forbidden { reason, .. } => reason,
+            Rejection::KeysUnavailable => "keys_unavailable",
+            Rejection::TooManyRequests { .. } => "quota",
+            Rejection::QuotaUnavailable => "quota_store",
+            Rejection::PayloadTooLarge { .. } => "too_large",
+            Rejection::UnsupportedMediaType { .. } => "content_type",
+            Rejection::BadBody { reason, .. } => reason,
+            Rejection::SchemaViolation { .. } => "schema",
+            Rejection::ResponseWithheld { reason, .. } => reason,
+        }
+    }
+
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Rejection::NotFound => ("not-found", "Not Found"),
+            Rejection::MethodNotAllowed { .. } => ("method-not-allowed", "Method Not Allowed"),
+            Rejection::BadPath { .. } => ("bad-path", "Bad Request Path"),
+            Rejection::MissingToken => ("missing-token", "Authentication Required"),
+            Rejection::InvalidToken { .. } => ("invalid-token", "Invalid Token"),
+            Rejection::Forbidden { .. } => ("forbidden", "Forbidden"),
+            Rejection::KeysUnavailable => ("keys-unavailable", "Verification Keys Unavailable"),
+            Rejection::TooManyRequests { .. } => ("quota-exceeded", "Too Many Requests"),
+            Rejection::QuotaUnavailable => ("quota-unavailable", "Quota Store Unavailable"),
+            Rejection::PayloadTooLarge { .. } => ("payload-too-large", "Payload Too Large"),
+            Rejection::UnsupportedMediaType { .. } => {
+                ("unsupported-media-type", "Unsupported Media Type")
+            }
+            Rejection::BadBody { .. } => ("invalid-body", "Invalid Request Body"),
+            Rejection::SchemaViolation { .. } => ("schema-violation", "Request Body Fails Schema"),
+            Rejection::ResponseWithheld { .. } => ("response-withheld", "Response Withheld"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Rejection::NotFound => "no API route matches this path".to_string(),
+            Rejection::MethodNotAllowed { allow } => {
+                format!("this route accepts only: {allow}")
+            }
+            Rejection::BadPath { detail } => (*detail).to_string(),
+            Rejection::MissingToken => "a bearer token is required for this route".to_string(),
+            Rejection::InvalidToken { description, .. }
+            | Rejection::Forbidden { description, .. }
+            | Rejection::BadBody { description, .. }
+            | Rejection::ResponseWithheld { description, .. } => description.clone(),
+            Rejection::KeysUnavailable => {
+                "the keys needed to verify tokens have not been loaded yet; retry shortly".to_string()
+            }
+            Rejection::TooManyRequests { limit, retry_after, .. } => format!(
+                "quota of {limit} requests exhausted; retry in {retry_after} s"
+            ),
+            Rejection::QuotaUnavailable => {
+                "the quota store is unavailable; request refused".to_string()
+            }
+            Rejection::PayloadTooLarge { limit } => {
+                format!("request body exceeds {limit} bytes")
+            }
+            Rejection::UnsupportedMediaType { accepted } => {
+                format!("content type not accepted; use one of: {accepted}")
+            }
+            Rejection::SchemaViolation { errors } => {
+                format!("request body fails the schema ({} error(s))", errors.len())
+            }
+        }
+    }
+
+    /// Status, headers and problem+json body for this rejection.
+    pub fn render(&self) -> Reply {
+        let (slug, title) = self.slug_and_title();
+        let status = self.status();
+        let mut doc = json!({
+            "type": format!("{PROBLEM_TYPE_BASE}{slug}"),
+            "title": title,
+            "status": status,
+            "detail": self.detail(),
+        });
+        let mut headers: Vec<(String, String)> = Vec::new();
+        match self {
+            Rejection::MethodNotAllowed { allow } => headers.push(("allow".into(), allow.clone())),
+            Rejection::MissingToken => {
+                // RFC 6750 §3.1: no error code when the request had no token.
+                headers.push(("www-authenticate".into(), "Bearer".into()));
+            }
+            Rejection::InvalidToken { description, .. } => {
+                headers.push((
+                    "www-authenticate".into(),
+                    format!(
+                        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                        quoted_string_safe(description)
+                    ),
+                ));
+            }
+            Rejection::Forbidden { .. } => {
+                headers.push((
+                    "www-authenticate".into(),
+                    "Bearer error=\"insufficient_scope\"".into(),
+                ));
+            }
+            Rejection::KeysUnavailable | Rejection::QuotaUnavailable => {
+                headers.push(("retry-after".into(), "1".into()));
+            }
+            Rejection::TooManyRequests {
+                limit,
+                retry_after,
+                reset,
+            } => {
+                headers.push(("retry-after".into(), retry_after.to_string()));
+                headers.push(("ratelimit-limit".into(), limit.to_string()));
+                headers.push(("ratelimit-remaining".into(), "0".into()));
+                headers.push(("ratelimit-reset".into(), reset.to_string()));
+            }
+            Rejection::UnsupportedMediaType { accepted } => {
+                // RFC 9110 §15.5.16: tell the client what is accepted.
+                headers.push(("accept".into(), accepted.clone()));
+            }
+            Rejection::SchemaViolation { errors } => {
+                if let Value::Object(map) = &mut doc {
+                    let list: Vec<Value> = errors
+                        .iter()
+                        .map(|e| {
+                            json!({
+                                "instancePath": e.instance_path,
+                                "keyword": e.keyword,
+                                "message": e.message,
+                            })
+                        })
+                        .collect();
+                    map.insert("errors".into(), Value::Array(list));
+                }
+            }
+            _ => {}
+        }
+        Reply {
+            status,
+            headers,
+            body: doc.to_string().into_bytes(),
+        }
+    }
+}
+
+/// Makes text safe inside an RFC 9110 quoted-string and RFC 6750's
+/// `error_description` charset (%x20-21 / %x23-5B / %x5D-7E).
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if (' '..='~').contains(&c) => c,
+            _ => '?',
+        })
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: &Reply) -> Value {
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn every_rejection_is_a_problem_document_with_its_status() {
+        let all = vec![
+            (Rejection::NotFound, 404),
+            (Rejection::MethodNotAllowed { allow: "GET".into() }, 405),
+            (Rejection::BadPath { detail: "x" }, 400),
+            (Rejection::MissingToken, 401),
+            (Rejection::InvalidToken { reason: "expired", description: "token expired".into() }, 401),
+            (Rejection::Forbidden { reason: "claims", description: "no".into() }, 403),
+            (Rejection::KeysUnavailable, 503),
+            (Rejection::TooManyRequests { limit: 5, retry_after: 2, reset: 3 }, 429),
+            (Rejection::QuotaUnavailable, 503),
+            (Rejection::PayloadTooLarge { limit: 10 }, 413),
+            (Rejection::UnsupportedMediaType { accepted: "application/json".into() }, 415),
+            (Rejection::BadBody { reason: "not_json", description: "x".into() }, 400),
+            (Rejection::SchemaViolation { errors: vec![] }, 400),
+            (Rejection::ResponseWithheld { reason: "compressed", description: "x".into() }, 502),
+        ];
+        for (rej, status) in all {
+            let r = rej.render();
+            assert_eq!(r.status, status, "{rej:?}");
+            let b = body(&r);
+            assert_eq!(b["status"], status, "{rej:?}");
+            assert!(b["type"].as_str().unwrap_or("").starts_with(PROBLEM_TYPE_BASE));
+            assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()));
+            assert!(b["detail"].as_str().is_some_and(|t| !t.is_empty()));
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let r = Rejection::MethodNotAllowed { allow: "GET, POST".into() }.render();
+        assert!(r.headers.contains(&("allow".into(), "GET, POST".into())));
+    }
+
+    #[test]
+    fn invalid_token_header_is_rfc6750_and_sanitised() {
+        let r = Rejection::InvalidToken {
+            reason: "malformed",
+            description: "bad \"quote\"\n".into(),
+        }
+        .render();
+        let h = r.headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.clone());
+        assert_eq!(
+            h.as_deref(),
+            Some("Bearer error=\"invalid_token\", error_description=\"bad 'quote'?\"")
+        );
+        let plain = Rejection::MissingToken.render();
+        assert!(plain.headers.contains(&("www-authenticate".into(), "Bearer".into())));
+    }
+
+    #[test]
+    fn quota_rejection_has_ratelimit_headers() {
+        let r = Rejection::TooManyRequests { limit: 10, retry_after: 4, reset: 6 }.render();
+        for (k, v) in [("retry-after", "4"), ("ratelimit-limit", "10"), ("ratelimit-remaining", "0"), ("ratelimit-reset", "6")] {
+            assert!(r.headers.contains(&(k.to_string(), v.to_string())), "{k}");
+        }
+    }
+
+    #[test]
+    fn schema_errors_are_listed_with_pointers() {
+        let r = Rejection::SchemaViolation {
+            errors: vec![SchemaError {
+                instance_path: "/qty".into(),
+                keyword: "minimum".into(),
+                message: "0 is less than 1".into(),
+            }],
+        }
+        .render();
+        let b = body(&r);
+        assert_eq!(b["errors"][0]["instancePath"], "/qty");
+        assert_eq!(b["errors"][0]["keyword"], "minimum");
+    }
+}
