@@ -51,35 +51,50 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Parses the plugin configuration bytes (JSON) into [`PluginConfig`].
+/// Parses the plugin configuration into [`PluginConfig`].
 ///
-/// Errors name the field path where serde stopped.
+/// Accepts JSON (a `google.protobuf.StringValue` configuration, or Istio's
+/// `pluginConfig`) and the binary `google.protobuf.Struct` that Envoy passes when
+/// the configuration is written as YAML (see [`crate::pbstruct`]). Errors name the
+/// field path where deserialization stopped.
 pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
         return Err(ConfigError::new(
             "",
             "plugin configuration is empty; expected a JSON object with \"routes\"",
         ));
     }
+    if !trimmed.starts_with(b"{") {
+        if let Ok(value) = crate::pbstruct::decode_struct(bytes) {
+            let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(value);
+            return parsed.map_err(|e| path_error(e.path().to_string(), &e.inner().to_string()));
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
         Ok(cfg) => {
-            de.end().map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
+            de.end()
+                .map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
             Ok(cfg)
         }
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            Err(ConfigError::new(path, clean_serde_message(&e.inner().to_string())))
-        }
+        Err(e) => Err(path_error(e.path().to_string(), &e.inner().to_string())),
     }
+}
+
+fn path_error(path: String, message: &str) -> ConfigError {
+    let path = if path == "." { String::new() } else { path };
+    ConfigError::new(path, clean_serde_message(message))
 }
 
 /// serde_json appends " at line L column C"; keep it, but drop the noise for
 /// untagged enums so the message says what was expected.
 fn clean_serde_message(msg: &str) -> String {
-    msg.replace("data did not match any variant of untagged enum ", "expected one of the forms of ")
+    msg.replace(
+        "data did not match any variant of untagged enum ",
+        "expected one of the forms of ",
+    )
 }
 
 /// The whole plugin configuration.
@@ -583,13 +598,22 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#);
-        assert!(e.starts_with("routes[1].match: unknown field `method`"), "{e}");
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#,
+        );
+        assert!(
+            e.starts_with(
+                "routes[1].match.method: unknown field `method`, expected `path` or `methods`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#);
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#,
+        );
         assert!(e.starts_with("routes[0].quota.limit: invalid type"), "{e}");
     }
 
@@ -608,7 +632,11 @@ mod tests {
     #[test]
     fn empty_and_non_json_configs_are_reported() {
         assert!(err("").contains("plugin configuration is empty"));
-        assert!(err("routes: []").contains("expected value"), "{}", err("routes: []"));
+        assert!(
+            err("routes: []").contains("expected value"),
+            "{}",
+            err("routes: []")
+        );
         assert!(err(r#"{"routes":[]} x"#).contains("trailing"));
     }
 }

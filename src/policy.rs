@@ -1,0 +1,311 @@
+//! The compiled policy: the runtime view of the configuration, built once in
+//! `on_configure` and shared (behind an `Rc`) by every request of the worker.
+//!
+//! `Policy::compile` checks everything a config can get wrong and names the field;
+//! after it succeeds, nothing is parsed or compiled on the request path.
+
+use crate::config::{self, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched};
+use crate::route::{self, NormalizedPath, Params, PathTemplate};
+
+/// Longest route name (used in metric names).
+pub const MAX_ROUTE_NAME: usize = 64;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name, as used in metrics and logs.
+    pub name: String,
+    /// Path template.
+    pub template: PathTemplate,
+    /// Allowed methods; `None` = any.
+    pub methods: Option<Vec<String>>,
+    /// Whether the route authenticates (for `Cache-Control: no-store`).
+    pub authenticated: bool,
+}
+
+/// Result of matching a request against the routes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// Route index and captured parameters.
+    Matched(usize, Params),
+    /// The path matched routes, none of them with this method: the first such
+    /// route (for metrics) and the `Allow` value.
+    MethodNotAllowed(usize, String),
+    /// Nothing matched.
+    Unmatched,
+}
+
+/// Headers added to and removed from responses.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityHeaders {
+    /// Headers set on every response.
+    pub add: Vec<(String, String)>,
+    /// `Cache-Control: no-store` on authenticated routes.
+    pub no_store_on_auth: bool,
+    /// Headers removed from every response.
+    pub remove: Vec<String>,
+}
+
+/// The whole compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// Routes in order.
+    pub routes: Vec<Route>,
+    /// What to do with unmatched requests.
+    pub unmatched: Unmatched,
+    /// Security response headers.
+    pub security_headers: SecurityHeaders,
+}
+
+impl Policy {
+    /// Parses and compiles configuration bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Policy, ConfigError> {
+        Policy::compile(config::parse(bytes)?)
+    }
+
+    /// Compiles a parsed configuration.
+    pub fn compile(cfg: PluginConfig) -> Result<Policy, ConfigError> {
+        let mut routes: Vec<Route> = Vec::with_capacity(cfg.routes.len());
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let base = format!("routes[{i}]");
+            let name_ok = !r.name.is_empty()
+                && r.name.len() <= MAX_ROUTE_NAME
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(ConfigError::new(
+                    format!("{base}.name"),
+                    format!("{:?} must be 1-{MAX_ROUTE_NAME} letters, digits, '-' or '_' (it is used in metric names)", r.name),
+                ));
+            }
+            if let Some(j) = routes.iter().position(|o| o.name == r.name) {
+                return Err(ConfigError::new(
+                    format!("{base}.name"),
+                    format!("{:?} is already the name of routes[{j}]", r.name),
+                ));
+            }
+            let template = PathTemplate::parse(&r.matcher.path, &format!("{base}.match.path"))?;
+            let methods = match &r.matcher.methods {
+                Some(m) => Some(route::parse_methods(m, &format!("{base}.match.methods"))?),
+                None => None,
+            };
+            routes.push(Route {
+                name: r.name.clone(),
+                template,
+                methods,
+                authenticated: r.auth.is_some(),
+            });
+        }
+        Ok(Policy {
+            routes,
+            unmatched: cfg.unmatched,
+            security_headers: compile_security_headers(&cfg.security_headers)?,
+        })
+    }
+
+    /// First route whose template and methods fit; else 405 with the union of the
+    /// methods of the routes on this path; else unmatched.
+    pub fn match_request(&self, method: &str, path: &NormalizedPath) -> RouteMatch {
+        let mut allow: Vec<&str> = Vec::new();
+        let mut first_on_path: Option<usize> = None;
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(params) = r.template.matches(path) else {
+                continue;
+            };
+            match &r.methods {
+                None => return RouteMatch::Matched(i, params),
+                Some(ms) if ms.iter().any(|m| m == method) => {
+                    return RouteMatch::Matched(i, params)
+                }
+                Some(ms) => {
+                    first_on_path.get_or_insert(i);
+                    for m in ms {
+                        if !allow.contains(&m.as_str()) {
+                            allow.push(m);
+                        }
+                    }
+                }
+            }
+        }
+        match first_on_path {
+            Some(i) => RouteMatch::MethodNotAllowed(i, allow.join(", ")),
+            None => RouteMatch::Unmatched,
+        }
+    }
+}
+
+fn compile_security_headers(c: &SecurityHeadersConfig) -> Result<SecurityHeaders, ConfigError> {
+    if !c.enabled {
+        return Ok(SecurityHeaders::default());
+    }
+    let check = |field: &str, v: &str| -> Result<(), ConfigError> {
+        if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                format!("security_headers.{field}"),
+                "must be printable ASCII",
+            ))
+        }
+    };
+    let mut add = Vec::new();
+    if c.nosniff {
+        add.push(("x-content-type-options".to_string(), "nosniff".to_string()));
+    }
+    if !c.frame_options.is_empty() {
+        check("frame_options", &c.frame_options)?;
+        add.push(("x-frame-options".to_string(), c.frame_options.clone()));
+    }
+    if !c.referrer_policy.is_empty() {
+        check("referrer_policy", &c.referrer_policy)?;
+        add.push(("referrer-policy".to_string(), c.referrer_policy.clone()));
+    }
+    if let Some(age) = c.hsts_max_age_seconds {
+        let mut v = format!("max-age={age}");
+        if c.hsts_include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        add.push(("strict-transport-security".to_string(), v));
+    }
+    let mut remove = Vec::new();
+    for (i, h) in c.remove.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        if lower.is_empty()
+            || lower.starts_with(':')
+            || !lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                format!("security_headers.remove[{i}]"),
+                format!("{h:?} is not a header name"),
+            ));
+        }
+        remove.push(lower);
+    }
+    Ok(SecurityHeaders {
+        add,
+        no_store_on_auth: c.no_store_on_auth,
+        remove,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::normalize;
+
+    fn policy(json: &str) -> Result<Policy, String> {
+        Policy::from_bytes(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    const ROUTES: &str = r#"{"routes":[
+        {"name":"get-order","match":{"path":"/shops/{shop}/orders/{id}","methods":["GET"]}},
+        {"name":"del-order","match":{"path":"/shops/{shop}/orders/{id}","methods":["DELETE","GET"]}},
+        {"name":"create","match":{"path":"/shops/{shop}/orders","methods":["POST"]}},
+        {"name":"health","match":{"path":"/healthz"}}
+    ]}"#;
+
+    fn matched(p: &Policy, method: &str, path: &str) -> RouteMatch {
+        match normalize(path) {
+            Ok(n) => p.match_request(method, &n),
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_405_lists_the_union() {
+        let p = policy(ROUTES);
+        assert!(p.is_ok(), "{p:?}");
+        let Ok(p) = p else { return };
+        let two = vec![
+            ("shop".to_string(), "s".to_string()),
+            ("id".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            matched(&p, "GET", "/shops/s/orders/1"),
+            RouteMatch::Matched(0, two.clone())
+        );
+        assert_eq!(
+            matched(&p, "DELETE", "/shops/s/orders/1"),
+            RouteMatch::Matched(1, two)
+        );
+        assert_eq!(
+            matched(&p, "PUT", "/shops/s/orders/1"),
+            RouteMatch::MethodNotAllowed(0, "GET, DELETE".into())
+        );
+        assert_eq!(
+            matched(&p, "GET", "/shops/s/orders"),
+            RouteMatch::MethodNotAllowed(2, "POST".into())
+        );
+        assert!(matches!(
+            matched(&p, "BREW", "/healthz"),
+            RouteMatch::Matched(3, _)
+        ));
+        assert_eq!(matched(&p, "GET", "/nope"), RouteMatch::Unmatched);
+        assert_eq!(
+            matched(&p, "GET", "/healthz?x=1"),
+            RouteMatch::Matched(3, vec![])
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"routes":[{"name":"a b","match":{"path":"/a"}}]}"#,
+                "routes[0].name: \"a b\" must be",
+            ),
+            (
+                r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"a","match":{"path":"/b"}}]}"#,
+                "routes[1].name: \"a\" is already the name of routes[0]",
+            ),
+            (
+                r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"b"}}]}"#,
+                "routes[1].match.path: template \"b\" must start with '/'",
+            ),
+            (
+                r#"{"routes":[{"name":"a","match":{"path":"/a","methods":[]}}]}"#,
+                "routes[0].match.methods: must not be empty",
+            ),
+            (
+                r#"{"routes":[],"security_headers":{"remove":["x y"]}}"#,
+                "security_headers.remove[0]: \"x y\" is not a header name",
+            ),
+            (
+                r#"{"routes":[],"security_headers":{"frame_options":"DENY\n"}}"#,
+                "security_headers.frame_options: must be printable ASCII",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = policy(json).err().unwrap_or_default();
+            assert!(e.starts_with(want), "want {want:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn security_headers_defaults_and_hsts() {
+        let Ok(p) = policy(
+            r#"{"routes":[],"security_headers":{"hsts_max_age_seconds":31536000,"hsts_include_subdomains":true}}"#,
+        ) else {
+            unreachable!()
+        };
+        let add = &p.security_headers.add;
+        assert!(add.contains(&("x-content-type-options".into(), "nosniff".into())));
+        assert!(add.contains(&("x-frame-options".into(), "DENY".into())));
+        assert!(add.contains(&("referrer-policy".into(), "no-referrer".into())));
+        assert!(add.contains(&(
+            "strict-transport-security".into(),
+            "max-age=31536000; includeSubDomains".into()
+        )));
+        assert!(p
+            .security_headers
+            .remove
+            .contains(&"x-powered-by".to_string()));
+        let Ok(off) = policy(r#"{"routes":[],"security_headers":{"enabled":false}}"#) else {
+            unreachable!()
+        };
+        assert!(off.security_headers.add.is_empty() && off.security_headers.remove.is_empty());
+    }
+}

@@ -1,0 +1,535 @@
+//! Path templates, request-path normalisation and method sets.
+//!
+//! A template is literal segments, `{name}` for exactly one segment and a final
+//! `{name...}` for the rest of the path. Requests are matched on a *normalised*
+//! path: query and fragment dropped, each segment percent-decoded, empty and `.`
+//! segments dropped, `..` resolved (RFC 3986 §5.2.4, clamped at the root). A
+//! decoded `/`, `\` or control character inside a segment is refused (400), so
+//! `%2e%2e`, `%2F` and friends cannot make the filter and the upstream see two
+//! different paths. When the normalised form differs from what the client sent,
+//! the filter rewrites `:path` to it, so the upstream serves exactly the
+//! resource that was authorised.
+
+use crate::config::ConfigError;
+
+/// Longest request path (bytes, before the query) the filter accepts.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+/// Most segments a request path may have.
+pub const MAX_SEGMENTS: usize = 128;
+
+/// One segment of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// A compiled path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+/// Captured path parameters, in template order: `(name, decoded value)`.
+pub type Params = Vec<(String, String)>;
+
+impl PathTemplate {
+    /// Parses a template; `path` is the config field path for errors.
+    pub fn parse(template: &str, path: &str) -> Result<Self, ConfigError> {
+        let err = |m: String| ConfigError::new(path, m);
+        if !template.starts_with('/') {
+            return Err(err(format!("template {template:?} must start with '/'")));
+        }
+        if template.contains('?') || template.contains('#') {
+            return Err(err("template must not contain a query or fragment".into()));
+        }
+        let mut segments = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let raw: Vec<&str> = template[1..].split('/').collect();
+        let count = raw.len();
+        for (i, seg) in raw.into_iter().enumerate() {
+            if seg.is_empty() {
+                if i + 1 == count && count == 1 {
+                    break; // the template "/"
+                }
+                return Err(err(format!("template {template:?} has an empty segment")));
+            }
+            if seg == "." || seg == ".." {
+                return Err(err(format!("template {template:?} has a dot segment")));
+            }
+            if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let (name, rest) = match inner.strip_suffix("...") {
+                    Some(n) => (n, true),
+                    None => (inner, false),
+                };
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(err(format!(
+                        "parameter {{{inner}}} must be a name of letters, digits or '_'"
+                    )));
+                }
+                if names.contains(&name) {
+                    return Err(err(format!("parameter {{{name}}} appears twice")));
+                }
+                if rest && i + 1 != count {
+                    return Err(err(format!("{{{name}...}} must be the last segment")));
+                }
+                names.push(name);
+                segments.push(if rest {
+                    Segment::Rest(name.to_string())
+                } else {
+                    Segment::Param(name.to_string())
+                });
+            } else if seg.contains('{') || seg.contains('}') {
+                return Err(err(format!(
+                    "segment {seg:?}: a parameter must be a whole segment, like {{id}}"
+                )));
+            } else {
+                // Literals are compared with decoded request segments, so decode them too.
+                let decoded =
+                    decode_segment(seg).map_err(|m| err(format!("segment {seg:?}: {m}")))?;
+                segments.push(Segment::Literal(decoded));
+            }
+        }
+        Ok(PathTemplate {
+            source: template.to_string(),
+            segments,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Names of the parameters, in order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::Rest(n) => Some(n.clone()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+
+    /// Matches normalised segments; returns the captured parameters.
+    pub fn matches(&self, path: &NormalizedPath) -> Option<Params> {
+        let mut params = Params::new();
+        let segs = &path.segments;
+        let mut i = 0;
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(l) => {
+                    if segs.get(i)? != l {
+                        return None;
+                    }
+                    i += 1;
+                }
+                Segment::Param(n) => {
+                    params.push((n.clone(), segs.get(i)?.clone()));
+                    i += 1;
+                }
+                Segment::Rest(n) => {
+                    // `{rest...}` takes one or more segments.
+                    if i >= segs.len() {
+                        return None;
+                    }
+                    params.push((n.clone(), segs[i..].join("/")));
+                    i = segs.len();
+                }
+            }
+        }
+        (i == segs.len()).then_some(params)
+    }
+}
+
+/// A request path after normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath {
+    /// Decoded segments, without empty or dot segments.
+    pub segments: Vec<String>,
+    /// The normalised path, re-encoded (what the upstream should see), without query.
+    pub encoded: String,
+    /// The query string without `?` (empty if none).
+    pub query: String,
+    /// True when `encoded` differs from the path the client sent.
+    pub changed: bool,
+}
+
+impl NormalizedPath {
+    /// `encoded` plus `?query` when there is one: the value for `:path`.
+    pub fn request_target(&self) -> String {
+        if self.query.is_empty() {
+            self.encoded.clone()
+        } else {
+            format!("{}?{}", self.encoded, self.query)
+        }
+    }
+}
+
+/// Normalises a `:path` header value. Errors are safe, fixed descriptions.
+pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
+    let (before_fragment, _) = raw.split_once('#').unwrap_or((raw, ""));
+    let (path, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    if path.len() > MAX_PATH_BYTES {
+        return Err("request path is too long");
+    }
+    if !path.starts_with('/') {
+        return Err("request path must start with '/'");
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for seg in path.split('/') {
+        let decoded = decode_segment(seg)?;
+        match decoded.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => {
+                if segments.len() >= MAX_SEGMENTS {
+                    return Err("request path has too many segments");
+                }
+                segments.push(decoded);
+            }
+        }
+    }
+    let mut encoded = String::with_capacity(path.len());
+    for s in &segments {
+        encoded.push('/');
+        encode_segment(s, &mut encoded);
+    }
+    if encoded.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
+        // Keep a trailing slash: upstreams often treat `/a/` and `/a` differently.
+        encoded.push('/');
+    }
+    let changed = encoded != path;
+    Ok(NormalizedPath {
+        segments,
+        encoded,
+        query: query.to_string(),
+        changed,
+    })
+}
+
+/// Percent-decodes one segment. Refuses encodings that would change the
+/// segment structure or smuggle control characters.
+fn decode_segment(seg: &str) -> Result<String, &'static str> {
+    let bytes = seg.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|c| hex(*c));
+            let lo = bytes.get(i + 2).and_then(|c| hex(*c));
+            match (hi, lo) {
+                (Some(h), Some(l)) => out.push(h * 16 + l),
+                _ => return Err("request path has an invalid percent-encoding"),
+            }
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    if out.iter().any(|&c| c == b'/' || c == b'\\') {
+        return Err("request path has an encoded '/' or '\\' inside a segment");
+    }
+    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        return Err("request path has a control character");
+    }
+    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Encodes a decoded segment with RFC 3986 `pchar` left as is.
+fn encode_segment(seg: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in seg.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+/// Parses and checks a `methods` list: upper-case RFC 9110 tokens, no duplicates.
+pub fn parse_methods(methods: &[String], path: &str) -> Result<Vec<String>, ConfigError> {
+    if methods.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "must not be empty (omit `methods` to allow any method)",
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, m) in methods.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if m.is_empty()
+            || !m
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                p,
+                format!("{m:?} is not an upper-case HTTP method name"),
+            ));
+        }
+        if out.contains(m) {
+            return Err(ConfigError::new(p, format!("{m} is listed twice")));
+        }
+        out.push(m.clone());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tpl(s: &str) -> PathTemplate {
+        match PathTemplate::parse(s, "t") {
+            Ok(t) => t,
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+
+    fn norm(s: &str) -> NormalizedPath {
+        match normalize(s) {
+            Ok(n) => n,
+            Err(e) => unreachable!("{s}: {e}"),
+        }
+    }
+
+    #[test]
+    fn template_matching_table() {
+        type Case<'a> = (&'a str, &'a str, Option<Vec<(&'a str, &'a str)>>);
+        let cases: Vec<Case> = vec![
+            ("/healthz", "/healthz", Some(vec![])),
+            ("/healthz", "/healthz/", Some(vec![])),
+            ("/healthz", "/healthz/x", None),
+            ("/", "/", Some(vec![])),
+            ("/", "/a", None),
+            (
+                "/shops/{shop}/orders/{id}",
+                "/shops/s1/orders/42",
+                Some(vec![("shop", "s1"), ("id", "42")]),
+            ),
+            ("/shops/{shop}/orders/{id}", "/shops/s1/orders", None),
+            ("/shops/{shop}/orders/{id}", "/shops/s1/orders/42/x", None),
+            (
+                "/files/{rest...}",
+                "/files/a/b/c.txt",
+                Some(vec![("rest", "a/b/c.txt")]),
+            ),
+            ("/files/{rest...}", "/files", None),
+            ("/files/{rest...}", "/files/", None),
+            (
+                "/shops/{shop}",
+                "/shops/caf%C3%A9",
+                Some(vec![("shop", "café")]),
+            ),
+            ("/a b", "/a%20b", Some(vec![])),
+        ];
+        for (t, p, want) in cases {
+            let got = tpl(t).matches(&norm(p));
+            let want: Option<Params> = want.map(|v| {
+                v.into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect()
+            });
+            assert_eq!(got, want, "{t} vs {p}");
+        }
+    }
+
+    #[test]
+    fn template_errors_are_explained() {
+        let cases = [
+            ("healthz", "must start with '/'"),
+            ("/a//b", "empty segment"),
+            ("/a/{}", "must be a name"),
+            ("/a/{x-y}", "must be a name"),
+            ("/a/{id}/{id}", "appears twice"),
+            ("/a/{rest...}/b", "must be the last segment"),
+            ("/a/x{id}", "must be a whole segment"),
+            ("/a?x=1", "query"),
+            ("/a/../b", "dot segment"),
+            ("/a/%zz", "percent-encoding"),
+        ];
+        for (t, msg) in cases {
+            let e = PathTemplate::parse(t, "routes[3].match.path").map_err(|e| e.to_string());
+            let e = e.err().unwrap_or_default();
+            assert!(e.starts_with("routes[3].match.path: "), "{t}: {e}");
+            assert!(e.contains(msg), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn normalisation_table() {
+        let cases = [
+            ("/a/b", "/a/b", false),
+            ("/a/../admin", "/admin", true),
+            ("/a/%2e%2e/admin", "/admin", true),
+            ("/a/%2E%2E/admin", "/admin", true),
+            ("/a/./b", "/a/b", true),
+            ("//a///b", "/a/b", true),
+            ("/../../etc", "/etc", true),
+            ("/a/b/", "/a/b/", false),
+            ("/a?x=../y", "/a", false),
+            ("/caf%c3%a9", "/caf%C3%A9", true),
+            ("/%61dmin", "/admin", true),
+            ("/a%20b", "/a%20b", false),
+            ("/", "/", false),
+            ("/..", "/", true),
+        ];
+        for (raw, want, changed) in cases {
+            let n = norm(raw);
+            assert_eq!(n.encoded, want, "{raw}");
+            assert_eq!(n.changed, changed, "{raw}");
+        }
+        assert_eq!(norm("/a/../b?q=1&r=2").request_target(), "/b?q=1&r=2");
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        let many = "/a".repeat(MAX_SEGMENTS + 1);
+        let cases = [
+            "/a/..%2fadmin",
+            "/a/%2F",
+            "/a/%5c..%5cadmin",
+            "/a/%00",
+            "/a/%0d%0a",
+            "/a/%",
+            "/a/%4",
+            "/a/%g0",
+            "/%ff%fe",
+            "a/b",
+            "",
+            "*",
+            long.as_str(),
+            many.as_str(),
+        ];
+        for raw in cases {
+            assert!(normalize(raw).is_err(), "{raw:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn methods_are_validated() {
+        assert!(parse_methods(&["GET".into(), "POST".into()], "m").is_ok());
+        let e = |v: Vec<&str>| {
+            parse_methods(
+                &v.into_iter().map(String::from).collect::<Vec<_>>(),
+                "routes[0].match.methods",
+            )
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default()
+        };
+        assert_eq!(
+            e(vec!["get"]),
+            "routes[0].match.methods[0]: \"get\" is not an upper-case HTTP method name"
+        );
+        assert_eq!(
+            e(vec!["GET", "GET"]),
+            "routes[0].match.methods[1]: GET is listed twice"
+        );
+        assert!(e(vec![]).contains("must not be empty"));
+    }
+}
+
+/// A loggable pattern for an undeclared path: segments that look like object
+/// identifiers (numbers, UUIDs, long hex or mixed tokens) become `{id}`, so logs
+/// show API shapes (`/v1/users/{id}/keys`) and not caller data.
+pub fn shadow_pattern(path: &NormalizedPath) -> String {
+    let mut out = String::new();
+    for seg in &path.segments {
+        out.push('/');
+        if looks_like_id(seg) {
+            out.push_str("{id}");
+        } else {
+            encode_segment(seg, &mut out);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn looks_like_id(seg: &str) -> bool {
+    let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+    let hexish = seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let wordish = seg
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_');
+    digits == seg.len()
+        || (hexish && seg.len() >= 8 && digits > 0)
+        || (!wordish && seg.len() > 24)
+        || (digits >= 3 && !wordish)
+        || !seg.is_ascii()
+}
+
+#[cfg(test)]
+mod shadow_tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_hidden_in_shadow_patterns() {
+        let cases = [
+            ("/v1/users/42/keys", "/v1/users/{id}/keys"),
+            (
+                "/v1/orders/3f2b8c1e-9d4a-4c5e-8b7a-1234567890ab",
+                "/v1/orders/{id}",
+            ),
+            ("/v1/blobs/deadbeef12", "/v1/blobs/{id}"),
+            ("/v1/users/alice", "/v1/users/alice"),
+            (
+                "/v1/sessions/AbCdEfGhIjKlMnOpQrStUvWxYz",
+                "/v1/sessions/{id}",
+            ),
+            ("/v1/u/caf%C3%A9", "/v1/u/{id}"),
+            ("/", "/"),
+            ("/internal/debug-vars", "/internal/debug-vars"),
+        ];
+        for (raw, want) in cases {
+            let n = normalize(raw).map(|n| shadow_pattern(&n));
+            assert_eq!(n.as_deref(), Ok(want), "{raw}");
+        }
+    }
+}

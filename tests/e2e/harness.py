@@ -1,0 +1,282 @@
+"""End-to-end harness: a real Envoy with the api-guard module and a real upstream.
+
+    with start_envoy({"routes": [...]}) as env:
+        r = env.request("GET", "/healthz", headers={"authorization": "Bearer ..."})
+        assert r.status == 200
+        assert env.upstream_requests()[-1]["path"] == "/healthz"
+        assert env.stat("apiguard.route.health.decision.allowed") == 1
+
+Envoy runs with --disable-hot-restart, loopback ports chosen by the kernel (port 0,
+read back from the admin API), a chosen --concurrency, and the plugin configuration
+given by the test. Start-up fails loudly (with Envoy's log) if the plugin did not
+load. Only the processes started here are stopped.
+"""
+import contextlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "envoy"))
+import demo_upstream  # noqa: E402
+
+ENVOY = os.environ.get("ENVOY", os.path.join(ROOT, ".venv", "bin", "envoy"))
+WASM = os.environ.get("WASM", os.path.join(ROOT, "build", "api_guard.wasm"))
+LOADED_MARK = "api-guard: configuration loaded"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case name -> value (repeated headers joined by ", ")
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+def cluster(name, port, http2=False):
+    c = {
+        "name": name,
+        "connect_timeout": "1s",
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}],
+        },
+    }
+    if http2:
+        c["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }}
+    return c
+
+
+def wasm_filter(plugin_config, as_struct=False, wasm=None):
+    if as_struct:
+        configuration = {"@type": "type.googleapis.com/google.protobuf.Struct", "value": plugin_config}
+    else:
+        text = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+        configuration = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text}
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "api-guard",
+                "root_id": "api-guard",
+                "allow_on_headers_stop_iteration": True,
+                "fail_open": False,
+                "configuration": configuration,
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm or WASM}},
+                },
+            },
+        },
+    }
+
+
+def bootstrap(plugin_config, upstream_port, clusters=(), as_struct=False, hcm=None,
+              http_filters=None):
+    """The Envoy bootstrap (as a dict; written as JSON, which Envoy reads as YAML)."""
+    filters = http_filters if http_filters is not None else [wasm_filter(plugin_config, as_struct)]
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "server_header_transformation": "PASS_THROUGH",
+        "route_config": {"virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"},
+                        "route": {"cluster": "upstream", "timeout": "10s"}}]}]},
+        "http_filters": filters + [{
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }],
+    }
+    manager.update(hcm or {})
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": manager}]}],
+            }],
+            "clusters": [cluster("upstream", upstream_port)] + list(clusters),
+        },
+    }
+
+
+class Envoy:
+    """A running Envoy plus its upstream. Use `start_envoy`."""
+
+    def __init__(self, workdir, proc, admin, port, upstream, recorder, log_path):
+        self.workdir = workdir
+        self.proc = proc
+        self.admin = admin
+        self.port = port
+        self.upstream = upstream
+        self.recorder = recorder
+        self.log_path = log_path
+
+    # -- traffic ---------------------------------------------------------
+    def request(self, method, path, headers=None, body=None, timeout=10):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            hdrs = dict(headers or {})
+            if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
+                hdrs["content-length"] = str(len(body))
+            for k, v in hdrs.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            if body is not None:
+                conn.send(body)
+            resp = conn.getresponse()
+            data = resp.read()
+            merged = {}
+            for k, v in resp.getheaders():
+                k = k.lower()
+                merged[k] = f"{merged[k]}, {v}" if k in merged else v
+            return Response(resp.status, merged, data)
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def upstream_requests(self):
+        return self.recorder.snapshot()
+
+    # -- observation -----------------------------------------------------
+    def admin_get(self, path):
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stats(self):
+        """All counters and gauges, `wasmcustom.` prefix removed."""
+        doc = json.loads(self.admin_get("/stats?format=json"))
+        out = {}
+        for s in doc.get("stats", []):
+            if "name" in s and "value" in s:
+                out[s["name"].removeprefix("wasmcustom.")] = s["value"]
+        return out
+
+    def stat(self, name):
+        return self.stats().get(name, 0)
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.upstream.shutdown()
+        self.upstream.server_close()
+
+
+def _tail(path, n=60):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "<no log>"
+
+
+@contextlib.contextmanager
+def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=None,
+                responders=None, http_filters=None, expect_loaded=True, timeout=30):
+    """Starts the upstream and Envoy; yields an `Envoy`; stops both afterwards.
+
+    clusters: extra clusters, e.g. `cluster("idp", port)`; responders: upstream
+    overrides {path_prefix: fn(handler, request) -> (status, headers, body)}.
+    """
+    recorder = demo_upstream.Recorder()
+    upstream = demo_upstream.serve(recorder=recorder, responders=responders)
+    workdir = tempfile.mkdtemp(prefix="apiguard-e2e-")
+    cfg_path = os.path.join(workdir, "envoy.json")
+    with open(cfg_path, "w") as f:
+        json.dump(bootstrap(plugin_config, upstream.server_port, clusters, as_struct, hcm,
+                            http_filters), f)
+    admin_path = os.path.join(workdir, "admin.txt")
+    log_path = os.path.join(workdir, "envoy.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [ENVOY, "-c", cfg_path, "--disable-hot-restart", "--concurrency", str(concurrency),
+             "--admin-address-path", admin_path, "-l", "warning",
+             "--component-log-level", "wasm:debug"],
+            stdout=log, stderr=subprocess.STDOUT)
+    env = None
+    try:
+        deadline = time.time() + timeout
+        admin = None
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {proc.returncode}:\n{_tail(log_path)}")
+            if admin is None and os.path.exists(admin_path):
+                admin = open(admin_path).read().strip() or None
+            if admin:
+                try:
+                    with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"Envoy not ready after {timeout}s:\n{_tail(log_path)}")
+        with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=5) as r:
+            listeners = json.loads(r.read())
+        port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        env = Envoy(workdir, proc, admin, port, upstream, recorder, log_path)
+        if expect_loaded:
+            text = env.log()
+            if LOADED_MARK not in text or "failed to load" in text:
+                raise RuntimeError(f"api-guard plugin did not load:\n{_tail(log_path)}")
+        yield env
+    finally:
+        if env is not None:
+            env.stop()
+        else:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            upstream.shutdown()
+            upstream.server_close()
+
+
+def validate(plugin_config, as_struct=False):
+    """Runs `envoy --mode validate` on a bootstrap with this plugin config.
+
+    Returns (exit code, combined output)."""
+    workdir = tempfile.mkdtemp(prefix="apiguard-validate-")
+    cfg_path = os.path.join(workdir, "envoy.json")
+    with open(cfg_path, "w") as f:
+        json.dump(bootstrap(plugin_config, 9, as_struct=as_struct), f)
+    r = subprocess.run([ENVOY, "--mode", "validate", "-c", cfg_path, "-l", "info",
+                        "--component-log-level", "wasm:info"],
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr
