@@ -208,19 +208,23 @@ def _tail(path, n=60):
 
 @contextlib.contextmanager
 def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=None,
-                responders=None, http_filters=None, expect_loaded=True, timeout=30):
+                responders=None, http_filters=None, expect_loaded=True, timeout=30,
+                make_bootstrap=None):
     """Starts the upstream and Envoy; yields an `Envoy`; stops both afterwards.
 
     clusters: extra clusters, e.g. `cluster("idp", port)`; responders: upstream
-    overrides {path_prefix: fn(handler, request) -> (status, headers, body)}.
+    overrides {path_prefix: fn(handler, request) -> (status, headers, body)};
+    make_bootstrap: fn(upstream_port) -> bootstrap dict, replacing the generated one.
     """
     recorder = demo_upstream.Recorder()
     upstream = demo_upstream.serve(recorder=recorder, responders=responders)
     workdir = tempfile.mkdtemp(prefix="apiguard-e2e-")
     cfg_path = os.path.join(workdir, "envoy.json")
     with open(cfg_path, "w") as f:
-        json.dump(bootstrap(plugin_config, upstream.server_port, clusters, as_struct, hcm,
-                            http_filters), f)
+        doc = (make_bootstrap(upstream.server_port) if make_bootstrap else
+               bootstrap(plugin_config, upstream.server_port, clusters, as_struct, hcm,
+                         http_filters))
+        json.dump(doc, f)
     admin_path = os.path.join(workdir, "admin.txt")
     log_path = os.path.join(workdir, "envoy.log")
     with open(log_path, "w") as log:

@@ -1,0 +1,38 @@
+"""The demo configuration (envoy/envoy.yaml) itself, run end to end."""
+import os
+
+import yaml
+
+from harness import ROOT, WASM, start_envoy
+
+
+def demo_bootstrap(upstream_port):
+    """envoy/envoy.yaml with kernel-chosen ports, the test upstream and the built module."""
+    with open(os.path.join(ROOT, "envoy", "envoy.yaml")) as f:
+        doc = yaml.safe_load(f)
+    doc["admin"]["address"]["socket_address"]["port_value"] = 0
+    for listener in doc["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = 0
+        for chain in listener["filter_chains"]:
+            for nf in chain["filters"]:
+                for hf in nf["typed_config"].get("http_filters", []):
+                    if hf["name"] == "envoy.filters.http.wasm":
+                        hf["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = WASM
+    for c in doc["static_resources"]["clusters"]:
+        if c["name"] == "demo_upstream":
+            ep = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ep["address"]["socket_address"]["port_value"] = upstream_port
+    return doc
+
+
+def test_demo_config_serves_and_exports_labelled_metrics():
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        r = env.get("/healthz")
+        assert r.status == 200, r
+        assert r.headers["strict-transport-security"] == "max-age=31536000"
+        assert env.request("DELETE", "/shops/s1/orders/1").status == 405
+        assert env.get("/nope").status == 404
+        prom = env.admin_get("/stats/prometheus")
+        assert 'apiguard_route_decision{route="health",decision="allowed"} 1' in prom, prom[-2000:]
+        assert 'apiguard_route_decision{route="get-order",decision="method"} 1' in prom
+        assert "apiguard_unmatched_not_found{} 1" in prom
