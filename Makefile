@@ -51,6 +51,9 @@ clippy:
 unit: ## Unit and conformance tests (native)
 	cargo test
 
+token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
+	@$(PY) envoy/mint_token.py $(ARGS)
+
 validate: build ## envoy --mode validate on the demo configuration
 	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM) --validate
 
