@@ -20,4 +20,3 @@
 pub mod authz;
 pub mod config;
 pub mod reply;
-
