@@ -19,4 +19,5 @@
 
 pub mod authz;
 pub mod config;
+pub mod quota;
 pub mod reply;
