@@ -431,6 +431,11 @@ pub struct QuotaSettings {
     pub max_keys_per_route: u32,
     /// Compare-and-swap retries before counting a store error.
     pub max_cas_retries: u32,
+    /// Secret mixed into the hash that places callers in quota slots, so the
+    /// fingerprints kept in shared data cannot be reversed by a dictionary and
+    /// callers cannot aim at another caller's slot. At least 16 bytes; absent = a
+    /// built-in key. Changing it re-places every caller (a one-time reset).
+    pub key_salt: Option<String>,
 }
 
 impl Default for QuotaSettings {
@@ -438,6 +443,7 @@ impl Default for QuotaSettings {
         QuotaSettings {
             max_keys_per_route: 10_000,
             max_cas_retries: 16,
+            key_salt: None,
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod quota;
 pub mod reply;
 
 pub mod filter;
