@@ -5,10 +5,12 @@
 //! security headers. Every rejection goes through [`Filter::reject`], which renders
 //! it with [`crate::reply`] and counts it.
 
+use crate::authz::Claims;
 use crate::config::Unmatched;
-use crate::host;
+use crate::host::{self, HostStore};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
+use crate::quota::{self, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
 use crate::route::{self, Params};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -43,6 +45,10 @@ pub struct Filter {
     phase: Phase,
     route: Option<usize>,
     params: Params,
+    /// Verified claims of the caller, once authenticated.
+    claims: Option<Rc<Claims>>,
+    /// `RateLimit-*` headers for the response of an admitted request.
+    quota_headers: Option<[(&'static str, String); 3]>,
 }
 
 impl Filter {
@@ -53,6 +59,8 @@ impl Filter {
             phase: Phase::Start,
             route: None,
             params: Params::new(),
+            claims: None,
+            quota_headers: None,
         }
     }
 
@@ -118,11 +126,54 @@ impl Filter {
             // The upstream must serve exactly what was matched and authorised.
             host::set_request_header(":path", Some(&path.request_target()));
         }
+        // Quota runs after authentication (`claim:sub` counts the verified
+        // caller) so requests rejected earlier consume nothing.
+        self.apply_quota(&policy)?;
         self.phase = Phase::Forwarded;
         if let Some(r) = self.route() {
             metrics::route_decision(&r.name, "allowed");
         }
         Ok(Action::Continue)
+    }
+}
+
+impl Filter {
+    fn apply_quota(&mut self, policy: &Policy) -> Result<(), Rejection> {
+        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+            return Ok(());
+        };
+        let Some(q) = &route.quota else {
+            return Ok(());
+        };
+        let source = host::property(&["source", "address"]);
+        let hops = policy.client_ip.xff_trusted_hops;
+        let xff = if hops > 0 {
+            host::request_header_all("x-forwarded-for")
+        } else {
+            None
+        };
+        let ip = quota::client_ip(source.as_deref(), xff.as_deref(), hops);
+        let header = |name: &str| host::request_header(name);
+        let key = q.caller_key(&KeyInputs {
+            client_ip: ip.as_deref(),
+            claims: self.claims.as_deref(),
+            header: &header,
+        });
+        let check = q.check(&mut HostStore, &key, host::now_ms());
+        metrics::route_counter(&route.name, "quota", check.decision.label(), 1);
+        if check.cas_retries > 0 {
+            metrics::route_counter(
+                &route.name,
+                "quota",
+                "cas_retries",
+                u64::from(check.cas_retries),
+            );
+        }
+        if let Some(rejection) = q.rejection(&check.decision) {
+            return Err(rejection);
+        }
+        self.quota_headers = q.success_headers(&check.decision);
+        Ok(())
     }
 }
 
@@ -173,6 +224,11 @@ impl HttpContext for Filter {
         }
         if sec.no_store_on_auth && self.route().is_some_and(|r| r.authenticated) {
             host::set_response_header("cache-control", Some("no-store"));
+        }
+        if let Some(headers) = &self.quota_headers {
+            for (k, v) in headers {
+                host::set_response_header(k, Some(v));
+            }
         }
         Action::Continue
     }

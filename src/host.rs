@@ -154,3 +154,55 @@ pub fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
     hostcalls::set_shared_data(key, Some(value), cas)
 }
+
+/// All values of a request header, in order, joined by `,` (for
+/// `X-Forwarded-For`, where a client may send several lines and only the
+/// rightmost, proxy-appended entries are trustworthy).
+pub fn request_header_all(name: &str) -> Option<String> {
+    let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(p) => p,
+        Err(s) => {
+            log::warn!("api-guard: reading request headers failed: {s:?}");
+            return None;
+        }
+    };
+    let values: Vec<String> = pairs
+        .into_iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| lossy(v))
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// Proxy-wasm shared data (one store per Envoy process, shared by all workers)
+/// as the quota module's [`crate::quota::SharedStore`].
+pub struct HostStore;
+
+impl crate::quota::SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::quota::StoreError> {
+        match hostcalls::get_shared_data(key) {
+            Ok(v) => Ok(v),
+            Err(Status::NotFound) => Ok((None, None)),
+            Err(s) => {
+                log::warn!("api-guard: shared data read failed: {s:?}");
+                Err(crate::quota::StoreError::Unavailable)
+            }
+        }
+    }
+
+    fn set(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), crate::quota::StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(crate::quota::StoreError::CasMismatch),
+            Err(s) => {
+                log::warn!("api-guard: shared data write failed: {s:?}");
+                Err(crate::quota::StoreError::Unavailable)
+            }
+        }
+    }
+}

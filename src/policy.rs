@@ -4,7 +4,10 @@
 //! `Policy::compile` checks everything a config can get wrong and names the field;
 //! after it succeeds, nothing is parsed or compiled on the request path.
 
-use crate::config::{self, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched};
+use crate::config::{
+    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched,
+};
+use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 
 /// Longest route name (used in metric names).
@@ -21,6 +24,8 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     /// Whether the route authenticates (for `Cache-Control: no-store`).
     pub authenticated: bool,
+    /// Rate limit.
+    pub quota: Option<QuotaPolicy>,
 }
 
 /// Result of matching a request against the routes.
@@ -55,6 +60,8 @@ pub struct Policy {
     pub unmatched: Unmatched,
     /// Security response headers.
     pub security_headers: SecurityHeaders,
+    /// How the client address is found (`quota.by: ip`).
+    pub client_ip: ClientIpConfig,
 }
 
 impl Policy {
@@ -90,17 +97,28 @@ impl Policy {
                 Some(m) => Some(route::parse_methods(m, &format!("{base}.match.methods"))?),
                 None => None,
             };
+            let quota = match &r.quota {
+                Some(q) => Some(QuotaPolicy::compile(
+                    q,
+                    &cfg.quota_settings,
+                    &r.name,
+                    &format!("{base}.quota"),
+                )?),
+                None => None,
+            };
             routes.push(Route {
                 name: r.name.clone(),
                 template,
                 methods,
                 authenticated: r.auth.is_some(),
+                quota,
             });
         }
         Ok(Policy {
             routes,
             unmatched: cfg.unmatched,
             security_headers: compile_security_headers(&cfg.security_headers)?,
+            client_ip: cfg.client_ip,
         })
     }
 
