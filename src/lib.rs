@@ -19,5 +19,6 @@
 
 pub mod authz;
 pub mod config;
+pub mod mask;
 pub mod reply;
 

@@ -1,0 +1,182 @@
+//! The mask actions applied to one selected value, and the hash definition.
+//!
+//! | action      | string                   | number / bool            | null   | object / array             |
+//! |-------------|--------------------------|--------------------------|--------|----------------------------|
+//! | `remove`    | member/element deleted   | same                     | same   | same                       |
+//! | `redact`    | `"[REDACTED]"`           | `"[REDACTED]"`           | same   | `"[REDACTED]"`             |
+//! | `keep_last` | last `n` chars kept      | JSON text as written, then masked into a string | `null` kept | `"[REDACTED]"` |
+//! | `hash`      | hash of its canonical JSON | hash of its JSON text as written | `null` kept | hash of its canonical JSON |
+//!
+//! `keep_last` counts Unicode scalar values (not bytes, not grapheme clusters); a
+//! value of at most `n` characters stays as it is, and each hidden character
+//! becomes one `*`, so the length is preserved. `null` is left alone by
+//! `keep_last` and `hash`: there is nothing to hide, and a hash of `null` would be
+//! a constant that says the same thing.
+//!
+//! **Hash.** `hash` writes the lowercase hex of
+//! `HMAC-SHA-256(key = mask_salt as UTF-8, message = canonical JSON of the value)`:
+//! a keyed hash, so without the salt nobody can test guesses against it, and the
+//! same value always gives the same hex, so records stay joinable across
+//! responses and routes. The canonical JSON of a string is the string in double
+//! quotes with RFC 8785 escaping (`\"`, `\\`, `\b \f \n \r \t`, other control
+//! characters as `\u00xx`; nothing else escaped), whatever escapes the upstream
+//! used. Numbers are taken exactly as written (`1.0` and `1` differ; re-formatting
+//! would lose precision of large numbers). Objects are written without
+//! whitespace, members sorted by key in UTF-16 code-unit order (RFC 8785 §3.2.3),
+//! duplicate keys kept. To reproduce: for the string `alice`,
+//! `printf '%s' '"alice"' | openssl dgst -sha256 -hmac "$MASK_SALT"`.
+
+/// What a `redact` (and `keep_last` on an object or array) writes.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Minimum length of `mask_salt` in bytes: 128 bits, so the salt cannot be
+/// guessed and used to test candidate values against the hashes.
+pub const MIN_SALT_BYTES: usize = 16;
+
+/// A compiled mask action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Delete the member or element.
+    Remove,
+    /// Replace with [`REDACTED`].
+    Redact,
+    /// Salted hash.
+    Hash,
+    /// Keep the last `n` characters.
+    KeepLast(u32),
+}
+
+impl Action {
+    /// When several rules select the same value, the most protective wins:
+    /// `remove`, then `redact`, then `hash`, then `keep_last` with the smallest `n`.
+    pub(crate) fn protects_more_than(self, other: Action) -> bool {
+        fn rank(a: Action) -> (u8, u32) {
+            match a {
+                Action::Remove => (3, 0),
+                Action::Redact => (2, 0),
+                Action::Hash => (1, 0),
+                Action::KeepLast(n) => (0, u32::MAX - n),
+            }
+        }
+        rank(self) > rank(other)
+    }
+}
+
+/// `text` with all but the last `n` characters replaced by `*`.
+pub(crate) fn keep_last(text: &str, n: u32) -> String {
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let total = text.chars().count();
+    let hidden = total.saturating_sub(n);
+    let mut out = String::with_capacity(text.len());
+    out.extend(std::iter::repeat_n('*', hidden));
+    out.extend(text.chars().skip(hidden));
+    out
+}
+
+/// Appends `text` as a JSON string with RFC 8785 escaping (the same bytes
+/// serde_json writes).
+pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut last = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(last..i).unwrap_or(&[]));
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        last = i + 1;
+    }
+    out.extend_from_slice(bytes.get(last..).unwrap_or(&[]));
+    out.push(b'"');
+}
+
+/// `text` as a JSON string.
+pub(crate) fn json_string(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    push_json_string(&mut out, text);
+    out
+}
+
+/// The replacement of a hashed value: `"` + lowercase hex HMAC-SHA-256 + `"`.
+pub(crate) fn hash_json(salt: &[u8], canonical: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mac = hmac_sha256::HMAC::mac(canonical, salt);
+    let mut out = Vec::with_capacity(66);
+    out.push(b'"');
+    for byte in mac {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0xf)]);
+    }
+    out.push(b'"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_last_counts_characters() {
+        let cases = [
+            ("4111111111111111", 4, "************1111"),
+            ("1234", 4, "1234"),
+            ("12", 4, "12"),
+            ("", 4, ""),
+            ("abc", 0, "***"),
+            ("ñandú€😀x", 2, "******😀x"),
+        ];
+        for (input, n, want) in cases {
+            assert_eq!(keep_last(input, n), want, "{input} {n}");
+        }
+    }
+
+    #[test]
+    fn json_string_matches_serde_json() {
+        for s in [
+            "plain",
+            "q\"b\\s",
+            "\u{0}\u{1f}\u{7f}\n\t\r\u{8}\u{c}",
+            "é😀/<>",
+            "\u{2028}",
+        ] {
+            let ours = String::from_utf8(json_string(s)).unwrap_or_default();
+            assert_eq!(ours, serde_json::to_string(s).unwrap_or_default(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn hash_is_hmac_sha256_hex_of_canonical_json() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let got = hash_json(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            String::from_utf8(got).unwrap_or_default(),
+            "\"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843\""
+        );
+    }
+
+    #[test]
+    fn most_protective_action_wins() {
+        use Action::*;
+        assert!(Remove.protects_more_than(Redact));
+        assert!(Redact.protects_more_than(Hash));
+        assert!(Hash.protects_more_than(KeepLast(0)));
+        assert!(KeepLast(2).protects_more_than(KeepLast(4)));
+        assert!(!KeepLast(4).protects_more_than(KeepLast(4)));
+    }
+}
