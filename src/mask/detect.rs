@@ -815,7 +815,8 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_field() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (&[], &[], "routes[0].response.detect: name at least one detector in `builtin` or `patterns`"),
             (&["card", "cc"], &[], "routes[0].response.detect.builtin[1]: unknown detector `cc`; known: private_key, jwt, aws_access_key, card, us_ssn, email"),
             (&["card", "card"], &[], "routes[0].response.detect.builtin[1]: `card` is listed twice"),

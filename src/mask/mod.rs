@@ -38,7 +38,7 @@ use crate::config::{
     ConfigError, FailureMode, MaskAction, ResponseConfig, DEFAULT_MAX_RESPONSE_BYTES,
 };
 use crate::reply::Rejection;
-use actions::Action;
+use actions::{Action, KeyedHash};
 use detect::Detectors;
 use walk::{Fault, Rule, Walker};
 
@@ -52,7 +52,7 @@ pub struct ResponsePolicy {
     rules: Vec<Rule>,
     unmasked_for: Option<ClaimRule>,
     detectors: Option<Detectors>,
-    salt: Vec<u8>,
+    keyed: Option<KeyedHash>,
     max_body_bytes: u64,
     failure_mode: FailureMode,
     mask_errors: bool,
@@ -124,23 +124,24 @@ impl ResponsePolicy {
                 action,
             });
         }
-        let salt =
-            match (first_hash, salt) {
-                (None, _) => Vec::new(),
-                (Some(i), None) => return Err(ConfigError::new(
+        let keyed = match (first_hash, salt) {
+            (None, _) => None,
+            (Some(i), None) => {
+                return Err(ConfigError::new(
                     format!("{path}.mask[{i}].action"),
                     format!(
                         "`hash` needs the top-level `mask_salt` (at least {MIN_SALT_BYTES} bytes)"
                     ),
-                )),
-                (Some(_), Some(s)) if s.len() < MIN_SALT_BYTES => {
-                    return Err(ConfigError::new(
-                        "mask_salt",
-                        format!("must be at least {MIN_SALT_BYTES} bytes, is {}", s.len()),
-                    ))
-                }
-                (Some(_), Some(s)) => s.as_bytes().to_vec(),
-            };
+                ))
+            }
+            (Some(_), Some(s)) if s.len() < MIN_SALT_BYTES => {
+                return Err(ConfigError::new(
+                    "mask_salt",
+                    format!("must be at least {MIN_SALT_BYTES} bytes, is {}", s.len()),
+                ))
+            }
+            (Some(_), Some(s)) => Some(KeyedHash::new(s.as_bytes())),
+        };
         let unmasked_for = match &cfg.unmasked_for {
             None => None,
             Some(_) if rules.is_empty() => {
@@ -175,7 +176,7 @@ impl ResponsePolicy {
             rules,
             unmasked_for,
             detectors,
-            salt,
+            keyed,
             max_body_bytes,
             failure_mode: cfg.failure_mode,
             mask_errors: cfg.mask_errors,
@@ -270,7 +271,7 @@ impl ResponsePolicy {
         // Full syntax check first (numbers, escapes, trailing bytes); the walker
         // then only follows structure. IgnoredAny builds nothing.
         serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| not_json())?;
-        let mut walker = Walker::new(text, rules, self.detectors.as_ref(), &self.salt);
+        let mut walker = Walker::new(text, rules, self.detectors.as_ref(), self.keyed.as_ref());
         let body = walker.run().map_err(|fault| match fault {
             Fault::TooDeep => withheld(
                 "not_json",

@@ -14,7 +14,7 @@
 //! structure; it still never indexes out of bounds and reports any surprise as
 //! [`Fault::Malformed`] rather than panicking.
 
-use super::actions::{self, Action, REDACTED};
+use super::actions::{self, Action, KeyedHash, REDACTED};
 use super::detect::{Detectors, Scan};
 use super::path::Segment;
 use std::borrow::Cow;
@@ -70,7 +70,7 @@ pub(crate) struct Walker<'a> {
     pos: usize,
     rules: &'a [Rule],
     detectors: Option<&'a Detectors>,
-    salt: &'a [u8],
+    keyed: Option<&'a KeyedHash>,
     /// Stack of active states; each value's states are one slice of it.
     states: Vec<State>,
     /// Stack of the items of the containers being walked.
@@ -89,7 +89,7 @@ impl<'a> Walker<'a> {
         text: &'a str,
         rules: &'a [Rule],
         detectors: Option<&'a Detectors>,
-        salt: &'a [u8],
+        keyed: Option<&'a KeyedHash>,
     ) -> Self {
         Walker {
             text,
@@ -97,7 +97,7 @@ impl<'a> Walker<'a> {
             pos: 0,
             rules,
             detectors,
-            salt,
+            keyed,
             states: Vec::new(),
             items: Vec::new(),
             edits: Vec::new(),
@@ -388,7 +388,10 @@ impl<'a> Walker<'a> {
                 }
                 let mut canonical = Vec::new();
                 self.canonical(depth, &mut canonical)?;
-                let hashed = actions::hash_json(self.salt, &canonical);
+                // Compile guarantees the key whenever a rule hashes; without it,
+                // refusing beats leaking.
+                let keyed = self.keyed.ok_or(Fault::Malformed)?;
+                let hashed = keyed.hash_json(&canonical);
                 self.edit(start, self.pos, hashed);
             }
         }
