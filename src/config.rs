@@ -65,13 +65,17 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
         Ok(cfg) => {
-            de.end().map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
+            de.end()
+                .map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
             Ok(cfg)
         }
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            Err(ConfigError::new(path, clean_serde_message(&e.inner().to_string())))
+            Err(ConfigError::new(
+                path,
+                clean_serde_message(&e.inner().to_string()),
+            ))
         }
     }
 }
@@ -79,7 +83,10 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
 /// serde_json appends " at line L column C"; keep it, but drop the noise for
 /// untagged enums so the message says what was expected.
 fn clean_serde_message(msg: &str) -> String {
-    msg.replace("data did not match any variant of untagged enum ", "expected one of the forms of ")
+    msg.replace(
+        "data did not match any variant of untagged enum ",
+        "expected one of the forms of ",
+    )
 }
 
 /// The whole plugin configuration.
@@ -583,13 +590,20 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#);
-        assert!(e.starts_with("routes[1].match: unknown field `method`"), "{e}");
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#,
+        );
+        assert!(
+            e.starts_with("routes[1].match: unknown field `method`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#);
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#,
+        );
         assert!(e.starts_with("routes[0].quota.limit: invalid type"), "{e}");
     }
 
@@ -608,7 +622,11 @@ mod tests {
     #[test]
     fn empty_and_non_json_configs_are_reported() {
         assert!(err("").contains("plugin configuration is empty"));
-        assert!(err("routes: []").contains("expected value"), "{}", err("routes: []"));
+        assert!(
+            err("routes: []").contains("expected value"),
+            "{}",
+            err("routes: []")
+        );
         assert!(err(r#"{"routes":[]} x"#).contains("trailing"));
     }
 }

@@ -21,4 +21,3 @@ pub mod authz;
 pub mod config;
 pub mod mask;
 pub mod reply;
-
