@@ -1,11 +1,17 @@
 //! The mask actions applied to one selected value, and the hash definition.
 //!
-//! | action      | string                   | number / bool            | null   | object / array             |
-//! |-------------|--------------------------|--------------------------|--------|----------------------------|
-//! | `remove`    | member/element deleted   | same                     | same   | same                       |
-//! | `redact`    | `"[REDACTED]"`           | `"[REDACTED]"`           | same   | `"[REDACTED]"`             |
-//! | `keep_last` | last `n` chars kept      | JSON text as written, then masked into a string | `null` kept | `"[REDACTED]"` |
-//! | `hash`      | hash of its canonical JSON | hash of its JSON text as written | `null` kept | hash of its canonical JSON |
+//! What each action does with each kind of JSON value:
+//! - `remove`: the member (key included) or array element is deleted, whatever
+//!   its value.
+//! - `redact`: the value, whatever it is (`null`, objects and arrays included),
+//!   becomes the string `"[REDACTED]"`.
+//! - `keep_last` (`n`): a string keeps its last `n` characters; a number or
+//!   boolean is first taken as its JSON text as written (`4111111111111111`,
+//!   `-12.50`, `true`) and becomes a masked string; an object or array becomes
+//!   `"[REDACTED]"` (the tail of its JSON text would be meaningless and could
+//!   leak); `null` stays `null`.
+//! - `hash`: strings, numbers, booleans, objects and arrays become the hex
+//!   string defined below; `null` stays `null`.
 //!
 //! `keep_last` counts Unicode scalar values (not bytes, not grapheme clusters); a
 //! value of at most `n` characters stays as it is, and each hidden character

@@ -147,10 +147,16 @@ impl Detectors {
                     format!("must be 1 to {MAX_NAME_LEN} characters of a-z, 0-9 and _"),
                 ));
             }
-            if detectors.iter().any(|d| &d.kind == name) || BUILTIN_NAMES.contains(&name.as_str()) {
+            if BUILTIN_NAMES.contains(&name.as_str()) {
                 return Err(ConfigError::new(
                     format!("{at}.name"),
-                    format!("`{name}` is already used by another detector"),
+                    format!("`{name}` is the name of a built-in detector"),
+                ));
+            }
+            if detectors.iter().any(|d| &d.kind == name) {
+                return Err(ConfigError::new(
+                    format!("{at}.name"),
+                    format!("`{name}` is already used by another pattern"),
                 ));
             }
             let re = RegexBuilder::new(&p.regex)
@@ -823,8 +829,8 @@ mod tests {
             (&[], &[("x", "(")], "routes[0].response.detect.patterns[0].regex: invalid regex-lite pattern: "),
             (&[], &[("x", "a*")], "routes[0].response.detect.patterns[0].regex: pattern matches the empty string; it would flag every value"),
             (&[], &[("Bad-Name", "a")], "routes[0].response.detect.patterns[0].name: must be 1 to 64 characters of a-z, 0-9 and _"),
-            (&[], &[("email", "a")], "routes[0].response.detect.patterns[0].name: `email` is already used by another detector"),
-            (&[], &[("a", "a"), ("a", "b")], "routes[0].response.detect.patterns[1].name: `a` is already used by another detector"),
+            (&[], &[("email", "a")], "routes[0].response.detect.patterns[0].name: `email` is the name of a built-in detector"),
+            (&[], &[("a", "a"), ("a", "b")], "routes[0].response.detect.patterns[1].name: `a` is already used by another pattern"),
         ];
         for (builtin, patterns, want) in cases {
             let got = detectors(builtin, patterns, DetectAction::Redact)
