@@ -17,17 +17,24 @@
 //!   is not looked into by rules below it nor by detectors.
 //! - **Paths that match nothing** are a no-op. Array indexes are positions in
 //!   the upstream's array. `remove` of `$` itself is a configuration error.
-//! - Non-string values and the hash definition: see [`actions`].
-//! - Bytes no rule touched leave exactly as sent (see [`walk`]); a body nothing
+//! - **Non-string values:** `redact` turns any value into `"[REDACTED]"`;
+//!   `keep_last` masks a number or boolean as its JSON text as written
+//!   (`4111111111111111` → `"************1111"`), turns an object or array into
+//!   `"[REDACTED]"` and leaves `null`; `hash` hashes any value but `null`.
+//! - **Hash:** lowercase hex of `HMAC-SHA-256(key = mask_salt, message =
+//!   canonical JSON of the value)`; canonical = RFC 8785 string escaping, object
+//!   keys sorted, no whitespace, numbers exactly as written. `mask_salt` must be
+//!   at least [`MIN_SALT_BYTES`] bytes. Details in `actions.rs`.
+//! - Bytes no rule touched leave exactly as sent (see `walk.rs`); a body nothing
 //!   matched is returned as `None` and not re-serialized.
 //! - A body that is empty or only whitespace has nothing to leak and is passed
 //!   unchanged; any other body that is not UTF-8 JSON, or nests deeper than
 //!   [`MAX_DEPTH`], is refused as `not_json` (the caller applies the fail mode).
 
-pub mod actions;
-pub mod detect;
+mod actions;
+mod detect;
 pub mod path;
-pub mod walk;
+mod walk;
 
 pub use actions::{MIN_SALT_BYTES, REDACTED};
 pub use detect::BUILTIN_NAMES;
