@@ -19,8 +19,10 @@ pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
 pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 2000;
 /// Default for `routes[].request.max_body_bytes`.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
-/// Default for `routes[].response.max_body_bytes`.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+/// Default for `routes[].response.max_body_bytes`: Envoy's default
+/// `per_connection_buffer_limit_bytes` (1 MiB). Envoy itself fails a buffered
+/// response over that limit, so raise both together.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 
 /// A configuration error: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

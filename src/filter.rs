@@ -6,7 +6,7 @@
 //! it with [`crate::reply`] and counts it.
 
 use crate::authz::Claims;
-use crate::config::Unmatched;
+use crate::config::{FailureMode, Unmatched};
 use crate::host::{self, HostStore};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
@@ -14,7 +14,7 @@ use crate::quota::{self, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
 use crate::route::{self, Params};
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, BufferType};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -49,6 +49,14 @@ pub struct Filter {
     claims: Option<Rc<Claims>>,
     /// `RateLimit-*` headers for the response of an admitted request.
     quota_headers: Option<[(&'static str, String); 3]>,
+    /// The route masks this caller's response (decided at request time).
+    mask_response: bool,
+    /// Response headers are held until the body is complete.
+    holding_response: bool,
+    /// The response must be withheld (decided at response headers).
+    withhold: Option<Rejection>,
+    /// Response body bytes buffered so far.
+    response_bytes: usize,
 }
 
 impl Filter {
@@ -61,6 +69,10 @@ impl Filter {
             params: Params::new(),
             claims: None,
             quota_headers: None,
+            mask_response: false,
+            holding_response: false,
+            withhold: None,
+            response_bytes: 0,
         }
     }
 
@@ -69,14 +81,20 @@ impl Filter {
         p.routes.get(self.route?)
     }
 
-    /// Answers the request with the problem document for `rejection`.
+    /// Answers the request with the problem document for `rejection`, counted as
+    /// the route's decision.
     fn reject(&mut self, rejection: Rejection) -> Action {
-        let reply = rejection.render();
-        let route_name = self.route().map(|r| r.name.clone());
-        match &route_name {
-            Some(name) => metrics::route_decision(name, rejection.reason()),
+        match self.route() {
+            Some(r) => metrics::route_decision(&r.name, rejection.reason()),
             None => metrics::inc(&format!("apiguard.unmatched.{}", rejection.reason())),
         }
+        self.send_problem(&rejection)
+    }
+
+    /// Sends the problem document for `rejection` as a local reply.
+    fn send_problem(&mut self, rejection: &Rejection) -> Action {
+        let reply = rejection.render();
+        let route_name = self.route().map(|r| r.name.clone());
         log::debug!(
             "api-guard: route={} rejected status={} reason={}",
             route_name.as_deref().unwrap_or("-"),
@@ -129,6 +147,7 @@ impl Filter {
         // Quota runs after authentication (`claim:sub` counts the verified
         // caller) so requests rejected earlier consume nothing.
         self.apply_quota(&policy)?;
+        self.prepare_response_masking(&policy);
         self.phase = Phase::Forwarded;
         if let Some(r) = self.route() {
             metrics::route_decision(&r.name, "allowed");
@@ -177,6 +196,191 @@ impl Filter {
     }
 }
 
+/// Response masking: hold the response until its body is complete, then mask it
+/// or withhold it. Found in Envoy 1.40 (see README "Response masking"): response
+/// headers held with `Action::Pause` can still be edited when the body ends, and
+/// a local reply sent then replaces the whole response.
+impl Filter {
+    fn prepare_response_masking(&mut self, policy: &Policy) {
+        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+            return;
+        };
+        if let Some(rp) = &route.response {
+            if rp.applies_to(self.claims.as_deref()) {
+                self.mask_response = true;
+                // A compressed body cannot be masked: ask for identity, and
+                // withhold whatever comes back compressed anyway.
+                host::set_request_header("accept-encoding", Some("identity"));
+            }
+        }
+    }
+
+    fn on_masked_response_headers(&mut self, end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return Action::Continue;
+        };
+        let Some(rp) = self
+            .route
+            .and_then(|i| policy.routes.get(i))
+            .and_then(|r| r.response.as_ref())
+        else {
+            return Action::Continue;
+        };
+        let status = host::response_header(":status")
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        if end_of_stream || !rp.applies_to_status(status) {
+            return Action::Continue;
+        }
+        let max = rp.max_body_bytes();
+        let encoding = host::response_header("content-encoding").unwrap_or_default();
+        let encoding = encoding.trim();
+        let media = host::response_header("content-type").unwrap_or_default();
+        let declared_len =
+            host::response_header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        self.withhold = if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+            Some(Rejection::ResponseWithheld {
+                reason: "compressed",
+                description: "the upstream response is compressed and cannot be masked".into(),
+            })
+        } else if !is_json_media_type(&media) {
+            Some(Rejection::ResponseWithheld {
+                reason: "not_json",
+                description: "the upstream response is not JSON and cannot be masked".into(),
+            })
+        } else if declared_len.is_some_and(|n| n > max) {
+            Some(Rejection::ResponseWithheld {
+                reason: "too_large",
+                description: format!(
+                    "the upstream response exceeds {max} bytes and cannot be masked"
+                ),
+            })
+        } else {
+            None
+        };
+        if self.withhold.is_some() && rp.failure_mode() == FailureMode::Open {
+            let reason = self.withhold.take().map(|r| r.reason()).unwrap_or("");
+            self.count_response(&format!("unmasked.{reason}"), 1);
+            return Action::Continue;
+        }
+        // The body will change length: Envoy sends it chunked (or recomputes).
+        host::set_response_header("content-length", None);
+        self.holding_response = true;
+        Action::Pause
+    }
+
+    fn on_masked_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.response_bytes = body_size;
+        if let Some(rejection) = self.withhold.take() {
+            return self.withhold_response(rejection);
+        }
+        let (max, open) = match self.route().and_then(|r| r.response.as_ref()) {
+            Some(rp) => (rp.max_body_bytes(), rp.failure_mode() == FailureMode::Open),
+            None => return Action::Continue,
+        };
+        if body_size as u64 > max {
+            if open {
+                self.holding_response = false;
+                self.count_response("unmasked.too_large", 1);
+                return Action::Continue;
+            }
+            return self.withhold_response(Rejection::ResponseWithheld {
+                reason: "too_large",
+                description: format!(
+                    "the upstream response exceeds {max} bytes and cannot be masked"
+                ),
+            });
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.finish_masking()
+    }
+
+    fn finish_masking(&mut self) -> Action {
+        self.holding_response = false;
+        let size = self.response_bytes;
+        let Some(policy) = self.policy.clone() else {
+            return Action::Continue;
+        };
+        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+            return Action::Continue;
+        };
+        let Some(rp) = &route.response else {
+            return Action::Continue;
+        };
+        let name = route.name.clone();
+        let body = host::buffer(BufferType::HttpResponseBody, 0, size).unwrap_or_default();
+        match rp.apply(&body, self.claims.as_deref()) {
+            Ok(outcome) => {
+                for (kind, hits) in &outcome.detector_hits {
+                    metrics::route_counter(
+                        &name,
+                        "response",
+                        &format!("detect.{kind}"),
+                        u64::from(*hits),
+                    );
+                    log::info!(
+                        "api-guard: route={name} sensitive data in response: {kind} x{hits}"
+                    );
+                }
+                if outcome.fields_masked > 0 {
+                    metrics::route_counter(
+                        &name,
+                        "response",
+                        "fields_masked",
+                        u64::from(outcome.fields_masked),
+                    );
+                }
+                if let Some(new_body) = outcome.body {
+                    metrics::route_counter(&name, "response", "masked", 1);
+                    if !host::replace_buffer(BufferType::HttpResponseBody, size, &new_body) {
+                        return self.withhold_response(Rejection::ResponseWithheld {
+                            reason: "rewrite_failed",
+                            description: "the response could not be masked".into(),
+                        });
+                    }
+                }
+                Action::Continue
+            }
+            Err(rejection) => {
+                // Detected secrets are withheld whatever the failure mode.
+                if rp.failure_mode() == FailureMode::Open && rejection.reason() != "sensitive_data"
+                {
+                    self.count_response(&format!("unmasked.{}", rejection.reason()), 1);
+                    return Action::Continue;
+                }
+                self.withhold_response(rejection)
+            }
+        }
+    }
+
+    fn withhold_response(&mut self, rejection: Rejection) -> Action {
+        self.holding_response = false;
+        self.count_response("withheld", 1);
+        self.count_response(&format!("withheld.{}", rejection.reason()), 1);
+        self.send_problem(&rejection)
+    }
+
+    fn count_response(&self, counter: &str, n: u64) {
+        if let Some(r) = self.route() {
+            metrics::route_counter(&r.name, "response", counter, n);
+        }
+    }
+}
+
+/// `application/json` or any `+json` suffix type (RFC 6839), parameters ignored.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// Counts a request to an undeclared endpoint and logs its pattern once per worker.
 fn note_shadow_endpoint(method: &str, path: &route::NormalizedPath) {
     metrics::inc("apiguard.unmatched.allowed");
@@ -208,7 +412,7 @@ impl HttpContext for Filter {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.phase == Phase::Rejected || self.phase == Phase::Start {
             return Action::Continue;
         }
@@ -229,6 +433,27 @@ impl HttpContext for Filter {
             for (k, v) in headers {
                 host::set_response_header(k, Some(v));
             }
+        }
+        if self.mask_response {
+            return self.on_masked_response_headers(end_of_stream);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase != Phase::Forwarded || !self.holding_response {
+            return Action::Continue;
+        }
+        self.on_masked_response_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the stream: the body seen so far is the whole body.
+        if self.phase == Phase::Forwarded && self.holding_response {
+            if let Some(rejection) = self.withhold.take() {
+                return self.withhold_response(rejection);
+            }
+            return self.finish_masking();
         }
         Action::Continue
     }

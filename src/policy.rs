@@ -7,6 +7,7 @@
 use crate::config::{
     self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched,
 };
+use crate::mask::ResponsePolicy;
 use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 
@@ -26,6 +27,8 @@ pub struct Route {
     pub authenticated: bool,
     /// Rate limit.
     pub quota: Option<QuotaPolicy>,
+    /// Response masking and sensitive-data detection.
+    pub response: Option<ResponsePolicy>,
 }
 
 /// Result of matching a request against the routes.
@@ -106,12 +109,21 @@ impl Policy {
                 )?),
                 None => None,
             };
+            let response = match &r.response {
+                Some(rc) => Some(ResponsePolicy::compile(
+                    rc,
+                    cfg.mask_salt.as_deref(),
+                    &format!("{base}.response"),
+                )?),
+                None => None,
+            };
             routes.push(Route {
                 name: r.name.clone(),
                 template,
                 methods,
                 authenticated: r.auth.is_some(),
                 quota,
+                response,
             });
         }
         Ok(Policy {

@@ -487,9 +487,12 @@ fn bodies_that_cannot_be_masked_are_refused() {
 fn nesting_is_bounded() {
     let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     let obj = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
-    let p = policy(json!({"mask": [{"path": "$[0]", "action": "redact"}]}));
+    // 200,000 levels of `{"a":` are 1.2 MB: raise the cap so depth, not size, decides.
+    let p = policy(
+        json!({"mask": [{"path": "$[0]", "action": "redact"}], "max_body_bytes": 4_194_304}),
+    );
     let deep = policy(
-        json!({"mask": [{"path": "$.a.a.a", "action": "redact"}], "detect": {"builtin": ["email"], "action": "report"}}),
+        json!({"mask": [{"path": "$.a.a.a", "action": "redact"}], "detect": {"builtin": ["email"], "action": "report"}, "max_body_bytes": 4_194_304}),
     );
     for pol in [&p, &deep] {
         assert!(pol.apply(nest(MAX_DEPTH).as_bytes(), None).is_ok());
