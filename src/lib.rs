@@ -20,6 +20,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod jwt;
 pub mod reply;
 
 pub mod filter;
