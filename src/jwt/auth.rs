@@ -306,7 +306,11 @@ impl AuthPolicy {
     /// claims and the route's path parameters (`(name, value)` as the router
     /// extracted them). Failures are 403 with reason `claims` or `bind`; the
     /// description never names a claim value.
-    pub fn authorize(&self, claims: &Claims, params: &[(String, String)]) -> Result<(), AuthFailure> {
+    pub fn authorize(
+        &self,
+        claims: &Claims,
+        params: &[(String, String)],
+    ) -> Result<(), AuthFailure> {
         let forbidden = |reason: &'static str, description: &str| AuthFailure {
             rejection: Rejection::Forbidden {
                 reason,
@@ -412,7 +416,14 @@ impl AuthPolicy {
                 }
                 let v = verify::verify_jwt(token, keys, &p.rules, now)?;
                 let claims = Rc::new(v.claims);
-                cache.insert(p.name(), token, Rc::clone(&claims), v.times, generation, now);
+                cache.insert(
+                    p.name(),
+                    token,
+                    Rc::clone(&claims),
+                    v.times,
+                    generation,
+                    now,
+                );
                 Ok((claims, false))
             }
         }
@@ -441,7 +452,11 @@ impl AuthPolicy {
         }
     }
 
-    fn outcome(&self, found: &[Found], verified: &[Option<(usize, Rc<Claims>, bool)>]) -> AuthOutcome {
+    fn outcome(
+        &self,
+        found: &[Found],
+        verified: &[Option<(usize, Rc<Claims>, bool)>],
+    ) -> AuthOutcome {
         let mut out = AuthOutcome::default();
         for (pi, slot) in verified.iter().enumerate() {
             let (Some((fi, claims, from_cache)), Some(p)) = (slot, self.providers.get(pi)) else {
@@ -513,7 +528,11 @@ fn header_value(v: &Value) -> Option<String> {
         }
     }
     let text = match v {
-        Value::Array(items) => items.iter().filter_map(scalar).collect::<Vec<_>>().join(","),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(scalar)
+            .collect::<Vec<_>>()
+            .join(","),
         other => scalar(other)?,
     };
     let safe = !text.is_empty()
@@ -527,7 +546,10 @@ fn peek_issuer(token: &str) -> Result<Option<String>, VerifyError> {
     let jws = verify::decode(token)?;
     let claims: Claims = serde_json::from_slice(&jws.payload)
         .map_err(|_| VerifyError::Malformed("the token payload is not a JSON object"))?;
-    Ok(claims.get("iss").and_then(Value::as_str).map(str::to_string))
+    Ok(claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string))
 }
 
 fn compile_req(
@@ -639,20 +661,32 @@ mod tests {
     /// `{"iss": "https://main/", "aud": "orders-api", "sub": "alice", "roles": ["clerk", "admin"],
     ///   "realm": {"tier": "gold"}, "shop_id": "s1", "exp": NOW + 600}`
     fn main_token() -> String {
-        mint(Algorithm::ES256, Some("es256"), &json!({
-            "iss": "https://main/", "aud": "orders-api", "sub": "alice", "roles": ["clerk", "admin"],
-            "realm": {"tier": "gold"}, "shop_id": "s1", "exp": NOW + 600
-        }))
+        mint(
+            Algorithm::ES256,
+            Some("es256"),
+            &json!({
+                "iss": "https://main/", "aud": "orders-api", "sub": "alice", "roles": ["clerk", "admin"],
+                "realm": {"tier": "gold"}, "shop_id": "s1", "exp": NOW + 600
+            }),
+        )
     }
 
     /// `{"iss": "https://partner/", "sub": "bob", "exp": NOW + 600}`
     fn partner_token() -> String {
-        mint(Algorithm::HS256, Some("hs256"), &json!({"iss": "https://partner/", "sub": "bob", "exp": NOW + 600}))
+        mint(
+            Algorithm::HS256,
+            Some("hs256"),
+            &json!({"iss": "https://partner/", "sub": "bob", "exp": NOW + 600}),
+        )
     }
 
     /// `{"iss": "https://side/", "sub": "carol", "exp": NOW + 600}`
     fn side_token() -> String {
-        mint(Algorithm::EdDSA, Some("eddsa"), &json!({"iss": "https://side/", "sub": "carol", "exp": NOW + 600}))
+        mint(
+            Algorithm::EdDSA,
+            Some("eddsa"),
+            &json!({"iss": "https://side/", "sub": "carol", "exp": NOW + 600}),
+        )
     }
 
     fn run(p: &AuthPolicy, req: &FakeRequest) -> Result<AuthOutcome, AuthFailure> {
@@ -664,8 +698,11 @@ mod tests {
         FakeRequest::new().header("authorization", &format!("Bearer {t}"))
     }
 
-    fn reason(r: Result<AuthOutcome, AuthFailure>) -> Result<Option<String>, (&'static str, Option<String>, u32)> {
-        r.map(|o| o.provider).map_err(|f| (f.reason, f.provider, f.rejection.status()))
+    fn reason(
+        r: Result<AuthOutcome, AuthFailure>,
+    ) -> Result<Option<String>, (&'static str, Option<String>, u32)> {
+        r.map(|o| o.provider)
+            .map_err(|f| (f.reason, f.provider, f.rejection.status()))
     }
 
     #[test]
@@ -674,11 +711,17 @@ mod tests {
         let token = main_token();
         let req = bearer(&token).query("access_token=");
         // The empty access_token parameter is a second, malformed token: all must be valid.
-        assert_eq!(reason(run(&p, &req)), Err(("malformed", Some("main".into()), 401)));
+        assert_eq!(
+            reason(run(&p, &req)),
+            Err(("malformed", Some("main".into()), 401))
+        );
         let req = bearer(&token).header("cookie", &format!("theme=dark; session={token}"));
         let out = run(&p, &req).unwrap();
         assert_eq!(out.provider.as_deref(), Some("main"));
-        assert_eq!(out.claims.as_ref().and_then(|c| c.get("sub")), Some(&json!("alice")));
+        assert_eq!(
+            out.claims.as_ref().and_then(|c| c.get("sub")),
+            Some(&json!("alice"))
+        );
         let payload = token.split('.').nth(1).unwrap().to_string();
         assert_eq!(
             out.set_headers,
@@ -691,7 +734,11 @@ mod tests {
         );
         assert_eq!(
             out.strip,
-            StripPlan { headers: vec!["authorization".into()], query_params: vec![], cookies: vec!["session".into()] }
+            StripPlan {
+                headers: vec!["authorization".into()],
+                query_params: vec![],
+                cookies: vec!["session".into()]
+            }
         );
         assert_eq!(out.identities.len(), 1);
     }
@@ -703,7 +750,11 @@ mod tests {
         assert_eq!(f.rejection, Rejection::MissingToken);
         assert_eq!((f.reason, f.provider.as_deref()), ("missing", Some("main")));
         // A non-Bearer Authorization header is no token for this provider.
-        assert!(run(&p, &FakeRequest::new().header("authorization", "Basic eA==")).is_err_and(|f| f.reason == "missing"));
+        assert!(run(
+            &p,
+            &FakeRequest::new().header("authorization", "Basic eA==")
+        )
+        .is_err_and(|f| f.reason == "missing"));
 
         let open = policy(json!({"requires": "main", "allow_missing": true}));
         let out = run(&open, &FakeRequest::new()).unwrap();
@@ -718,20 +769,69 @@ mod tests {
     fn invalid_tokens_table() {
         let p = policy(json!({"requires": "main"}));
         let claims = |extra: Value| {
-            let mut c = json!({"iss": "https://main/", "aud": "orders-api", "sub": "a", "exp": NOW + 600});
+            let mut c =
+                json!({"iss": "https://main/", "aud": "orders-api", "sub": "a", "exp": NOW + 600});
             for (k, v) in extra.as_object().unwrap() {
                 c[k] = v.clone();
             }
             c
         };
         let cases: Vec<(&str, String, (&str, u32))> = vec![
-            ("expired", mint(Algorithm::ES256, Some("es256"), &claims(json!({"exp": NOW - 3600}))), ("expired", 401)),
-            ("not yet valid", mint(Algorithm::ES256, Some("es256"), &claims(json!({"nbf": NOW + 3600}))), ("not_yet_valid", 401)),
-            ("wrong issuer", mint(Algorithm::ES256, Some("es256"), &claims(json!({"iss": "https://evil/"}))), ("issuer", 401)),
-            ("wrong audience", mint(Algorithm::ES256, Some("es256"), &claims(json!({"aud": "other"}))), ("audience", 403)),
-            ("unknown kid", mint(Algorithm::ES256, Some("k9"), &claims(json!({}))), ("unknown_kid", 401)),
-            ("alg none", format!("{}.{}.", crate::jwt::b64url_encode(br#"{"alg":"none"}"#), crate::jwt::b64url_encode(claims(json!({})).to_string().as_bytes())), ("bad_signature", 401)),
-            ("key confusion", mint(Algorithm::HS256, Some("es256"), &claims(json!({}))), ("bad_signature", 401)),
+            (
+                "expired",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"exp": NOW - 3600})),
+                ),
+                ("expired", 401),
+            ),
+            (
+                "not yet valid",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"nbf": NOW + 3600})),
+                ),
+                ("not_yet_valid", 401),
+            ),
+            (
+                "wrong issuer",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"iss": "https://evil/"})),
+                ),
+                ("issuer", 401),
+            ),
+            (
+                "wrong audience",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"aud": "other"})),
+                ),
+                ("audience", 403),
+            ),
+            (
+                "unknown kid",
+                mint(Algorithm::ES256, Some("k9"), &claims(json!({}))),
+                ("unknown_kid", 401),
+            ),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    crate::jwt::b64url_encode(br#"{"alg":"none"}"#),
+                    crate::jwt::b64url_encode(claims(json!({})).to_string().as_bytes())
+                ),
+                ("bad_signature", 401),
+            ),
+            (
+                "key confusion",
+                mint(Algorithm::HS256, Some("es256"), &claims(json!({}))),
+                ("bad_signature", 401),
+            ),
             ("garbage", "garbage".to_string(), ("malformed", 401)),
         ];
         for (name, token, want) in cases {
@@ -740,7 +840,12 @@ mod tests {
             assert!(!f.refetch_keys, "{name}: inline providers never refetch");
             if want.1 == 401 {
                 let r = f.rejection.render();
-                assert!(r.headers.iter().any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token")), "{name}");
+                assert!(
+                    r.headers
+                        .iter()
+                        .any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token")),
+                    "{name}"
+                );
             }
         }
     }
@@ -748,13 +853,33 @@ mod tests {
     #[test]
     fn providers_sharing_a_header_are_picked_by_issuer() {
         let p = policy(json!({"requires": {"any": ["main", "partner"]}}));
-        assert_eq!(reason(run(&p, &bearer(&main_token()))), Ok(Some("main".into())));
-        assert_eq!(reason(run(&p, &bearer(&partner_token()))), Ok(Some("partner".into())));
-        let stranger = mint(Algorithm::HS256, None, &json!({"iss": "https://stranger/", "exp": NOW + 5}));
-        assert_eq!(reason(run(&p, &bearer(&stranger))), Err(("issuer", Some("main".into()), 401)));
+        assert_eq!(
+            reason(run(&p, &bearer(&main_token()))),
+            Ok(Some("main".into()))
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&partner_token()))),
+            Ok(Some("partner".into()))
+        );
+        let stranger = mint(
+            Algorithm::HS256,
+            None,
+            &json!({"iss": "https://stranger/", "exp": NOW + 5}),
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&stranger))),
+            Err(("issuer", Some("main".into()), 401))
+        );
         // A partner token whose signature is bad fails for partner.
-        let forged = mint(Algorithm::ES256, Some("hs256"), &json!({"iss": "https://partner/", "exp": NOW + 5}));
-        assert_eq!(reason(run(&p, &bearer(&forged))), Err(("bad_signature", Some("partner".into()), 401)));
+        let forged = mint(
+            Algorithm::ES256,
+            Some("hs256"),
+            &json!({"iss": "https://partner/", "exp": NOW + 5}),
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&forged))),
+            Err(("bad_signature", Some("partner".into()), 401))
+        );
     }
 
     #[test]
@@ -766,51 +891,89 @@ mod tests {
         let names: Vec<&str> = out.identities.iter().map(|i| i.provider.as_str()).collect();
         assert_eq!(names, vec!["main", "side"]);
         // Only main: side/partner missing -> plain 401 naming the first missing.
-        assert_eq!(reason(run(&p, &bearer(&main_token()))), Err(("missing", Some("side".into()), 401)));
+        assert_eq!(
+            reason(run(&p, &bearer(&main_token()))),
+            Err(("missing", Some("side".into()), 401))
+        );
         // A bad extra token fails the request even though the requirement is met.
         let bad_side = bearer(&main_token()).header("x-side-token", "a.b.c");
-        assert_eq!(reason(run(&p, &bad_side)), Err(("malformed", Some("side".into()), 401)));
+        assert_eq!(
+            reason(run(&p, &bad_side)),
+            Err(("malformed", Some("side".into()), 401))
+        );
     }
 
     #[test]
     fn two_tokens_for_one_provider_are_refused_but_one_token_twice_is_fine() {
         let p = policy(json!({"requires": "main"}));
         let t1 = main_token();
-        let t2 = mint(Algorithm::ES256, Some("es256"), &json!({"iss": "https://main/", "aud": "orders-api", "sub": "mallory", "exp": NOW + 600}));
+        let t2 = mint(
+            Algorithm::ES256,
+            Some("es256"),
+            &json!({"iss": "https://main/", "aud": "orders-api", "sub": "mallory", "exp": NOW + 600}),
+        );
         let two = bearer(&t1).query(&format!("access_token={t2}"));
-        assert_eq!(reason(run(&p, &two)), Err(("malformed", Some("main".into()), 401)));
+        assert_eq!(
+            reason(run(&p, &two)),
+            Err(("malformed", Some("main".into()), 401))
+        );
         let same = bearer(&t1).query(&format!("a=1&access_token={t1}"));
         let out = run(&p, &same).unwrap();
         assert_eq!(out.strip.headers, vec!["authorization".to_string()]);
         assert_eq!(out.strip.query_params, vec!["access_token".to_string()]);
-        let many = FakeRequest::new().query("access_token=1&access_token=2&access_token=3&access_token=4&access_token=5");
-        assert_eq!(reason(run(&p, &many)), Err(("malformed", Some("main".into()), 401)));
+        let many = FakeRequest::new()
+            .query("access_token=1&access_token=2&access_token=3&access_token=4&access_token=5");
+        assert_eq!(
+            reason(run(&p, &many)),
+            Err(("malformed", Some("main".into()), 401))
+        );
     }
 
     #[test]
     fn remote_providers_fail_closed_until_keys_arrive_and_ask_for_refetch() {
         let p = policy(json!({"requires": "remote"}));
-        let token = mint(Algorithm::RS256, Some("rs256"), &json!({"iss": "https://remote/", "exp": NOW + 600}));
+        let token = mint(
+            Algorithm::RS256,
+            Some("rs256"),
+            &json!({"iss": "https://remote/", "exp": NOW + 600}),
+        );
         let req = FakeRequest::new().header("x-remote-token", &token);
         let mut keys = KeyStore::new(&providers(), NOW);
         let mut cache = TokenCache::new(8);
         let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
-        assert_eq!((f.rejection.clone(), f.reason), (Rejection::KeysUnavailable, "keys_unavailable"));
+        assert_eq!(
+            (f.rejection.clone(), f.reason),
+            (Rejection::KeysUnavailable, "keys_unavailable")
+        );
         assert_eq!(f.rejection.status(), 503);
         // Garbage is still a 401 while keys are missing.
         let junk = FakeRequest::new().header("x-remote-token", "junk");
-        assert_eq!(p.authenticate(&junk, &keys, &mut cache, NOW).unwrap_err().reason, "malformed");
+        assert_eq!(
+            p.authenticate(&junk, &keys, &mut cache, NOW)
+                .unwrap_err()
+                .reason,
+            "malformed"
+        );
 
         keys.due_fetches(NOW);
         let jwks = testkeys::jwks(&[Algorithm::ES256]).to_string();
-        assert_eq!(keys.on_fetch_response("remote", Some(200), jwks.as_bytes(), NOW), Ok(1));
+        assert_eq!(
+            keys.on_fetch_response("remote", Some(200), jwks.as_bytes(), NOW),
+            Ok(1)
+        );
         let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
-        assert_eq!((f.reason, f.refetch_keys, f.provider.as_deref()), ("unknown_kid", true, Some("remote")));
+        assert_eq!(
+            (f.reason, f.refetch_keys, f.provider.as_deref()),
+            ("unknown_kid", true, Some("remote"))
+        );
         assert!(keys.request_refetch_unknown_kid("remote", NOW));
         // Rotation: the new set has the kid.
         keys.due_fetches(NOW);
         let rotated = testkeys::jwks(&[Algorithm::ES256, Algorithm::RS256]).to_string();
-        assert_eq!(keys.on_fetch_response("remote", Some(200), rotated.as_bytes(), NOW + 1), Ok(2));
+        assert_eq!(
+            keys.on_fetch_response("remote", Some(200), rotated.as_bytes(), NOW + 1),
+            Ok(2)
+        );
         assert!(p.authenticate(&req, &keys, &mut cache, NOW + 1).is_ok());
     }
 
@@ -825,20 +988,27 @@ mod tests {
         let second = p.authenticate(&req, &keys, &mut cache, NOW + 1).unwrap();
         assert!(second.identities[0].from_cache);
         assert_eq!(second.set_headers, first.set_headers);
-        let late = p.authenticate(&req, &keys, &mut cache, NOW + 600 + 60).unwrap_err();
+        let late = p
+            .authenticate(&req, &keys, &mut cache, NOW + 600 + 60)
+            .unwrap_err();
         assert_eq!(late.reason, "expired");
         assert_eq!(cache.stats(), (1, 2));
     }
 
     #[test]
     fn authorize_checks_claims_and_bind() {
-        let p = policy(json!({"requires": "main", "claims": {"roles": {"any_of": ["admin"]}}, "bind": {"shop": "shop_id"}}));
+        let p = policy(
+            json!({"requires": "main", "claims": {"roles": {"any_of": ["admin"]}}, "bind": {"shop": "shop_id"}}),
+        );
         let out = run(&p, &bearer(&main_token())).unwrap();
         let claims = out.claims.unwrap();
         let params = |shop: &str| vec![("shop".to_string(), shop.to_string())];
         assert_eq!(p.authorize(&claims, &params("s1")), Ok(()));
         let f = p.authorize(&claims, &params("s2")).unwrap_err();
-        assert_eq!((f.reason, f.rejection.status(), f.provider), ("bind", 403, None));
+        assert_eq!(
+            (f.reason, f.rejection.status(), f.provider),
+            ("bind", 403, None)
+        );
         assert_eq!(p.authorize(&claims, &[]).unwrap_err().reason, "bind");
         let strict = policy(json!({"requires": "main", "claims": {"roles": {"all_of": ["root"]}}}));
         let f = strict.authorize(&claims, &[]).unwrap_err();
@@ -851,9 +1021,17 @@ mod tests {
     #[test]
     fn headers_to_strip_cover_every_provider_of_the_route() {
         let p = policy(json!({"requires": {"any": ["partner", "main"]}}));
-        assert_eq!(p.headers_to_strip(), ["x-user-id", "x-roles", "x-tier", "x-jwt-payload"]);
-        assert_eq!(p.providers().map(|p| p.name()).collect::<Vec<_>>(), vec!["partner", "main"]);
-        assert!(policy(json!({"requires": "side"})).headers_to_strip().is_empty());
+        assert_eq!(
+            p.headers_to_strip(),
+            ["x-user-id", "x-roles", "x-tier", "x-jwt-payload"]
+        );
+        assert_eq!(
+            p.providers().map(|p| p.name()).collect::<Vec<_>>(),
+            vec!["partner", "main"]
+        );
+        assert!(policy(json!({"requires": "side"}))
+            .headers_to_strip()
+            .is_empty());
     }
 
     #[test]
@@ -861,24 +1039,54 @@ mod tests {
         assert_eq!(header_value(&json!("a")), Some("a".into()));
         assert_eq!(header_value(&json!(42)), Some("42".into()));
         assert_eq!(header_value(&json!(true)), Some("true".into()));
-        assert_eq!(header_value(&json!(["a", 1, {"x": 1}, false])), Some("a,1,false".into()));
+        assert_eq!(
+            header_value(&json!(["a", 1, {"x": 1}, false])),
+            Some("a,1,false".into())
+        );
         assert_eq!(header_value(&json!({"a": 1})), None);
         assert_eq!(header_value(&json!("evil\r\nx-admin: 1")), None);
         assert_eq!(header_value(&json!([])), None);
-        assert_eq!(header_value(&json!("x".repeat(MAX_CLAIM_HEADER_BYTES + 1))), None);
+        assert_eq!(
+            header_value(&json!("x".repeat(MAX_CLAIM_HEADER_BYTES + 1))),
+            None
+        );
     }
 
     #[test]
     fn compile_errors_name_the_field() {
         let cases: Vec<(Value, &str)> = vec![
-            (json!({"requires": "nope"}), "routes[0].auth.requires: unknown provider `nope`"),
-            (json!({"requires": {"any": []}}), "routes[0].auth.requires.any: must not be empty"),
-            (json!({"requires": {"all": ["main", {"any": ["x"]}]}}), "routes[0].auth.requires.all[1].any[0]: unknown provider `x`"),
-            (json!({"requires": "main", "bind": {"shopp": "shop_id"}}), "routes[0].auth.bind.shopp: path parameter `shopp` is not in the route template"),
-            (json!({"requires": "main", "bind": {"shop": ""}}), "routes[0].auth.bind.shop: claim name must not be empty"),
-            (json!({"requires": "main", "claims": {"roles": {"any_of": []}}}), "routes[0].auth.claims.roles.any_of: must not be empty"),
-            (json!({"requires": "main", "allow_missing": true, "claims": {"roles": {"equals": "a"}}}), "routes[0].auth.allow_missing: cannot be combined with `claims` or `bind`"),
-            (json!({"requires": {"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": ["main"]}]}]}]}]}]}]}]}}), "nest too deeply"),
+            (
+                json!({"requires": "nope"}),
+                "routes[0].auth.requires: unknown provider `nope`",
+            ),
+            (
+                json!({"requires": {"any": []}}),
+                "routes[0].auth.requires.any: must not be empty",
+            ),
+            (
+                json!({"requires": {"all": ["main", {"any": ["x"]}]}}),
+                "routes[0].auth.requires.all[1].any[0]: unknown provider `x`",
+            ),
+            (
+                json!({"requires": "main", "bind": {"shopp": "shop_id"}}),
+                "routes[0].auth.bind.shopp: path parameter `shopp` is not in the route template",
+            ),
+            (
+                json!({"requires": "main", "bind": {"shop": ""}}),
+                "routes[0].auth.bind.shop: claim name must not be empty",
+            ),
+            (
+                json!({"requires": "main", "claims": {"roles": {"any_of": []}}}),
+                "routes[0].auth.claims.roles.any_of: must not be empty",
+            ),
+            (
+                json!({"requires": "main", "allow_missing": true, "claims": {"roles": {"equals": "a"}}}),
+                "routes[0].auth.allow_missing: cannot be combined with `claims` or `bind`",
+            ),
+            (
+                json!({"requires": {"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": ["main"]}]}]}]}]}]}]}]}}),
+                "nest too deeply",
+            ),
         ];
         for (cfg, want) in cases {
             let e = compile_err(cfg.clone());

@@ -200,7 +200,11 @@ mod tests {
     }
 
     fn times(exp: i64) -> TimeClaims {
-        TimeClaims { exp: Some(exp), nbf: None, iat: None }
+        TimeClaims {
+            exp: Some(exp),
+            nbf: None,
+            iat: None,
+        }
     }
 
     #[test]
@@ -209,7 +213,10 @@ mod tests {
         c.insert("p", "tok", claims("a"), times(100), 0, 50);
         assert!(c.get("p", "tok", 0, &rules(), 60).is_some());
         assert!(c.get("p", "tok", 0, &rules(), 109).is_some());
-        assert!(c.get("p", "tok", 0, &rules(), 110).is_none(), "expired at exp + skew");
+        assert!(
+            c.get("p", "tok", 0, &rules(), 110).is_none(),
+            "expired at exp + skew"
+        );
         assert!(c.is_empty(), "expired entries are dropped");
         assert_eq!(c.stats(), (2, 1));
     }
@@ -218,20 +225,36 @@ mod tests {
     fn provider_generation_and_age_are_part_of_validity() {
         let mut c = TokenCache::new(4);
         c.insert("p", "tok", claims("a"), TimeClaims::default(), 3, 0);
-        assert!(c.get("q", "tok", 3, &rules(), 1).is_none(), "other provider");
+        assert!(
+            c.get("q", "tok", 3, &rules(), 1).is_none(),
+            "other provider"
+        );
         assert!(c.get("p", "tok2", 3, &rules(), 1).is_none(), "other token");
-        assert!(c.get("p", "tok", 3, &rules(), MAX_CACHE_ENTRY_AGE_SECONDS - 1).is_some());
+        assert!(c
+            .get("p", "tok", 3, &rules(), MAX_CACHE_ENTRY_AGE_SECONDS - 1)
+            .is_some());
         assert!(c.get("p", "tok", 4, &rules(), 2).is_none(), "keys replaced");
         c.insert("p", "tok", claims("a"), TimeClaims::default(), 3, 0);
-        assert!(c.get("p", "tok", 3, &rules(), MAX_CACHE_ENTRY_AGE_SECONDS).is_none(), "too old");
+        assert!(
+            c.get("p", "tok", 3, &rules(), MAX_CACHE_ENTRY_AGE_SECONDS)
+                .is_none(),
+            "too old"
+        );
     }
 
     #[test]
     fn nbf_is_rechecked_at_lookup() {
         let mut c = TokenCache::new(4);
-        let t = TimeClaims { exp: Some(1000), nbf: Some(100), iat: None };
+        let t = TimeClaims {
+            exp: Some(1000),
+            nbf: Some(100),
+            iat: None,
+        };
         c.insert("p", "tok", claims("a"), t, 0, 95);
-        assert!(c.get("p", "tok", 0, &rules(), 80).is_none(), "clock went back before nbf - skew");
+        assert!(
+            c.get("p", "tok", 0, &rules(), 80).is_none(),
+            "clock went back before nbf - skew"
+        );
     }
 
     #[test]

@@ -246,17 +246,52 @@ pub(crate) mod tests {
 
     #[test]
     fn header_sources_table() {
-        let raw = TokenSource::Header { name: "x-token".into(), prefix: None };
+        let raw = TokenSource::Header {
+            name: "x-token".into(),
+            prefix: None,
+        };
         let cases: Vec<(TokenSource, FakeRequest, Vec<&str>)> = vec![
-            (bearer(), FakeRequest::new().header("authorization", "Bearer abc"), vec!["abc"]),
-            (bearer(), FakeRequest::new().header("authorization", "bearer  abc "), vec!["abc"]),
-            (bearer(), FakeRequest::new().header("authorization", "BEARER abc"), vec!["abc"]),
-            (bearer(), FakeRequest::new().header("authorization", "Bearer "), vec![]),
-            (bearer(), FakeRequest::new().header("authorization", "Basic dXNlcg=="), vec![]),
-            (bearer(), FakeRequest::new().header("authorization", "Bear"), vec![]),
-            (bearer(), FakeRequest::new().header("authorization", "Béarer x"), vec![]),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "Bearer abc"),
+                vec!["abc"],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "bearer  abc "),
+                vec!["abc"],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "BEARER abc"),
+                vec!["abc"],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "Bearer "),
+                vec![],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "Basic dXNlcg=="),
+                vec![],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "Bear"),
+                vec![],
+            ),
+            (
+                bearer(),
+                FakeRequest::new().header("authorization", "Béarer x"),
+                vec![],
+            ),
             (bearer(), FakeRequest::new(), vec![]),
-            (raw.clone(), FakeRequest::new().header("x-token", " t.t.t "), vec!["t.t.t"]),
+            (
+                raw.clone(),
+                FakeRequest::new().header("x-token", " t.t.t "),
+                vec!["t.t.t"],
+            ),
         ];
         for (src, req, want) in cases {
             assert_eq!(src.extract(&req), want, "{src:?} {req:?}");
@@ -268,17 +303,53 @@ pub(crate) mod tests {
         let p = TokenSource::Param("access_token".into());
         let c = TokenSource::Cookie("session".into());
         let cases: Vec<(TokenSource, FakeRequest, Vec<&str>)> = vec![
-            (p.clone(), FakeRequest::new().query("access_token=a.b.c&x=1"), vec!["a.b.c"]),
-            (p.clone(), FakeRequest::new().query("x=1&access%5Ftoken=a%2Eb"), vec!["a.b"]),
-            (p.clone(), FakeRequest::new().query("access_token=a&access_token=b"), vec!["a", "b"]),
-            (p.clone(), FakeRequest::new().query("access_token"), vec![""]),
+            (
+                p.clone(),
+                FakeRequest::new().query("access_token=a.b.c&x=1"),
+                vec!["a.b.c"],
+            ),
+            (
+                p.clone(),
+                FakeRequest::new().query("x=1&access%5Ftoken=a%2Eb"),
+                vec!["a.b"],
+            ),
+            (
+                p.clone(),
+                FakeRequest::new().query("access_token=a&access_token=b"),
+                vec!["a", "b"],
+            ),
+            (
+                p.clone(),
+                FakeRequest::new().query("access_token"),
+                vec![""],
+            ),
             (p.clone(), FakeRequest::new().query("other=1"), vec![]),
-            (p.clone(), FakeRequest::new().query("access_token=%zz"), vec!["%zz"]),
+            (
+                p.clone(),
+                FakeRequest::new().query("access_token=%zz"),
+                vec!["%zz"],
+            ),
             (p.clone(), FakeRequest::new(), vec![]),
-            (c.clone(), FakeRequest::new().header("cookie", "theme=dark; session=s.t.u"), vec!["s.t.u"]),
-            (c.clone(), FakeRequest::new().header("cookie", "session=\"q.r.s\""), vec!["q.r.s"]),
-            (c.clone(), FakeRequest::new().header("cookie", "Session=x; sessionx=y"), vec![]),
-            (c.clone(), FakeRequest::new().header("cookie", ";;session=a;session=b"), vec!["a", "b"]),
+            (
+                c.clone(),
+                FakeRequest::new().header("cookie", "theme=dark; session=s.t.u"),
+                vec!["s.t.u"],
+            ),
+            (
+                c.clone(),
+                FakeRequest::new().header("cookie", "session=\"q.r.s\""),
+                vec!["q.r.s"],
+            ),
+            (
+                c.clone(),
+                FakeRequest::new().header("cookie", "Session=x; sessionx=y"),
+                vec![],
+            ),
+            (
+                c.clone(),
+                FakeRequest::new().header("cookie", ";;session=a;session=b"),
+                vec!["a", "b"],
+            ),
             (c.clone(), FakeRequest::new(), vec![]),
         ];
         for (src, req, want) in cases {
@@ -294,7 +365,10 @@ pub(crate) mod tests {
             ("/a?b=1&access_token=x", "/a?b=1"),
             ("/a?access_token=x", "/a"),
             ("/a?access%5Ftoken=x&c", "/a?c"),
-            ("/a?b=1&&access_token=x&access_token=y&c=%20", "/a?b=1&c=%20"),
+            (
+                "/a?b=1&&access_token=x&access_token=y&c=%20",
+                "/a?b=1&c=%20",
+            ),
             ("/a", "/a"),
             ("/a?", "/a"),
             ("/a?access_tokens=1", "/a?access_tokens=1"),
@@ -307,9 +381,18 @@ pub(crate) mod tests {
     #[test]
     fn removing_cookies() {
         let names = vec!["session".to_string()];
-        assert_eq!(remove_cookies("session=x; theme=dark", &names).as_deref(), Some("theme=dark"));
-        assert_eq!(remove_cookies("a=1;session=x;b=2", &names).as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            remove_cookies("session=x; theme=dark", &names).as_deref(),
+            Some("theme=dark")
+        );
+        assert_eq!(
+            remove_cookies("a=1;session=x;b=2", &names).as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(remove_cookies("session=x", &names), None);
-        assert_eq!(remove_cookies("sessions=x", &names).as_deref(), Some("sessions=x"));
+        assert_eq!(
+            remove_cookies("sessions=x", &names).as_deref(),
+            Some("sessions=x")
+        );
     }
 }

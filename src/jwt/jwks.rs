@@ -333,7 +333,9 @@ pub fn parse_jwks(doc: &Value, rules: &KeyRules) -> Result<ParsedJwks, String> {
     let has_sym = good.iter().any(|(_, k)| k.alg().is_symmetric());
     let mut kept = Vec::with_capacity(good.len());
     for (index, k) in good {
-        if k.kid().is_some_and(|kid| duplicated.iter().any(|d| d == kid)) {
+        if k.kid()
+            .is_some_and(|kid| duplicated.iter().any(|d| d == kid))
+        {
             rejected.push(KeyIssue {
                 index,
                 message: "another key has the same `kid`; kids must be unique".to_string(),
@@ -375,7 +377,9 @@ pub fn parse_jwk(key: &Value, rules: &KeyRules) -> Result<VerifyingKey, String> 
         }
     }
     if let Some(ops) = obj.get("key_ops") {
-        let ops = ops.as_array().ok_or("`key_ops` must be an array of strings")?;
+        let ops = ops
+            .as_array()
+            .ok_or("`key_ops` must be an array of strings")?;
         if !ops.iter().any(|o| o.as_str() == Some("verify")) {
             return Err("`key_ops` does not include \"verify\"".to_string());
         }
@@ -516,7 +520,9 @@ fn parse_ec(
     };
     if let Some(a) = alg {
         if a != curve_alg {
-            return Err(format!("`alg` {a} does not fit `crv` {crv} (expected {curve_alg})"));
+            return Err(format!(
+                "`alg` {a} does not fit `crv` {crv} (expected {curve_alg})"
+            ));
         }
     }
     let x = bytes_member(obj, "x")?;
@@ -536,15 +542,15 @@ fn parse_ec(
     // from_sec1_bytes checks the point is on the curve and not the identity.
     let bad = |_| format!("the point (x, y) is not on curve {crv}");
     let material = match curve_alg {
-        Algorithm::ES256 => KeyMaterial::P256(
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?,
-        ),
-        Algorithm::ES384 => KeyMaterial::P384(
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?,
-        ),
-        Algorithm::ES512 => KeyMaterial::P521(
-            p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?,
-        ),
+        Algorithm::ES256 => {
+            KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
+        Algorithm::ES384 => {
+            KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
+        Algorithm::ES512 => {
+            KeyMaterial::P521(p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+        }
         _ => KeyMaterial::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?),
     };
     Ok((curve_alg, material))
@@ -563,7 +569,9 @@ fn parse_okp(
     }
     if let Some(a) = alg {
         if a != Algorithm::EdDSA {
-            return Err(format!("`alg` {a} does not fit `crv` Ed25519 (expected EdDSA)"));
+            return Err(format!(
+                "`alg` {a} does not fit `crv` Ed25519 (expected EdDSA)"
+            ));
         }
     }
     let x = bytes_member(obj, "x")?;
@@ -607,7 +615,13 @@ fn bit_len(be: &[u8]) -> usize {
 fn printable(s: &str) -> String {
     s.chars()
         .take(32)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -678,7 +692,10 @@ mod tests {
         }
         let mut ps = testkeys::rsa_jwk(Some("k"));
         ps["alg"] = json!("PS384");
-        assert_eq!(parse_jwk(&ps, &KeyRules::default()).map(|k| k.alg()).ok(), Some(Algorithm::PS384));
+        assert_eq!(
+            parse_jwk(&ps, &KeyRules::default()).map(|k| k.alg()).ok(),
+            Some(Algorithm::PS384)
+        );
     }
 
     #[test]
@@ -717,12 +734,30 @@ mod tests {
             (hs_on_rsa, "`alg` HS256 does not fit `kty` RSA"),
             (bad_b64, "`n` is not valid base64url"),
             (no_n, "missing `n`"),
-            (json!({"kty": "oct", "k": "c2hvcnQ"}), "HMAC key is 5 bytes; HS256 requires at least 32"),
-            (json!({"kty": "oct", "alg": "A256GCM", "k": testkeys::HS_SECRET_B64}), "\"A256GCM\" is not a supported"),
-            (json!({"kty": "oct", "alg": "none", "k": testkeys::HS_SECRET_B64}), "\"none\" is not a supported"),
-            (json!({"kty": "OKP", "crv": "X25519", "x": "AAAA"}), "`crv` \"X25519\" is not supported"),
-            (json!({"kty": "OKP", "crv": "Ed25519", "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}), "small order"),
-            (json!({"kty": "EC", "crv": "P-224", "x": "AA", "y": "AA"}), "`crv` \"P-224\" is not supported"),
+            (
+                json!({"kty": "oct", "k": "c2hvcnQ"}),
+                "HMAC key is 5 bytes; HS256 requires at least 32",
+            ),
+            (
+                json!({"kty": "oct", "alg": "A256GCM", "k": testkeys::HS_SECRET_B64}),
+                "\"A256GCM\" is not a supported",
+            ),
+            (
+                json!({"kty": "oct", "alg": "none", "k": testkeys::HS_SECRET_B64}),
+                "\"none\" is not a supported",
+            ),
+            (
+                json!({"kty": "OKP", "crv": "X25519", "x": "AAAA"}),
+                "`crv` \"X25519\" is not supported",
+            ),
+            (
+                json!({"kty": "OKP", "crv": "Ed25519", "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+                "small order",
+            ),
+            (
+                json!({"kty": "EC", "crv": "P-224", "x": "AA", "y": "AA"}),
+                "`crv` \"P-224\" is not supported",
+            ),
             (json!({"kty": "foo"}), "`kty` \"foo\" is not supported"),
             (json!({"n": "AA"}), "missing `kty`"),
             (json!({"kty": "RSA", "kid": 7}), "`kid` must be a string"),
@@ -738,14 +773,23 @@ mod tests {
     fn short_rsa_keys_need_min_rsa_bits() {
         let jwk = testkeys::rsa1024_jwk();
         let e = err_of(jwk.clone());
-        assert_eq!(e, "RSA modulus is 1024 bits; at least 2048 required (set min_rsa_bits to allow)");
-        let lowered = KeyRules { min_rsa_bits: 1024, allow_symmetric: true };
+        assert_eq!(
+            e,
+            "RSA modulus is 1024 bits; at least 2048 required (set min_rsa_bits to allow)"
+        );
+        let lowered = KeyRules {
+            min_rsa_bits: 1024,
+            allow_symmetric: true,
+        };
         assert!(parse_jwk(&jwk, &lowered).is_ok());
     }
 
     #[test]
     fn remote_sets_refuse_symmetric_keys() {
-        let rules = KeyRules { min_rsa_bits: 2048, allow_symmetric: false };
+        let rules = KeyRules {
+            min_rsa_bits: 2048,
+            allow_symmetric: false,
+        };
         let e = parse_jwk(&testkeys::hs256_jwk(None), &rules).err();
         assert!(e.is_some_and(|e| e.contains("not accepted from a remote key set")));
     }
@@ -768,7 +812,10 @@ mod tests {
         assert!(parsed.rejected[0].message.contains("same `kid`"));
         assert!(parsed.rejected[2].message.contains("must not be mixed"));
         let strict = KeySet::from_jwks_strict(&doc, &KeyRules::default()).err();
-        assert_eq!(strict.as_deref(), Some("keys[0]: another key has the same `kid`; kids must be unique"));
+        assert_eq!(
+            strict.as_deref(),
+            Some("keys[0]: another key has the same `kid`; kids must be unique")
+        );
     }
 
     #[test]
@@ -780,7 +827,9 @@ mod tests {
         let many: Vec<Value> = (0..65).map(|_| json!({})).collect();
         assert!(parse_jwks(&json!({ "keys": many }), &r).is_err_and(|e| e.contains("at most 64")));
         assert_eq!(
-            KeySet::from_jwks_strict(&json!({"keys": []}), &r).err().as_deref(),
+            KeySet::from_jwks_strict(&json!({"keys": []}), &r)
+                .err()
+                .as_deref(),
             Some("keys: the key set has no keys")
         );
     }
@@ -790,7 +839,9 @@ mod tests {
         // Build n = p * q with p, q of the vulnerable library's form
         // k * M + (65537^a mod M), M the product of the test primes.
         use rsa::BigUint;
-        let m = ROCA_PRIMES.iter().fold(BigUint::from(1u32), |acc, p| acc * BigUint::from(*p));
+        let m = ROCA_PRIMES
+            .iter()
+            .fold(BigUint::from(1u32), |acc, p| acc * BigUint::from(*p));
         let g = BigUint::from(65537u32);
         let p = BigUint::from(1_000_003u32) * &m + g.modpow(&BigUint::from(1234u32), &m);
         let q = BigUint::from(999_983u32) * &m + g.modpow(&BigUint::from(98_765u32), &m);

@@ -71,10 +71,7 @@ struct Entry {
 pub(crate) enum KeyLookup<'a> {
     /// Keys are there. `generation` changes whenever they are replaced, which
     /// invalidates cached verifications.
-    Ready {
-        keys: &'a KeySet,
-        generation: u64,
-    },
+    Ready { keys: &'a KeySet, generation: u64 },
     /// A remote provider whose first key set has not arrived (or a provider this
     /// store does not know): fail closed.
     Unavailable,
@@ -205,12 +202,15 @@ impl KeyStore {
     /// [`UNKNOWN_KID_REFETCH_SECONDS`]. True if a fetch was scheduled (it is returned
     /// by the next [`KeyStore::due_fetches`]). Inline providers: always false.
     pub fn request_refetch_unknown_kid(&mut self, provider: &str, now: u64) -> bool {
-        let Some(r) = self.entries.get_mut(provider).and_then(|e| e.remote.as_mut()) else {
+        let Some(r) = self
+            .entries
+            .get_mut(provider)
+            .and_then(|e| e.remote.as_mut())
+        else {
             return false;
         };
         if r.in_flight_since.is_some()
-            || r
-                .last_kid_refetch_at
+            || r.last_kid_refetch_at
                 .is_some_and(|t| now < t.saturating_add(UNKNOWN_KID_REFETCH_SECONDS))
         {
             return false;
@@ -341,8 +341,19 @@ mod tests {
             }]
         );
         assert!(ks.due_fetches(1001).is_empty(), "in flight");
-        assert_eq!(ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::RS256, Algorithm::ES384]), 1002), Ok(2));
-        assert!(matches!(ks.lookup("rem"), KeyLookup::Ready { generation: 1, .. }));
+        assert_eq!(
+            ks.on_fetch_response(
+                "rem",
+                Some(200),
+                &body(&[Algorithm::RS256, Algorithm::ES384]),
+                1002
+            ),
+            Ok(2)
+        );
+        assert!(matches!(
+            ks.lookup("rem"),
+            KeyLookup::Ready { generation: 1, .. }
+        ));
         assert_eq!(ks.key_set_age("rem", 1010), Some(8));
         assert_eq!(ks.key_set_age("inl", 1010), None);
         assert!(ks.due_fetches(1301).is_empty());
@@ -354,14 +365,30 @@ mod tests {
     fn failures_keep_the_last_good_keys_and_back_off() {
         let mut ks = KeyStore::new(&providers(), 0);
         ks.due_fetches(0);
-        assert_eq!(ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 0), Ok(1));
+        assert_eq!(
+            ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 0),
+            Ok(1)
+        );
         let failures: Vec<(Option<u32>, Vec<u8>, &str)> = vec![
             (None, vec![], "no response"),
             (Some(503), vec![], "HTTP status 503"),
             (Some(200), b"<html>".to_vec(), "not JSON"),
-            (Some(200), b"{\"nokeys\":1}".to_vec(), "not a JWKS document: keys: missing"),
-            (Some(200), br#"{"keys":[{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#.to_vec(), "no usable key (1 refused; first: keys[0]: symmetric"),
-            (Some(200), vec![b' '; MAX_JWKS_BODY_BYTES + 1], "at most 524288"),
+            (
+                Some(200),
+                b"{\"nokeys\":1}".to_vec(),
+                "not a JWKS document: keys: missing",
+            ),
+            (
+                Some(200),
+                br#"{"keys":[{"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#
+                    .to_vec(),
+                "no usable key (1 refused; first: keys[0]: symmetric",
+            ),
+            (
+                Some(200),
+                vec![b' '; MAX_JWKS_BODY_BYTES + 1],
+                "at most 524288",
+            ),
         ];
         let mut now = 300;
         let mut waits = Vec::new();
@@ -369,7 +396,10 @@ mod tests {
             assert_eq!(ks.due_fetches(now).len(), 1, "{want}");
             let e = ks.on_fetch_response("rem", status, &b, now).err().unwrap();
             assert!(e.contains(want), "{e} vs {want}");
-            assert!(matches!(ks.lookup("rem"), KeyLookup::Ready { generation: 1, .. }), "kept");
+            assert!(
+                matches!(ks.lookup("rem"), KeyLookup::Ready { generation: 1, .. }),
+                "kept"
+            );
             let next = ks.next_fetch_at().unwrap();
             waits.push(next - now);
             now = next;
@@ -383,20 +413,28 @@ mod tests {
         let mut ks = KeyStore::new(&providers(), 0);
         ks.due_fetches(0);
         let doc = json!({"keys": [testkeys::jwk_for(Algorithm::ES256), {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, testkeys::hs256_jwk(None)]});
-        assert_eq!(ks.on_fetch_response("rem", Some(200), doc.to_string().as_bytes(), 0), Ok(1));
+        assert_eq!(
+            ks.on_fetch_response("rem", Some(200), doc.to_string().as_bytes(), 0),
+            Ok(1)
+        );
     }
 
     #[test]
     fn unknown_kid_refetch_is_rate_limited() {
         let mut ks = KeyStore::new(&providers(), 0);
         ks.due_fetches(0);
-        ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 0).unwrap();
+        ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 0)
+            .unwrap();
         assert!(!ks.request_refetch_unknown_kid("inl", 10));
         assert!(ks.request_refetch_unknown_kid("rem", 10));
-        assert!(!ks.request_refetch_unknown_kid("rem", 11), "already scheduled within 30 s");
+        assert!(
+            !ks.request_refetch_unknown_kid("rem", 11),
+            "already scheduled within 30 s"
+        );
         assert_eq!(ks.due_fetches(10).len(), 1);
         assert!(!ks.request_refetch_unknown_kid("rem", 45), "in flight");
-        ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 12).unwrap();
+        ks.on_fetch_response("rem", Some(200), &body(&[Algorithm::ES256]), 12)
+            .unwrap();
         assert!(!ks.request_refetch_unknown_kid("rem", 39));
         assert!(ks.request_refetch_unknown_kid("rem", 40));
         assert_eq!(ks.due_fetches(40).len(), 1);
@@ -407,7 +445,11 @@ mod tests {
         let mut ks = KeyStore::new(&providers(), 0);
         assert_eq!(ks.due_fetches(0).len(), 1);
         assert!(ks.due_fetches(6).is_empty());
-        assert_eq!(ks.due_fetches(7).len(), 1, "timeout 1.5 s -> 2 s + 5 s grace");
+        assert_eq!(
+            ks.due_fetches(7).len(),
+            1,
+            "timeout 1.5 s -> 2 s + 5 s grace"
+        );
         assert!(ks.on_fetch_response("inl", Some(200), b"", 7).is_err());
         assert!(ks.on_fetch_response("zzz", Some(200), b"", 7).is_err());
     }

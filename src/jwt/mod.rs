@@ -63,7 +63,9 @@ pub use keystore::{
 pub use provider::{KeySource, Provider, Providers, RemoteJwks};
 pub use verify::{ClaimsRules, VerifiedToken, VerifyError};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 
 /// Largest token accepted, in bytes, checked before anything is decoded.
@@ -75,13 +77,21 @@ pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s).ok()
 }
 
-/// base64url for key documents: as [`b64url_decode`], but tolerates `=` padding,
-/// which some identity providers emit in JWK members.
+/// base64url for key documents: as [`b64url_decode`], but tolerates `=` padding and
+/// non-zero unused trailing bits, which some key publishers emit. Key documents come
+/// from the configuration or the identity provider, never from the client.
 pub(crate) fn b64url_decode_lenient(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
 }
 
 /// base64url without padding.
+#[cfg(test)]
 pub(crate) fn b64url_encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -4,8 +4,8 @@
 //! Inline key sets are parsed here, at configuration time; any unusable inline key is
 //! a configuration error naming it (`providers.main.jwks.inline.keys[0]: ...`).
 
-use crate::config::{JwksConfig, ProviderConfig};
 use crate::config::ConfigError;
+use crate::config::{JwksConfig, ProviderConfig};
 use crate::jwt::extract::TokenSource;
 use crate::jwt::jwks::{KeyRules, KeySet, MAX_RSA_BITS, MIN_RSA_BITS_FLOOR};
 use crate::jwt::verify::ClaimsRules;
@@ -103,10 +103,18 @@ impl Providers {
         // tokens; a provider writing into another's token header would erase it.
         for (name, p) in &by_name {
             for (i, (_, header)) in p.claim_to_headers.iter().enumerate() {
-                check_not_a_source(&by_name, header, &format!("providers.{name}.claim_to_headers[{i}].header"))?;
+                check_not_a_source(
+                    &by_name,
+                    header,
+                    &format!("providers.{name}.claim_to_headers[{i}].header"),
+                )?;
             }
             if let Some(h) = &p.forward_payload_header {
-                check_not_a_source(&by_name, h, &format!("providers.{name}.forward_payload_header"))?;
+                check_not_a_source(
+                    &by_name,
+                    h,
+                    &format!("providers.{name}.forward_payload_header"),
+                )?;
             }
         }
         Ok(Providers { by_name })
@@ -160,7 +168,9 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     let at = |field: &str| format!("providers.{name}.{field}");
     if name.is_empty()
         || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(ConfigError::new(
             format!("providers.{name}"),
@@ -172,7 +182,10 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     }
     for (i, a) in p.audiences.iter().enumerate() {
         if a.is_empty() {
-            return Err(ConfigError::new(at(&format!("audiences[{i}]")), "must not be empty"));
+            return Err(ConfigError::new(
+                at(&format!("audiences[{i}]")),
+                "must not be empty",
+            ));
         }
     }
     if p.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
@@ -232,7 +245,11 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         ));
     }
     for (i, a) in sources.iter().enumerate() {
-        if sources.iter().skip(i + 1).any(|b| b.location() == a.location()) {
+        if sources
+            .iter()
+            .skip(i + 1)
+            .any(|b| b.location() == a.location())
+        {
             return Err(ConfigError::new(
                 format!("providers.{name}"),
                 format!("token source {:?} is listed twice", a.location()),
@@ -243,12 +260,18 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     let mut claim_to_headers = Vec::new();
     for (i, c) in p.claim_to_headers.iter().enumerate() {
         if c.claim.is_empty() {
-            return Err(ConfigError::new(at(&format!("claim_to_headers[{i}].claim")), "must not be empty"));
+            return Err(ConfigError::new(
+                at(&format!("claim_to_headers[{i}].claim")),
+                "must not be empty",
+            ));
         }
         let path = at(&format!("claim_to_headers[{i}].header"));
         let header = output_header(&c.header, &path)?;
         if claim_to_headers.iter().any(|(_, h)| *h == header) {
-            return Err(ConfigError::new(path, format!("header `{header}` is set twice")));
+            return Err(ConfigError::new(
+                path,
+                format!("header `{header}` is set twice"),
+            ));
         }
         claim_to_headers.push((c.claim.clone(), header));
     }
@@ -258,7 +281,10 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
             let path = at("forward_payload_header");
             let header = output_header(h, &path)?;
             if claim_to_headers.iter().any(|(_, x)| *x == header) {
-                return Err(ConfigError::new(path, format!("header `{header}` is also in claim_to_headers")));
+                return Err(ConfigError::new(
+                    path,
+                    format!("header `{header}` is also in claim_to_headers"),
+                ));
             }
             Some(header)
         }
@@ -275,7 +301,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
             let parsed = crate::jwt::jwks::parse_jwks(doc, &key_rules).map_err(|m| {
                 // parse_jwks messages start with the member they are about.
                 match m.split_once(": ") {
-                    Some((member, rest)) if member == "keys" => ConfigError::new(format!("{path}.keys"), rest),
+                    Some(("keys", rest)) => ConfigError::new(format!("{path}.keys"), rest),
                     _ => ConfigError::new(path.clone(), m),
                 }
             })?;
@@ -286,7 +312,10 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                 ));
             }
             if parsed.keys.is_empty() {
-                return Err(ConfigError::new(format!("{path}.keys"), "must contain at least one key"));
+                return Err(ConfigError::new(
+                    format!("{path}.keys"),
+                    "must contain at least one key",
+                ));
             }
             KeySource::Inline(Rc::new(parsed.keys))
         }
@@ -299,7 +328,10 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                 return Err(ConfigError::new(rp("path"), "must start with `/`"));
             }
             if r.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(ConfigError::new(rp("path"), "must not contain spaces or control characters"));
+                return Err(ConfigError::new(
+                    rp("path"),
+                    "must not contain spaces or control characters",
+                ));
             }
             if r.refresh_seconds < 1 {
                 return Err(ConfigError::new(rp("refresh_seconds"), "must be >= 1"));
@@ -311,7 +343,11 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                 ));
             }
             let authority = match &r.authority {
-                Some(a) if a.is_empty() || a.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'/') => {
+                Some(a)
+                    if a.is_empty()
+                        || a.bytes()
+                            .any(|b| b.is_ascii_control() || b == b' ' || b == b'/') =>
+                {
                     return Err(ConfigError::new(rp("authority"), "must be a host[:port]"))
                 }
                 Some(a) => a.clone(),
@@ -374,7 +410,10 @@ const RESERVED_OUTPUT_HEADERS: [&str; 9] = [
 fn output_header(name: &str, path: &str) -> Result<String, ConfigError> {
     let h = header_name(name, path)?;
     if RESERVED_OUTPUT_HEADERS.contains(&h.as_str()) {
-        return Err(ConfigError::new(path, format!("`{h}` cannot be set by the filter")));
+        return Err(ConfigError::new(
+            path,
+            format!("`{h}` cannot be set by the filter"),
+        ));
     }
     Ok(h)
 }
@@ -408,7 +447,10 @@ mod tests {
         assert!(!p.is_remote());
         assert_eq!(
             p.sources,
-            vec![TokenSource::Header { name: "authorization".into(), prefix: Some("Bearer ".into()) }]
+            vec![TokenSource::Header {
+                name: "authorization".into(),
+                prefix: Some("Bearer ".into())
+            }]
         );
         assert!(p.forward && p.rules.require_expiration);
         assert_eq!(p.rules.clock_skew_seconds, 60);
@@ -456,7 +498,10 @@ mod tests {
 
     #[test]
     fn remote_providers_default_their_authority() {
-        let ps = compile_json(json!({"p": {"issuer": "i", "jwks": {"remote": {"cluster": "idp", "path": "/jwks"}}}})).unwrap();
+        let ps = compile_json(
+            json!({"p": {"issuer": "i", "jwks": {"remote": {"cluster": "idp", "path": "/jwks"}}}}),
+        )
+        .unwrap();
         let p = ps.get("p").unwrap();
         assert!(p.is_remote());
         match &p.keys {

@@ -2,8 +2,8 @@
 //! scalars and seeds, and RSA keys generated for these tests (`testdata/*.test.pem`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::jwt::jwks::{Algorithm, KeyRules, KeySet};
 use crate::jwt::b64url_encode;
+use crate::jwt::jwks::{Algorithm, KeyRules, KeySet};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
 use rsa::traits::PublicKeyParts;
@@ -31,8 +31,14 @@ pub fn hs_secret() -> Vec<u8> {
     crate::jwt::b64url_decode(HS_SECRET_B64).unwrap()
 }
 
+/// Parsed once per test binary: PKCS#8 parsing and key validation are slow unoptimised.
 fn rsa_private(pem: &str) -> rsa::RsaPrivateKey {
-    rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap()
+    use std::sync::OnceLock;
+    static K2048: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+    static K1024: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+    let cell = if pem == RSA2048_PEM { &K2048 } else { &K1024 };
+    cell.get_or_init(|| rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap())
+        .clone()
 }
 
 fn rsa_components(pem: &str) -> (Vec<u8>, Vec<u8>) {
@@ -73,7 +79,10 @@ pub fn hs256_jwk(kid: Option<&str>) -> Value {
 
 pub fn rsa_jwk(kid: Option<&str>) -> Value {
     let (n, e) = rsa_components(RSA2048_PEM);
-    with_kid(json!({"kty": "RSA", "n": b64url_encode(&n), "e": b64url_encode(&e)}), kid)
+    with_kid(
+        json!({"kty": "RSA", "n": b64url_encode(&n), "e": b64url_encode(&e)}),
+        kid,
+    )
 }
 
 pub fn rsa1024_jwk() -> Value {
@@ -110,7 +119,11 @@ fn ec_xy(alg: Algorithm) -> (Vec<u8>, Vec<u8>, &'static str) {
         Algorithm::ES256K => {
             let p = k256::ecdsa::SigningKey::from_slice(&K256_SCALAR).unwrap();
             let pt = p.verifying_key().to_encoded_point(false);
-            (pt.x().unwrap().to_vec(), pt.y().unwrap().to_vec(), "secp256k1")
+            (
+                pt.x().unwrap().to_vec(),
+                pt.y().unwrap().to_vec(),
+                "secp256k1",
+            )
         }
         other => panic!("{other} is not an EC algorithm"),
     }
@@ -130,7 +143,10 @@ fn ed25519_pair() -> ed25519_compact::KeyPair {
 
 pub fn ed25519_jwk(kid: Option<&str>) -> Value {
     let kp = ed25519_pair();
-    with_kid(json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(kp.pk.as_ref())}), kid)
+    with_kid(
+        json!({"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(kp.pk.as_ref())}),
+        kid,
+    )
 }
 
 /// The JWK of `alg`'s test key, with `alg` and `kid` set.
@@ -182,15 +198,21 @@ pub fn sign(alg: Algorithm, msg: &[u8]) -> Vec<u8> {
             m.update(msg);
             m.finalize().into_bytes().to_vec()
         }
-        Algorithm::RS256 => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_private(RSA2048_PEM))
-            .sign(msg)
-            .to_vec(),
-        Algorithm::RS384 => rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(rsa_private(RSA2048_PEM))
-            .sign(msg)
-            .to_vec(),
-        Algorithm::RS512 => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(rsa_private(RSA2048_PEM))
-            .sign(msg)
-            .to_vec(),
+        Algorithm::RS256 => {
+            rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_private(RSA2048_PEM))
+                .sign(msg)
+                .to_vec()
+        }
+        Algorithm::RS384 => {
+            rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(rsa_private(RSA2048_PEM))
+                .sign(msg)
+                .to_vec()
+        }
+        Algorithm::RS512 => {
+            rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(rsa_private(RSA2048_PEM))
+                .sign(msg)
+                .to_vec()
+        }
         Algorithm::PS256 => rsa::pss::SigningKey::<sha2::Sha256>::new(rsa_private(RSA2048_PEM))
             .sign_with_rng(&mut rng, msg)
             .to_vec(),
@@ -233,7 +255,11 @@ pub fn mint_raw(alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
 
 /// A token with the given header object, signed with `alg`'s key.
 pub fn mint_with_header(alg: Algorithm, header: &Value, claims: &Value) -> String {
-    mint_raw(alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
+    mint_raw(
+        alg,
+        header.to_string().as_bytes(),
+        claims.to_string().as_bytes(),
+    )
 }
 
 /// A token `{"alg": alg, "typ": "JWT", "kid": kid}` . `claims`.
@@ -294,7 +320,9 @@ pub fn mint_es256k_high_s(claims: &Value) -> Minted {
     assert!(bool::from(high.s().is_high()));
     let mut sig = high.r().to_bytes().to_vec();
     sig.extend_from_slice(&high.s().to_bytes());
-    Minted { token: format!("{input}.{}", b64url_encode(&sig)) }
+    Minted {
+        token: format!("{input}.{}", b64url_encode(&sig)),
+    }
 }
 
 /// The current Unix time, for tokens minted by jwt-simple (which reads the clock).
@@ -316,20 +344,88 @@ pub fn jwt_simple_tokens(iss: &str, aud: &str) -> Vec<(Algorithm, String)> {
             .with_subject("alice")
     };
     let secret = hs_secret();
-    let p256 = ES256KeyPair::from_bytes(&P256_SCALAR).unwrap().with_key_id("es256");
-    let p384 = ES384KeyPair::from_bytes(&P384_SCALAR).unwrap().with_key_id("es384");
-    let k256 = ES256kKeyPair::from_bytes(&K256_SCALAR).unwrap().with_key_id("es256k");
-    let ed = Ed25519KeyPair::from_bytes(ed25519_pair().sk.as_ref()).unwrap().with_key_id("eddsa");
+    let p256 = ES256KeyPair::from_bytes(&P256_SCALAR)
+        .unwrap()
+        .with_key_id("es256");
+    let p384 = ES384KeyPair::from_bytes(&P384_SCALAR)
+        .unwrap()
+        .with_key_id("es384");
+    let k256 = ES256kKeyPair::from_bytes(&K256_SCALAR)
+        .unwrap()
+        .with_key_id("es256k");
+    let ed = Ed25519KeyPair::from_bytes(ed25519_pair().sk.as_ref())
+        .unwrap()
+        .with_key_id("eddsa");
     vec![
-        (Algorithm::HS256, HS256Key::from_bytes(&secret).with_key_id("hs256").authenticate(claims()).unwrap()),
-        (Algorithm::HS384, HS384Key::from_bytes(&secret).with_key_id("hs384").authenticate(claims()).unwrap()),
-        (Algorithm::HS512, HS512Key::from_bytes(&secret).with_key_id("hs512").authenticate(claims()).unwrap()),
-        (Algorithm::RS256, RS256KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("rs256").sign(claims()).unwrap()),
-        (Algorithm::RS384, RS384KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("rs384").sign(claims()).unwrap()),
-        (Algorithm::RS512, RS512KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("rs512").sign(claims()).unwrap()),
-        (Algorithm::PS256, PS256KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("ps256").sign(claims()).unwrap()),
-        (Algorithm::PS384, PS384KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("ps384").sign(claims()).unwrap()),
-        (Algorithm::PS512, PS512KeyPair::from_pem(RSA2048_PEM).unwrap().with_key_id("ps512").sign(claims()).unwrap()),
+        (
+            Algorithm::HS256,
+            HS256Key::from_bytes(&secret)
+                .with_key_id("hs256")
+                .authenticate(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::HS384,
+            HS384Key::from_bytes(&secret)
+                .with_key_id("hs384")
+                .authenticate(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::HS512,
+            HS512Key::from_bytes(&secret)
+                .with_key_id("hs512")
+                .authenticate(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::RS256,
+            RS256KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("rs256")
+                .sign(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::RS384,
+            RS384KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("rs384")
+                .sign(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::RS512,
+            RS512KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("rs512")
+                .sign(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::PS256,
+            PS256KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("ps256")
+                .sign(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::PS384,
+            PS384KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("ps384")
+                .sign(claims())
+                .unwrap(),
+        ),
+        (
+            Algorithm::PS512,
+            PS512KeyPair::from_pem(RSA2048_PEM)
+                .unwrap()
+                .with_key_id("ps512")
+                .sign(claims())
+                .unwrap(),
+        ),
         (Algorithm::ES256, p256.sign(claims()).unwrap()),
         (Algorithm::ES384, p384.sign(claims()).unwrap()),
         (Algorithm::ES256K, k256.sign(claims()).unwrap()),

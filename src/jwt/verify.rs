@@ -157,7 +157,11 @@ pub fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
                 "the token's algorithm is not supported",
             ))?
         }
-        Some(_) => return Err(VerifyError::Malformed("the token header's alg is not a string")),
+        Some(_) => {
+            return Err(VerifyError::Malformed(
+                "the token header's alg is not a string",
+            ))
+        }
     };
     // RFC 7515 §4.1.11: extensions listed in `crit` must be understood; none is.
     if header.contains_key("crit") {
@@ -167,17 +171,24 @@ pub fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
     }
     // RFC 7797 unencoded payloads change what is signed; not supported.
     if header.get("b64").is_some_and(|v| v != &Value::Bool(true)) {
-        return Err(VerifyError::Malformed("unencoded payloads (b64) are not supported"));
+        return Err(VerifyError::Malformed(
+            "unencoded payloads (b64) are not supported",
+        ));
     }
     let kid = match header.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(VerifyError::Malformed("the token header's kid is not a string")),
+        Some(_) => {
+            return Err(VerifyError::Malformed(
+                "the token header's kid is not a string",
+            ))
+        }
     };
     let payload = b64url_decode(payload_b64)
         .ok_or(VerifyError::Malformed("the token payload is not base64url"))?;
-    let signature = b64url_decode(sig_b64)
-        .ok_or(VerifyError::Malformed("the token signature is not base64url"))?;
+    let signature = b64url_decode(sig_b64).ok_or(VerifyError::Malformed(
+        "the token signature is not base64url",
+    ))?;
     if signature.is_empty() {
         return Err(VerifyError::BadSignature("the token is not signed"));
     }
@@ -309,7 +320,10 @@ pub fn check_claims(
     }
     check_times(&times, rules, now)?;
     if !rules.audiences.is_empty() {
-        let accepted = |v: &Value| v.as_str().is_some_and(|a| rules.audiences.iter().any(|x| x == a));
+        let accepted = |v: &Value| {
+            v.as_str()
+                .is_some_and(|a| rules.audiences.iter().any(|x| x == a))
+        };
         let ok = match claims.get("aud") {
             Some(Value::Array(items)) => items.iter().any(accepted),
             Some(v) => accepted(v),
@@ -341,7 +355,9 @@ pub fn check_times(times: &TimeClaims, rules: &ClaimsRules, now: u64) -> Result<
         return Err(VerifyError::NotYetValid("the token is not valid yet (nbf)"));
     }
     if times.iat.is_some_and(|iat| now + skew < i128::from(iat)) {
-        return Err(VerifyError::NotYetValid("the token was issued in the future (iat)"));
+        return Err(VerifyError::NotYetValid(
+            "the token was issued in the future (iat)",
+        ));
     }
     if let (Some(max), Some(exp)) = (rules.max_lifetime_seconds, times.exp) {
         let start = times.iat.map_or(now, i128::from);
@@ -387,9 +403,21 @@ fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
                 return false;
             }
             let res = match alg {
-                Algorithm::RS256 => pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), sig),
-                Algorithm::RS384 => pk.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), &Sha384::digest(msg), sig),
-                Algorithm::RS512 => pk.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), &Sha512::digest(msg), sig),
+                Algorithm::RS256 => pk.verify(
+                    rsa::Pkcs1v15Sign::new::<Sha256>(),
+                    &Sha256::digest(msg),
+                    sig,
+                ),
+                Algorithm::RS384 => pk.verify(
+                    rsa::Pkcs1v15Sign::new::<Sha384>(),
+                    &Sha384::digest(msg),
+                    sig,
+                ),
+                Algorithm::RS512 => pk.verify(
+                    rsa::Pkcs1v15Sign::new::<Sha512>(),
+                    &Sha512::digest(msg),
+                    sig,
+                ),
                 // RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash.
                 Algorithm::PS256 => pk.verify(rsa::Pss::new::<Sha256>(), &Sha256::digest(msg), sig),
                 Algorithm::PS384 => pk.verify(rsa::Pss::new::<Sha384>(), &Sha384::digest(msg), sig),
@@ -400,18 +428,22 @@ fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
         }
         // ECDSA signatures are R || S, each the field size (RFC 7518 §3.4);
         // `from_slice` refuses other lengths and r or s of zero or >= n.
-        (KeyMaterial::P256(vk), Algorithm::ES256) => p256::ecdsa::Signature::from_slice(sig)
-            .is_ok_and(|s| vk.verify(msg, &s).is_ok()),
-        (KeyMaterial::P384(vk), Algorithm::ES384) => p384::ecdsa::Signature::from_slice(sig)
-            .is_ok_and(|s| vk.verify(msg, &s).is_ok()),
-        (KeyMaterial::P521(vk), Algorithm::ES512) => p521::ecdsa::Signature::from_slice(sig)
-            .is_ok_and(|s| vk.verify(msg, &s).is_ok()),
+        (KeyMaterial::P256(vk), Algorithm::ES256) => {
+            p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| vk.verify(msg, &s).is_ok())
+        }
+        (KeyMaterial::P384(vk), Algorithm::ES384) => {
+            p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| vk.verify(msg, &s).is_ok())
+        }
+        (KeyMaterial::P521(vk), Algorithm::ES512) => {
+            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| vk.verify(msg, &s).is_ok())
+        }
         // k256 refuses high-S signatures (a Bitcoin rule); JOSE (RFC 8812) does not
         // require low S, so normalise first: (r, s) and (r, n - s) are equally valid.
         (KeyMaterial::K256(vk), Algorithm::ES256K) => k256::ecdsa::Signature::from_slice(sig)
             .is_ok_and(|s| vk.verify(msg, &s.normalize_s().unwrap_or(s)).is_ok()),
-        (KeyMaterial::Ed25519(pk), Algorithm::EdDSA) => ed25519_compact::Signature::from_slice(sig)
-            .is_ok_and(|s| pk.verify(msg, &s).is_ok()),
+        (KeyMaterial::Ed25519(pk), Algorithm::EdDSA) => {
+            ed25519_compact::Signature::from_slice(sig).is_ok_and(|s| pk.verify(msg, &s).is_ok())
+        }
         _ => false,
     }
 }
@@ -477,26 +509,42 @@ mod tests {
     fn key_confusion_is_refused_for_every_pair() {
         // A token signed with one algorithm, presented to a key of another: never valid,
         // even when the header claims the key's algorithm.
-        for signer in Algorithm::ALL {
-            for verifier in Algorithm::ALL {
-                if signer == verifier {
+        let keysets: Vec<KeySet> = Algorithm::ALL
+            .iter()
+            .map(|a| testkeys::keyset(&[*a]))
+            .collect();
+        let tokens: Vec<String> = Algorithm::ALL
+            .iter()
+            .map(|a| mint(*a, None, &good_claims()))
+            .collect();
+        for (si, signer) in Algorithm::ALL.iter().enumerate() {
+            // RSA signing is slow unoptimised: relabel with one PKCS#1 and one PSS signer.
+            let relabel = !matches!(
+                signer,
+                Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS384 | Algorithm::PS512
+            );
+            for (vi, verifier) in Algorithm::ALL.iter().enumerate() {
+                if si == vi {
                     continue;
                 }
-                let keys = testkeys::keyset(&[verifier]);
-                let token = mint(signer, None, &good_claims());
-                let res = verify_jwt(&token, &keys, &rules(), NOW);
+                let res = verify_jwt(&tokens[si], &keysets[vi], &rules(), NOW);
                 assert_eq!(
                     res.map(|_| ()).map_err(|e| e.reason()),
                     Err("bad_signature"),
                     "{signer} token vs {verifier} key"
                 );
-                // Relabelled: header says the verifier's alg, signature is the signer's.
-                let forged = testkeys::mint_with_header(
-                    signer,
-                    &json!({"alg": verifier.name()}),
-                    &good_claims(),
-                );
-                assert!(verify_jwt(&forged, &keys, &rules(), NOW).is_err(), "{signer} as {verifier}");
+                if relabel {
+                    // Relabelled: header says the verifier's alg, signature is the signer's.
+                    let forged = testkeys::mint_with_header(
+                        *signer,
+                        &json!({"alg": verifier.name()}),
+                        &good_claims(),
+                    );
+                    assert!(
+                        verify_jwt(&forged, &keysets[vi], &rules(), NOW).is_err(),
+                        "{signer} as {verifier}"
+                    );
+                }
             }
         }
     }
@@ -509,7 +557,9 @@ mod tests {
         let token = testkeys::mint_hmac_with(&secret, "HS256", &good_claims());
         assert_eq!(
             verify_jwt(&token, &keys, &rules(), NOW).err(),
-            Some(VerifyError::BadSignature("the token's algorithm does not match its key"))
+            Some(VerifyError::BadSignature(
+                "the token's algorithm does not match its key"
+            ))
         );
     }
 
@@ -521,35 +571,115 @@ mod tests {
         let (h, p, s) = (parts[0], parts[1], parts[2]);
         let big = "a".repeat(MAX_TOKEN_BYTES + 1);
         let cases: Vec<(String, VerifyError)> = vec![
-            (String::new(), VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)")),
-            (format!("{h}.{p}"), VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)")),
-            (format!("{h}.{p}.{s}.x"), VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)")),
-            (format!("{h}.{p}."), VerifyError::BadSignature("the token is not signed")),
-            (format!("{h}=.{p}.{s}"), VerifyError::Malformed("the token header is not base64url")),
-            (format!("{h}.{p} .{s}"), VerifyError::Malformed("the token payload is not base64url")),
-            (format!("{h}.{p}.{s}="), VerifyError::Malformed("the token signature is not base64url")),
-            (format!(" {h}.{p}.{s}"), VerifyError::Malformed("the token header is not base64url")),
+            (
+                String::new(),
+                VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)"),
+            ),
+            (
+                format!("{h}.{p}"),
+                VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)"),
+            ),
+            (
+                format!("{h}.{p}.{s}.x"),
+                VerifyError::Malformed("the token is not a compact JWS (header.payload.signature)"),
+            ),
+            (
+                format!("{h}.{p}."),
+                VerifyError::BadSignature("the token is not signed"),
+            ),
+            (
+                format!("{h}=.{p}.{s}"),
+                VerifyError::Malformed("the token header is not base64url"),
+            ),
+            (
+                format!("{h}.{p} .{s}"),
+                VerifyError::Malformed("the token payload is not base64url"),
+            ),
+            (
+                format!("{h}.{p}.{s}="),
+                VerifyError::Malformed("the token signature is not base64url"),
+            ),
+            (
+                format!(" {h}.{p}.{s}"),
+                VerifyError::Malformed("the token header is not base64url"),
+            ),
             (big, VerifyError::Malformed("the token is too large")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256"}"#, b"[1]"), VerifyError::Malformed("the token payload is not a JSON object")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256"}"#, b"foo"), VerifyError::Malformed("the token payload is not a JSON object")),
-            (mint_raw(Algorithm::HS256, br#"["HS256"]"#, b"{}"), VerifyError::Malformed("the token header is not a JSON object")),
-            (mint_raw(Algorithm::HS256, br#"{"typ":"JWT"}"#, b"{}"), VerifyError::Malformed("the token header has no alg")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":256}"#, b"{}"), VerifyError::Malformed("the token header's alg is not a string")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256","crit":["exp"],"exp":1}"#, b"{}"), VerifyError::Malformed("the token uses a critical header extension (crit) that is not supported")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256","crit":[]}"#, b"{}"), VerifyError::Malformed("the token uses a critical header extension (crit) that is not supported")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256","b64":false}"#, b"{}"), VerifyError::Malformed("unencoded payloads (b64) are not supported")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256","kid":1}"#, b"{}"), VerifyError::Malformed("the token header's kid is not a string")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"none"}"#, b"{}"), VerifyError::BadSignature("unsecured tokens (alg none) are not accepted")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"nOnE"}"#, b"{}"), VerifyError::BadSignature("unsecured tokens (alg none) are not accepted")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"hs256"}"#, b"{}"), VerifyError::BadSignature("the token's algorithm is not supported")),
-            (mint_raw(Algorithm::HS256, br#"{"alg":"HS256","kid":"nope"}"#, b"{}"), VerifyError::UnknownKid),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256"}"#, b"[1]"),
+                VerifyError::Malformed("the token payload is not a JSON object"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256"}"#, b"foo"),
+                VerifyError::Malformed("the token payload is not a JSON object"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"["HS256"]"#, b"{}"),
+                VerifyError::Malformed("the token header is not a JSON object"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"typ":"JWT"}"#, b"{}"),
+                VerifyError::Malformed("the token header has no alg"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":256}"#, b"{}"),
+                VerifyError::Malformed("the token header's alg is not a string"),
+            ),
+            (
+                mint_raw(
+                    Algorithm::HS256,
+                    br#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+                    b"{}",
+                ),
+                VerifyError::Malformed(
+                    "the token uses a critical header extension (crit) that is not supported",
+                ),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256","crit":[]}"#, b"{}"),
+                VerifyError::Malformed(
+                    "the token uses a critical header extension (crit) that is not supported",
+                ),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256","b64":false}"#, b"{}"),
+                VerifyError::Malformed("unencoded payloads (b64) are not supported"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256","kid":1}"#, b"{}"),
+                VerifyError::Malformed("the token header's kid is not a string"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"none"}"#, b"{}"),
+                VerifyError::BadSignature("unsecured tokens (alg none) are not accepted"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"nOnE"}"#, b"{}"),
+                VerifyError::BadSignature("unsecured tokens (alg none) are not accepted"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"hs256"}"#, b"{}"),
+                VerifyError::BadSignature("the token's algorithm is not supported"),
+            ),
+            (
+                mint_raw(Algorithm::HS256, br#"{"alg":"HS256","kid":"nope"}"#, b"{}"),
+                VerifyError::UnknownKid,
+            ),
         ];
         for (token, want) in cases {
-            assert_eq!(verify_jwt(&token, &keys, &rules(), NOW).err(), Some(want.clone()), "{want:?}");
+            assert_eq!(
+                verify_jwt(&token, &keys, &rules(), NOW).err(),
+                Some(want.clone()),
+                "{want:?}"
+            );
         }
         // alg none with an empty signature, as attackers send it.
         let none = format!("{}.{p}.", crate::jwt::b64url_encode(br#"{"alg":"none"}"#));
-        assert_eq!(verify_jwt(&none, &keys, &rules(), NOW).map_err(|e| e.reason()).err(), Some("bad_signature"));
+        assert_eq!(
+            verify_jwt(&none, &keys, &rules(), NOW)
+                .map_err(|e| e.reason())
+                .err(),
+            Some("bad_signature")
+        );
     }
 
     #[test]
@@ -557,7 +687,9 @@ mod tests {
         let keys = testkeys::keyset(&[Algorithm::ES256]);
         let good = mint(Algorithm::ES256, Some("es256"), &good_claims());
         let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
-        parts[1] = crate::jwt::b64url_encode(br#"{"iss":"https://idp.example.com/","aud":"orders-api","sub":"admin"}"#);
+        parts[1] = crate::jwt::b64url_encode(
+            br#"{"iss":"https://idp.example.com/","aud":"orders-api","sub":"admin"}"#,
+        );
         let tampered = parts.join(".");
         assert_eq!(
             verify_jwt(&tampered, &keys, &rules(), NOW).err(),
@@ -569,44 +701,189 @@ mod tests {
     fn claim_checks_table() {
         let keys = testkeys::keyset(&[Algorithm::HS256]);
         let r = rules();
-        let lifetime = ClaimsRules { max_lifetime_seconds: Some(3600), ..rules() };
-        let optional_exp = ClaimsRules { require_expiration: false, audiences: vec![], ..rules() };
-        let any_aud = ClaimsRules { audiences: vec!["a".into(), "orders-api".into()], ..rules() };
-        let lifetime_no_exp = ClaimsRules { require_expiration: false, ..lifetime.clone() };
+        let lifetime = ClaimsRules {
+            max_lifetime_seconds: Some(3600),
+            ..rules()
+        };
+        let optional_exp = ClaimsRules {
+            require_expiration: false,
+            audiences: vec![],
+            ..rules()
+        };
+        let any_aud = ClaimsRules {
+            audiences: vec!["a".into(), "orders-api".into()],
+            ..rules()
+        };
+        let lifetime_no_exp = ClaimsRules {
+            require_expiration: false,
+            ..lifetime.clone()
+        };
         let t = NOW as i64;
         let cases: Vec<(&str, Value, &ClaimsRules, Result<(), &str>)> = vec![
             ("good", good_claims(), &r, Ok(())),
-            ("aud array", json!({"iss": ISS, "aud": ["x", "orders-api"], "exp": t + 5}), &r, Ok(())),
-            ("aud other", json!({"iss": ISS, "aud": "other", "exp": t + 5}), &r, Err("audience")),
-            ("aud missing", json!({"iss": ISS, "exp": t + 5}), &r, Err("audience")),
-            ("aud number", json!({"iss": ISS, "aud": 5, "exp": t + 5}), &r, Err("audience")),
-            ("aud any of", json!({"iss": ISS, "aud": "a", "exp": t + 5}), &any_aud, Ok(())),
-            ("iss other", json!({"iss": "https://evil/", "aud": "orders-api", "exp": t + 5}), &r, Err("issuer")),
-            ("iss missing", json!({"aud": "orders-api", "exp": t + 5}), &r, Err("issuer")),
-            ("iss not string", json!({"iss": 1, "aud": "orders-api", "exp": t + 5}), &r, Err("issuer")),
-            ("expired", json!({"iss": ISS, "aud": "orders-api", "exp": t - 61}), &r, Err("expired")),
-            ("expired beats aud", json!({"iss": ISS, "aud": "x", "exp": t - 61}), &r, Err("expired")),
-            ("exp in skew", json!({"iss": ISS, "aud": "orders-api", "exp": t - 59}), &r, Ok(())),
-            ("exp at skew edge", json!({"iss": ISS, "aud": "orders-api", "exp": t - 60}), &r, Err("expired")),
-            ("exp float", json!({"iss": ISS, "aud": "orders-api", "exp": (t + 5) as f64 + 0.5}), &r, Ok(())),
-            ("exp huge", json!({"iss": ISS, "aud": "orders-api", "exp": u64::MAX}), &r, Ok(())),
-            ("exp negative", json!({"iss": ISS, "aud": "orders-api", "exp": -5}), &r, Err("expired")),
-            ("exp string", json!({"iss": ISS, "aud": "orders-api", "exp": "2000000000"}), &r, Err("malformed")),
-            ("exp missing", json!({"iss": ISS, "aud": "orders-api"}), &r, Err("malformed")),
+            (
+                "aud array",
+                json!({"iss": ISS, "aud": ["x", "orders-api"], "exp": t + 5}),
+                &r,
+                Ok(()),
+            ),
+            (
+                "aud other",
+                json!({"iss": ISS, "aud": "other", "exp": t + 5}),
+                &r,
+                Err("audience"),
+            ),
+            (
+                "aud missing",
+                json!({"iss": ISS, "exp": t + 5}),
+                &r,
+                Err("audience"),
+            ),
+            (
+                "aud number",
+                json!({"iss": ISS, "aud": 5, "exp": t + 5}),
+                &r,
+                Err("audience"),
+            ),
+            (
+                "aud any of",
+                json!({"iss": ISS, "aud": "a", "exp": t + 5}),
+                &any_aud,
+                Ok(()),
+            ),
+            (
+                "iss other",
+                json!({"iss": "https://evil/", "aud": "orders-api", "exp": t + 5}),
+                &r,
+                Err("issuer"),
+            ),
+            (
+                "iss missing",
+                json!({"aud": "orders-api", "exp": t + 5}),
+                &r,
+                Err("issuer"),
+            ),
+            (
+                "iss not string",
+                json!({"iss": 1, "aud": "orders-api", "exp": t + 5}),
+                &r,
+                Err("issuer"),
+            ),
+            (
+                "expired",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t - 61}),
+                &r,
+                Err("expired"),
+            ),
+            (
+                "expired beats aud",
+                json!({"iss": ISS, "aud": "x", "exp": t - 61}),
+                &r,
+                Err("expired"),
+            ),
+            (
+                "exp in skew",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t - 59}),
+                &r,
+                Ok(()),
+            ),
+            (
+                "exp at skew edge",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t - 60}),
+                &r,
+                Err("expired"),
+            ),
+            (
+                "exp float",
+                json!({"iss": ISS, "aud": "orders-api", "exp": (t + 5) as f64 + 0.5}),
+                &r,
+                Ok(()),
+            ),
+            (
+                "exp huge",
+                json!({"iss": ISS, "aud": "orders-api", "exp": u64::MAX}),
+                &r,
+                Ok(()),
+            ),
+            (
+                "exp negative",
+                json!({"iss": ISS, "aud": "orders-api", "exp": -5}),
+                &r,
+                Err("expired"),
+            ),
+            (
+                "exp string",
+                json!({"iss": ISS, "aud": "orders-api", "exp": "2000000000"}),
+                &r,
+                Err("malformed"),
+            ),
+            (
+                "exp missing",
+                json!({"iss": ISS, "aud": "orders-api"}),
+                &r,
+                Err("malformed"),
+            ),
             ("exp optional", json!({"iss": ISS}), &optional_exp, Ok(())),
-            ("nbf future", json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": t + 61}), &r, Err("not_yet_valid")),
-            ("nbf in skew", json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": t + 60}), &r, Ok(())),
-            ("nbf bool", json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": true}), &r, Err("malformed")),
-            ("iat future", json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "iat": t + 61}), &r, Err("not_yet_valid")),
-            ("iat null", json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "iat": null}), &r, Err("malformed")),
-            ("lifetime ok", json!({"iss": ISS, "aud": "orders-api", "iat": t - 100, "exp": t + 3500}), &lifetime, Ok(())),
-            ("lifetime long", json!({"iss": ISS, "aud": "orders-api", "iat": t - 100, "exp": t + 3501}), &lifetime, Err("expired")),
-            ("lifetime no iat", json!({"iss": ISS, "aud": "orders-api", "exp": t + 3601}), &lifetime, Err("expired")),
-            ("lifetime no exp", json!({"iss": ISS, "aud": "orders-api"}), &lifetime_no_exp, Err("malformed")),
+            (
+                "nbf future",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": t + 61}),
+                &r,
+                Err("not_yet_valid"),
+            ),
+            (
+                "nbf in skew",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": t + 60}),
+                &r,
+                Ok(()),
+            ),
+            (
+                "nbf bool",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "nbf": true}),
+                &r,
+                Err("malformed"),
+            ),
+            (
+                "iat future",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "iat": t + 61}),
+                &r,
+                Err("not_yet_valid"),
+            ),
+            (
+                "iat null",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 500, "iat": null}),
+                &r,
+                Err("malformed"),
+            ),
+            (
+                "lifetime ok",
+                json!({"iss": ISS, "aud": "orders-api", "iat": t - 100, "exp": t + 3500}),
+                &lifetime,
+                Ok(()),
+            ),
+            (
+                "lifetime long",
+                json!({"iss": ISS, "aud": "orders-api", "iat": t - 100, "exp": t + 3501}),
+                &lifetime,
+                Err("expired"),
+            ),
+            (
+                "lifetime no iat",
+                json!({"iss": ISS, "aud": "orders-api", "exp": t + 3601}),
+                &lifetime,
+                Err("expired"),
+            ),
+            (
+                "lifetime no exp",
+                json!({"iss": ISS, "aud": "orders-api"}),
+                &lifetime_no_exp,
+                Err("malformed"),
+            ),
         ];
         for (name, claims, rules, want) in cases {
             let token = mint(Algorithm::HS256, None, &claims);
-            let got = verify_jwt(&token, &keys, rules, NOW).map(|_| ()).map_err(|e| e.reason());
+            let got = verify_jwt(&token, &keys, rules, NOW)
+                .map(|_| ())
+                .map_err(|e| e.reason());
             assert_eq!(got, want, "{name}");
         }
     }
@@ -619,12 +896,17 @@ mod tests {
         let wrong_kid = mint(Algorithm::ES384, Some("es256"), &good_claims());
         assert_eq!(
             verify_jwt(&wrong_kid, &keys, &rules(), NOW).err(),
-            Some(VerifyError::BadSignature("the token's algorithm does not match its key"))
+            Some(VerifyError::BadSignature(
+                "the token's algorithm does not match its key"
+            ))
         );
         let kidless = mint(Algorithm::RS256, None, &good_claims());
         assert!(verify_jwt(&kidless, &keys, &rules(), NOW).is_ok());
         let unknown = mint(Algorithm::RS256, Some("rotated"), &good_claims());
-        assert_eq!(verify_jwt(&unknown, &keys, &rules(), NOW).err(), Some(VerifyError::UnknownKid));
+        assert_eq!(
+            verify_jwt(&unknown, &keys, &rules(), NOW).err(),
+            Some(VerifyError::UnknownKid)
+        );
     }
 
     #[test]
@@ -650,7 +932,11 @@ mod tests {
     fn errors_map_to_rejections() {
         assert_eq!(VerifyError::Audience.to_rejection().status(), 403);
         assert_eq!(VerifyError::KeysUnavailable.to_rejection().status(), 503);
-        for e in [VerifyError::UnknownKid, VerifyError::Issuer, VerifyError::Expired("x")] {
+        for e in [
+            VerifyError::UnknownKid,
+            VerifyError::Issuer,
+            VerifyError::Expired("x"),
+        ] {
             let r = e.to_rejection();
             assert_eq!(r.status(), 401);
             assert_eq!(r.reason(), e.reason());
