@@ -13,13 +13,15 @@
 //!   into a full cache evicts the oldest insertion (FIFO: O(1), no bookkeeping on
 //!   hits). Entries leave at `exp` at the latest, and at most
 //!   [`MAX_CACHE_ENTRY_AGE_SECONDS`] after insertion (tokens without `exp`).
+//! - A `BTreeMap` over the SHA-256 keys: no hasher seed to draw from the host, and
+//!   no hash-flooding to fear (about ten comparisons for 1024 entries).
 //!
 //! Create a new cache whenever the configuration (and so the providers) changes.
 
 use crate::authz::Claims;
 use crate::jwt::verify::{check_times, ClaimsRules, TimeClaims};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 /// Default number of cached tokens per worker.
@@ -41,7 +43,7 @@ struct Entry {
 /// A bounded cache of verified tokens. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct TokenCache {
-    map: HashMap<Key, Entry>,
+    map: BTreeMap<Key, Entry>,
     order: VecDeque<(Key, u64)>,
     capacity: usize,
     seq: u64,
@@ -59,7 +61,7 @@ impl TokenCache {
     /// A cache of at most `capacity` tokens; 0 disables caching.
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            map: HashMap::new(),
+            map: BTreeMap::new(),
             order: VecDeque::new(),
             capacity,
             seq: 0,

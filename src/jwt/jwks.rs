@@ -25,7 +25,7 @@
 //! `MixedKeySet`): two keys with the same `kid`, or symmetric and asymmetric keys
 //! together. [`parse_jwks`] reports every refused key with its index; the caller decides
 //! whether one bad key fails the set (inline keys: a configuration error) or is skipped
-//! (remote keys: see [`crate::jwt::keystore`]).
+//! (remote keys: see [`KeyStore`](crate::jwt::KeyStore)).
 
 use crate::jwt::b64url_decode_lenient;
 use serde_json::{Map, Value};

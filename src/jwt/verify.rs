@@ -929,6 +929,44 @@ mod tests {
     }
 
     #[test]
+    fn no_input_panics() {
+        // Every single-character substitution, truncation and duplication of a good
+        // token is an error, never a panic (and never a pass, except the original).
+        let keys = testkeys::keyset(&[Algorithm::HS256, Algorithm::HS512]);
+        let good = mint(Algorithm::HS256, Some("hs256"), &good_claims());
+        let chars: Vec<char> = good.chars().collect();
+        for i in 0..chars.len() {
+            for c in ['.', '=', 'A', '_', '-', ' ', 'é', '\0'] {
+                if chars[i] == c {
+                    continue;
+                }
+                let mut m = chars.clone();
+                m[i] = c;
+                let t: String = m.into_iter().collect();
+                assert!(verify_jwt(&t, &keys, &rules(), NOW).is_err(), "{t}");
+            }
+            let cut: String = chars[..i].iter().collect();
+            assert!(verify_jwt(&cut, &keys, &rules(), NOW).is_err());
+        }
+        for weird in [
+            "..",
+            "...",
+            ".a.",
+            "a..",
+            "é.é.é",
+            "\u{0}.\u{0}.\u{0}",
+            "eyJ9.e30.AA",
+        ] {
+            assert!(verify_jwt(weird, &keys, &rules(), NOW).is_err(), "{weird}");
+        }
+        assert!(verify_jwt(&format!("{good}{good}"), &keys, &rules(), NOW).is_err());
+        // Deeply nested JSON in the header stops at serde_json's recursion limit.
+        let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+        let t = testkeys::mint_raw(Algorithm::HS256, deep.as_bytes(), b"{}");
+        assert!(verify_jwt(&t, &keys, &rules(), NOW).is_err());
+    }
+
+    #[test]
     fn errors_map_to_rejections() {
         assert_eq!(VerifyError::Audience.to_rejection().status(), 403);
         assert_eq!(VerifyError::KeysUnavailable.to_rejection().status(), 503);
