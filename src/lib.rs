@@ -20,6 +20,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod jwt;
 pub mod mask;
 pub mod quota;
 pub mod reply;

@@ -1,0 +1,1096 @@
+//! The compiled `routes[].auth` section: which providers a route requires, and the
+//! per-request decision.
+//!
+//! Semantics (`shared/CONFIG.md`, issue 3):
+//! - `requires` is a provider name, `{any: [...]}` or `{all: [...]}`, nestable up to
+//!   [`MAX_REQUIREMENT_DEPTH`] levels.
+//! - Tokens are looked for at every source of every provider the route names. Every
+//!   token found must be valid, whatever the requirement (Envoy `jwt_authn` does the
+//!   same): one bad token fails the request. At most [`MAX_TOKENS_PER_REQUEST`]
+//!   distinct tokens are considered; more fail as malformed.
+//! - A token found at a location only one provider reads is verified by that
+//!   provider. A location several providers read (e.g. all use `Authorization:
+//!   Bearer`) hands the token to the providers whose `issuer` equals its `iss`
+//!   (read before verification only to pick the provider; verified after).
+//! - The same token at several locations counts once; two different valid tokens for
+//!   one provider are refused (`malformed`): which identity is meant is ambiguous.
+//! - No token at all: `MissingToken` (plain 401), or, with `allow_missing`, success
+//!   without claims. Tokens present but the requirement unmet (`all: [a, b]` with only
+//!   `a`'s token): `MissingToken` naming the first missing provider.
+//! - `allow_missing` cannot be combined with `claims` or `bind`: an anonymous request
+//!   would skip the rules a token holder must pass.
+//! - The "primary" identity, whose claims [`AuthPolicy::authorize`] checks, is the
+//!   verified token of the first provider in `requires` order. Each verified
+//!   provider sets its own `claim_to_headers` and `forward_payload_header`; when two
+//!   set the same header, the first wins.
+
+use crate::authz::{binds, lookup_claim, ClaimRule, Claims};
+use crate::config::{AuthConfig, Combination, ConfigError, Requirement};
+use crate::jwt::cache::TokenCache;
+use crate::jwt::extract::{RequestTokens, TokenLocation};
+use crate::jwt::keystore::{KeyLookup, KeyStore};
+use crate::jwt::provider::{Provider, Providers};
+use crate::jwt::verify::{self, VerifyError};
+use crate::reply::Rejection;
+use serde_json::Value;
+use std::rc::Rc;
+
+/// Most distinct tokens considered in one request.
+pub const MAX_TOKENS_PER_REQUEST: usize = 4;
+/// Deepest nesting of `any`/`all`.
+pub const MAX_REQUIREMENT_DEPTH: usize = 8;
+/// Longest header value set from a claim; longer values are not forwarded.
+pub const MAX_CLAIM_HEADER_BYTES: usize = 8 * 1024;
+
+/// A compiled requirement; providers are indexes into [`AuthPolicy`]'s list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Req {
+    Provider(usize),
+    Any(Vec<Req>),
+    All(Vec<Req>),
+}
+
+impl Req {
+    fn satisfied(&self, verified: &[bool]) -> bool {
+        match self {
+            Req::Provider(i) => verified.get(*i).copied().unwrap_or(false),
+            Req::Any(v) => v.iter().any(|r| r.satisfied(verified)),
+            Req::All(v) => v.iter().all(|r| r.satisfied(verified)),
+        }
+    }
+
+    /// The first provider whose token would help satisfy the requirement.
+    fn first_missing(&self, verified: &[bool]) -> Option<usize> {
+        match self {
+            Req::Provider(i) => (!verified.get(*i).copied().unwrap_or(false)).then_some(*i),
+            Req::Any(v) | Req::All(v) => {
+                if self.satisfied(verified) {
+                    None
+                } else {
+                    v.iter().find_map(|r| r.first_missing(verified))
+                }
+            }
+        }
+    }
+}
+
+/// One verified token's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedIdentity {
+    /// The provider that verified it.
+    pub provider: String,
+    /// Its claims.
+    pub claims: Rc<Claims>,
+    /// True if the verification came from the [`TokenCache`].
+    pub from_cache: bool,
+}
+
+/// What to remove from the request before it goes upstream (`forward: false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripPlan {
+    /// Request headers to remove (lowercase).
+    pub headers: Vec<String>,
+    /// Query parameters to remove: rewrite `:path` with
+    /// [`remove_query_params`](crate::jwt::remove_query_params).
+    pub query_params: Vec<String>,
+    /// Cookies to remove: rewrite `cookie` with
+    /// [`remove_cookies`](crate::jwt::remove_cookies).
+    pub cookies: Vec<String>,
+}
+
+impl StripPlan {
+    /// True if nothing is to be removed.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query_params.is_empty() && self.cookies.is_empty()
+    }
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthOutcome {
+    /// Claims of the primary identity; `None` only under `allow_missing` without token.
+    pub claims: Option<Rc<Claims>>,
+    /// Provider of the primary identity.
+    pub provider: Option<String>,
+    /// Every verified token, in `requires` order of their providers.
+    pub identities: Vec<VerifiedIdentity>,
+    /// Headers to set on the request (`claim_to_headers`, `forward_payload_header`),
+    /// lowercase names. Set, not append: client copies were removed beforehand.
+    pub set_headers: Vec<(String, String)>,
+    /// Token locations to remove (`forward: false`).
+    pub strip: StripPlan,
+}
+
+/// A failed authentication or authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// What to answer (via [`Rejection::render`]).
+    pub rejection: Rejection,
+    /// Provider for the metric label; `None` from [`AuthPolicy::authorize`] (label it
+    /// with [`AuthOutcome::provider`]).
+    pub provider: Option<String>,
+    /// Metric reason: `missing`, `malformed`, `bad_signature`, `expired`,
+    /// `not_yet_valid`, `issuer`, `audience`, `unknown_kid`, `claims`, `bind` or
+    /// `keys_unavailable`.
+    pub reason: &'static str,
+    /// The token named an unknown `kid` of a remote provider: call
+    /// [`KeyStore::request_refetch_unknown_kid`] for [`AuthFailure::provider`].
+    pub refetch_keys: bool,
+}
+
+/// The compiled `auth` section of one route.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    requirement: Req,
+    providers: Vec<Rc<Provider>>,
+    allow_missing: bool,
+    claim_rules: Vec<ClaimRule>,
+    bind: Vec<(String, String)>,
+    strip_headers: Vec<String>,
+}
+
+/// A token found in the request.
+struct Found {
+    token: String,
+    locations: Vec<TokenLocation>,
+    /// Providers (indexes) that read the locations it was found at.
+    finders: Vec<usize>,
+}
+
+impl AuthPolicy {
+    /// Compiles `routes[i].auth`. `route_params` are the parameter names of the route's
+    /// path template; `path` is the field path of the section (`routes[0].auth`).
+    ///
+    /// Errors: `routes[0].auth.requires: unknown provider `x``,
+    /// `routes[0].auth.requires.any: must not be empty`, `routes[0].auth.bind.shop:
+    /// path parameter `shop` is not in the route template`, claim rule errors
+    /// (`routes[0].auth.claims.roles.any_of: must not be empty`), and
+    /// `routes[0].auth.allow_missing: ...` when combined with `claims` or `bind`.
+    pub fn compile(
+        cfg: &AuthConfig,
+        providers: &Providers,
+        route_params: &[String],
+        path: &str,
+    ) -> Result<AuthPolicy, ConfigError> {
+        let mut list = Vec::new();
+        let requirement = compile_req(
+            &cfg.requires,
+            providers,
+            &mut list,
+            &format!("{path}.requires"),
+            0,
+        )?;
+        let mut claim_rules = Vec::new();
+        for (name, cond) in &cfg.claims {
+            claim_rules.push(ClaimRule::compile(
+                name,
+                cond,
+                &format!("{path}.claims.{name}"),
+            )?);
+        }
+        let mut bind = Vec::new();
+        for (param, claim) in &cfg.bind {
+            let at = format!("{path}.bind.{param}");
+            if !route_params.iter().any(|p| p == param) {
+                return Err(ConfigError::new(
+                    at,
+                    format!("path parameter `{param}` is not in the route template"),
+                ));
+            }
+            if claim.is_empty() {
+                return Err(ConfigError::new(at, "claim name must not be empty"));
+            }
+            bind.push((param.clone(), claim.clone()));
+        }
+        if cfg.allow_missing && !(claim_rules.is_empty() && bind.is_empty()) {
+            return Err(ConfigError::new(
+                format!("{path}.allow_missing"),
+                "cannot be combined with `claims` or `bind`: a request without a token would skip them",
+            ));
+        }
+        let mut strip_headers: Vec<String> = Vec::new();
+        for p in &list {
+            for h in p.output_headers() {
+                if !strip_headers.iter().any(|x| x == h) {
+                    strip_headers.push(h.to_string());
+                }
+            }
+        }
+        Ok(AuthPolicy {
+            requirement,
+            providers: list,
+            allow_missing: cfg.allow_missing,
+            claim_rules,
+            bind,
+            strip_headers,
+        })
+    }
+
+    /// Every header the route's providers set (lowercase). Remove client-sent copies
+    /// of these from every request on the route, first, whether or not a token is
+    /// verified, so a caller can never forge them.
+    pub fn headers_to_strip(&self) -> &[String] {
+        &self.strip_headers
+    }
+
+    /// The providers the route names, in `requires` order.
+    pub fn providers(&self) -> impl Iterator<Item = &Rc<Provider>> {
+        self.providers.iter()
+    }
+
+    /// True if requests without any token are let through.
+    pub fn allow_missing(&self) -> bool {
+        self.allow_missing
+    }
+
+    /// Authenticates a request at `now` (Unix seconds). See the module documentation
+    /// for the rules. Verified tokens are cached in `cache`.
+    pub fn authenticate(
+        &self,
+        req: &dyn RequestTokens,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+        now: u64,
+    ) -> Result<AuthOutcome, AuthFailure> {
+        let found = self.find_tokens(req)?;
+        if found.is_empty() {
+            if self.allow_missing {
+                return Ok(AuthOutcome::default());
+            }
+            return Err(self.missing(0));
+        }
+        // Per provider: (index into `found`, claims, from cache).
+        let mut verified: Vec<Option<(usize, Rc<Claims>, bool)>> = vec![None; self.providers.len()];
+        for (fi, f) in found.iter().enumerate() {
+            let candidates = self.candidates(f)?;
+            let mut first_err: Option<(usize, VerifyError)> = None;
+            let mut any_ok = false;
+            for pi in candidates {
+                match self.verify_for(pi, &f.token, keys, cache, now) {
+                    Ok((claims, from_cache)) => {
+                        if let Some(Some((other, _, _))) = verified.get(pi) {
+                            if *other != fi {
+                                return Err(self.failure(
+                                    pi,
+                                    VerifyError::Malformed(
+                                        "the request carries two different tokens for the same provider",
+                                    ),
+                                ));
+                            }
+                        }
+                        if let Some(slot) = verified.get_mut(pi) {
+                            *slot = Some((fi, claims, from_cache));
+                        }
+                        any_ok = true;
+                    }
+                    Err(e) => {
+                        if first_err.is_none() {
+                            first_err = Some((pi, e));
+                        }
+                    }
+                }
+            }
+            if !any_ok {
+                let (pi, e) = first_err.unwrap_or((0, VerifyError::Issuer));
+                return Err(self.failure(pi, e));
+            }
+        }
+        let ok: Vec<bool> = verified.iter().map(Option::is_some).collect();
+        if let Some(pi) = self.requirement.first_missing(&ok) {
+            return Err(self.missing(pi));
+        }
+        Ok(self.outcome(&found, &verified))
+    }
+
+    /// Checks the route's `claims` rules and `bind` against the primary identity's
+    /// claims and the route's path parameters (`(name, value)` as the router
+    /// extracted them). Failures are 403 with reason `claims` or `bind`; the
+    /// description never names a claim value.
+    pub fn authorize(
+        &self,
+        claims: &Claims,
+        params: &[(String, String)],
+    ) -> Result<(), AuthFailure> {
+        let forbidden = |reason: &'static str, description: &str| AuthFailure {
+            rejection: Rejection::Forbidden {
+                reason,
+                description: description.to_string(),
+            },
+            provider: None,
+            reason,
+            refetch_keys: false,
+        };
+        if !self.claim_rules.iter().all(|r| r.matches(claims)) {
+            return Err(forbidden(
+                "claims",
+                "the token's claims do not permit this request",
+            ));
+        }
+        for (param, claim) in &self.bind {
+            let value = params.iter().find(|(k, _)| k == param).map(|(_, v)| v);
+            if !value.is_some_and(|v| binds(claims, claim, v)) {
+                return Err(forbidden(
+                    "bind",
+                    "the token does not grant access to this resource",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn find_tokens(&self, req: &dyn RequestTokens) -> Result<Vec<Found>, AuthFailure> {
+        let mut found: Vec<Found> = Vec::new();
+        for (pi, p) in self.providers.iter().enumerate() {
+            for src in &p.sources {
+                for token in src.extract(req) {
+                    let loc = src.location();
+                    if let Some(f) = found.iter_mut().find(|f| f.token == token) {
+                        if !f.locations.contains(&loc) {
+                            f.locations.push(loc);
+                        }
+                        if !f.finders.contains(&pi) {
+                            f.finders.push(pi);
+                        }
+                        continue;
+                    }
+                    if found.len() >= MAX_TOKENS_PER_REQUEST {
+                        return Err(self.failure(
+                            pi,
+                            VerifyError::Malformed("the request carries too many tokens"),
+                        ));
+                    }
+                    found.push(Found {
+                        token,
+                        locations: vec![loc],
+                        finders: vec![pi],
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The providers that should verify `f`.
+    fn candidates(&self, f: &Found) -> Result<Vec<usize>, AuthFailure> {
+        let first = f.finders.first().copied().unwrap_or(0);
+        if f.finders.len() <= 1 {
+            return Ok(f.finders.clone());
+        }
+        let iss = peek_issuer(&f.token).map_err(|e| self.failure(first, e))?;
+        let picked: Vec<usize> = f
+            .finders
+            .iter()
+            .copied()
+            .filter(|pi| {
+                self.providers
+                    .get(*pi)
+                    .is_some_and(|p| iss.as_deref() == Some(p.rules.issuer.as_str()))
+            })
+            .collect();
+        if picked.is_empty() {
+            return Err(self.failure(first, VerifyError::Issuer));
+        }
+        Ok(picked)
+    }
+
+    fn verify_for(
+        &self,
+        pi: usize,
+        token: &str,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+        now: u64,
+    ) -> Result<(Rc<Claims>, bool), VerifyError> {
+        let Some(p) = self.providers.get(pi) else {
+            return Err(VerifyError::KeysUnavailable);
+        };
+        match keys.lookup(p.name()) {
+            KeyLookup::Unavailable => {
+                // A token that is garbage anyway is a 401, not a 503.
+                verify::decode(token)?;
+                Err(VerifyError::KeysUnavailable)
+            }
+            KeyLookup::Ready { keys, generation } => {
+                if let Some(claims) = cache.get(p.name(), token, generation, &p.rules, now) {
+                    return Ok((claims, true));
+                }
+                let v = verify::verify_jwt(token, keys, &p.rules, now)?;
+                let claims = Rc::new(v.claims);
+                cache.insert(
+                    p.name(),
+                    token,
+                    Rc::clone(&claims),
+                    v.times,
+                    generation,
+                    now,
+                );
+                Ok((claims, false))
+            }
+        }
+    }
+
+    fn provider_name(&self, pi: usize) -> Option<String> {
+        self.providers.get(pi).map(|p| p.name().to_string())
+    }
+
+    fn failure(&self, pi: usize, e: VerifyError) -> AuthFailure {
+        let remote = self.providers.get(pi).is_some_and(|p| p.is_remote());
+        AuthFailure {
+            rejection: e.to_rejection(),
+            provider: self.provider_name(pi),
+            reason: e.reason(),
+            refetch_keys: remote && e == VerifyError::UnknownKid,
+        }
+    }
+
+    fn missing(&self, pi: usize) -> AuthFailure {
+        AuthFailure {
+            rejection: Rejection::MissingToken,
+            provider: self.provider_name(pi),
+            reason: "missing",
+            refetch_keys: false,
+        }
+    }
+
+    fn outcome(
+        &self,
+        found: &[Found],
+        verified: &[Option<(usize, Rc<Claims>, bool)>],
+    ) -> AuthOutcome {
+        let mut out = AuthOutcome::default();
+        for (pi, slot) in verified.iter().enumerate() {
+            let (Some((fi, claims, from_cache)), Some(p)) = (slot, self.providers.get(pi)) else {
+                continue;
+            };
+            if out.claims.is_none() {
+                out.claims = Some(Rc::clone(claims));
+                out.provider = Some(p.name().to_string());
+            }
+            out.identities.push(VerifiedIdentity {
+                provider: p.name().to_string(),
+                claims: Rc::clone(claims),
+                from_cache: *from_cache,
+            });
+            for (claim, header) in &p.claim_to_headers {
+                if let Some(v) = lookup_claim(claims, claim).and_then(header_value) {
+                    set_once(&mut out.set_headers, header, v);
+                }
+            }
+            if let Some(header) = &p.forward_payload_header {
+                // The payload segment of the token is the base64url of the verified
+                // payload bytes, exactly as signed.
+                let payload = found
+                    .get(*fi)
+                    .and_then(|f| f.token.split('.').nth(1))
+                    .unwrap_or_default();
+                set_once(&mut out.set_headers, header, payload.to_string());
+            }
+        }
+        for (fi, f) in found.iter().enumerate() {
+            let hidden = verified.iter().enumerate().any(|(pi, slot)| {
+                slot.as_ref().is_some_and(|(i, _, _)| *i == fi)
+                    && self.providers.get(pi).is_some_and(|p| !p.forward)
+            });
+            if !hidden {
+                continue;
+            }
+            for loc in &f.locations {
+                let (list, name) = match loc {
+                    TokenLocation::Header(h) => (&mut out.strip.headers, h),
+                    TokenLocation::Param(p) => (&mut out.strip.query_params, p),
+                    TokenLocation::Cookie(c) => (&mut out.strip.cookies, c),
+                };
+                if !list.contains(name) {
+                    list.push(name.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn set_once(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    if !headers.iter().any(|(h, _)| h == name) {
+        headers.push((name.to_string(), value));
+    }
+}
+
+/// A claim as a header value: scalars as text, arrays of scalars joined with `,`.
+/// Objects, empty values, values with control characters (header injection) or over
+/// [`MAX_CLAIM_HEADER_BYTES`] give no header.
+fn header_value(v: &Value) -> Option<String> {
+    fn scalar(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    let text = match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(scalar)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => scalar(other)?,
+    };
+    let safe = !text.is_empty()
+        && text.len() <= MAX_CLAIM_HEADER_BYTES
+        && !text.chars().any(|c| c.is_control() && c != '\t');
+    safe.then_some(text)
+}
+
+/// The unverified `iss` of a token, only to pick among providers sharing a location.
+fn peek_issuer(token: &str) -> Result<Option<String>, VerifyError> {
+    let jws = verify::decode(token)?;
+    let claims: Claims = serde_json::from_slice(&jws.payload)
+        .map_err(|_| VerifyError::Malformed("the token payload is not a JSON object"))?;
+    Ok(claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+fn compile_req(
+    r: &Requirement,
+    providers: &Providers,
+    list: &mut Vec<Rc<Provider>>,
+    path: &str,
+    depth: usize,
+) -> Result<Req, ConfigError> {
+    if depth >= MAX_REQUIREMENT_DEPTH {
+        return Err(ConfigError::new(
+            path,
+            format!("requirements nest too deeply (at most {MAX_REQUIREMENT_DEPTH} levels)"),
+        ));
+    }
+    match r {
+        Requirement::Provider(name) => {
+            let Some(p) = providers.get(name) else {
+                return Err(ConfigError::new(path, format!("unknown provider `{name}`")));
+            };
+            let idx = match list.iter().position(|x| x.name() == name) {
+                Some(i) => i,
+                None => {
+                    list.push(Rc::clone(p));
+                    list.len() - 1
+                }
+            };
+            Ok(Req::Provider(idx))
+        }
+        Requirement::Combination(c) => {
+            let (word, items) = match c {
+                Combination::Any(v) => ("any", v),
+                Combination::All(v) => ("all", v),
+            };
+            let at = format!("{path}.{word}");
+            if items.is_empty() {
+                return Err(ConfigError::new(at, "must not be empty"));
+            }
+            let children = items
+                .iter()
+                .enumerate()
+                .map(|(i, r)| compile_req(r, providers, list, &format!("{at}[{i}]"), depth + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(match c {
+                Combination::Any(_) => Req::Any(children),
+                Combination::All(_) => Req::All(children),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::ProviderConfig;
+    use crate::jwt::extract::tests::FakeRequest;
+    use crate::jwt::testkeys::{self, mint};
+    use crate::jwt::Algorithm;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    const NOW: u64 = 1_700_000_000;
+
+    /// Providers:
+    /// - `main`: ES256 inline, issuer `https://main/`, audience `orders-api`, Bearer
+    ///   header (default), `access_token` param, `session` cookie, `forward: false`,
+    ///   `sub` -> `x-user-id`, `roles` -> `x-roles`, `realm.tier` -> `x-tier`,
+    ///   payload -> `x-jwt-payload`.
+    /// - `partner`: HS256 inline, issuer `https://partner/`, Bearer header too.
+    /// - `side`: EdDSA inline, issuer `https://side/`, header `x-side-token`.
+    /// - `remote`: remote JWKS, issuer `https://remote/`, header `x-remote-token`.
+    fn providers() -> Providers {
+        let cfg: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+            "main": {
+                "issuer": "https://main/", "audiences": ["orders-api"],
+                "jwks": {"inline": testkeys::jwks(&[Algorithm::ES256])},
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                "from_params": ["access_token"], "from_cookies": ["session"],
+                "forward": false,
+                "claim_to_headers": [{"claim": "sub", "header": "X-User-Id"}, {"claim": "roles", "header": "x-roles"},
+                                     {"claim": "realm.tier", "header": "x-tier"}],
+                "forward_payload_header": "x-jwt-payload"
+            },
+            "partner": {"issuer": "https://partner/", "jwks": {"inline": testkeys::jwks(&[Algorithm::HS256])},
+                        "claim_to_headers": [{"claim": "sub", "header": "x-user-id"}]},
+            "side": {"issuer": "https://side/", "jwks": {"inline": testkeys::jwks(&[Algorithm::EdDSA])},
+                     "from_headers": [{"name": "x-side-token"}]},
+            "remote": {"issuer": "https://remote/", "jwks": {"remote": {"cluster": "idp", "path": "/jwks"}},
+                       "from_headers": [{"name": "x-remote-token"}]}
+        }))
+        .unwrap();
+        Providers::compile(&cfg).unwrap()
+    }
+
+    fn policy(auth: Value) -> AuthPolicy {
+        let cfg: AuthConfig = serde_json::from_value(auth).unwrap();
+        AuthPolicy::compile(&cfg, &providers(), &["shop".to_string()], "routes[0].auth").unwrap()
+    }
+
+    fn compile_err(auth: Value) -> String {
+        let cfg: AuthConfig = serde_json::from_value(auth).unwrap();
+        AuthPolicy::compile(&cfg, &providers(), &["shop".to_string()], "routes[0].auth")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `{"iss": "https://main/", "aud": "orders-api", "sub": "alice", "roles": ["clerk", "admin"],
+    ///   "realm": {"tier": "gold"}, "shop_id": "s1", "exp": NOW + 600}`
+    fn main_token() -> String {
+        mint(
+            Algorithm::ES256,
+            Some("es256"),
+            &json!({
+                "iss": "https://main/", "aud": "orders-api", "sub": "alice", "roles": ["clerk", "admin"],
+                "realm": {"tier": "gold"}, "shop_id": "s1", "exp": NOW + 600
+            }),
+        )
+    }
+
+    /// `{"iss": "https://partner/", "sub": "bob", "exp": NOW + 600}`
+    fn partner_token() -> String {
+        mint(
+            Algorithm::HS256,
+            Some("hs256"),
+            &json!({"iss": "https://partner/", "sub": "bob", "exp": NOW + 600}),
+        )
+    }
+
+    /// `{"iss": "https://side/", "sub": "carol", "exp": NOW + 600}`
+    fn side_token() -> String {
+        mint(
+            Algorithm::EdDSA,
+            Some("eddsa"),
+            &json!({"iss": "https://side/", "sub": "carol", "exp": NOW + 600}),
+        )
+    }
+
+    fn run(p: &AuthPolicy, req: &FakeRequest) -> Result<AuthOutcome, AuthFailure> {
+        let keys = KeyStore::new(&providers(), NOW);
+        p.authenticate(req, &keys, &mut TokenCache::new(16), NOW)
+    }
+
+    fn bearer(t: &str) -> FakeRequest {
+        FakeRequest::new().header("authorization", &format!("Bearer {t}"))
+    }
+
+    fn reason(
+        r: Result<AuthOutcome, AuthFailure>,
+    ) -> Result<Option<String>, (&'static str, Option<String>, u32)> {
+        r.map(|o| o.provider)
+            .map_err(|f| (f.reason, f.provider, f.rejection.status()))
+    }
+
+    #[test]
+    fn a_good_token_yields_claims_headers_and_strip_plan() {
+        let p = policy(json!({"requires": "main"}));
+        let token = main_token();
+        let req = bearer(&token).query("access_token=");
+        // The empty access_token parameter is a second, malformed token: all must be valid.
+        assert_eq!(
+            reason(run(&p, &req)),
+            Err(("malformed", Some("main".into()), 401))
+        );
+        let req = bearer(&token).header("cookie", &format!("theme=dark; session={token}"));
+        let out = run(&p, &req).unwrap();
+        assert_eq!(out.provider.as_deref(), Some("main"));
+        assert_eq!(
+            out.claims.as_ref().and_then(|c| c.get("sub")),
+            Some(&json!("alice"))
+        );
+        let payload = token.split('.').nth(1).unwrap().to_string();
+        assert_eq!(
+            out.set_headers,
+            vec![
+                ("x-user-id".to_string(), "alice".to_string()),
+                ("x-roles".to_string(), "clerk,admin".to_string()),
+                ("x-tier".to_string(), "gold".to_string()),
+                ("x-jwt-payload".to_string(), payload),
+            ]
+        );
+        assert_eq!(
+            out.strip,
+            StripPlan {
+                headers: vec!["authorization".into()],
+                query_params: vec![],
+                cookies: vec!["session".into()]
+            }
+        );
+        assert_eq!(out.identities.len(), 1);
+    }
+
+    #[test]
+    fn missing_and_allow_missing() {
+        let p = policy(json!({"requires": "main"}));
+        let f = run(&p, &FakeRequest::new()).unwrap_err();
+        assert_eq!(f.rejection, Rejection::MissingToken);
+        assert_eq!((f.reason, f.provider.as_deref()), ("missing", Some("main")));
+        // A non-Bearer Authorization header is no token for this provider.
+        assert!(run(
+            &p,
+            &FakeRequest::new().header("authorization", "Basic eA==")
+        )
+        .is_err_and(|f| f.reason == "missing"));
+
+        let open = policy(json!({"requires": "main", "allow_missing": true}));
+        let out = run(&open, &FakeRequest::new()).unwrap();
+        assert_eq!(out, AuthOutcome::default());
+        // ... but a bad token still fails.
+        let f = run(&open, &bearer("x.y.z")).unwrap_err();
+        assert_eq!((f.reason, f.rejection.status()), ("malformed", 401));
+        assert!(run(&open, &bearer(&main_token())).is_ok());
+    }
+
+    #[test]
+    fn invalid_tokens_table() {
+        let p = policy(json!({"requires": "main"}));
+        let claims = |extra: Value| {
+            let mut c =
+                json!({"iss": "https://main/", "aud": "orders-api", "sub": "a", "exp": NOW + 600});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            c
+        };
+        let cases: Vec<(&str, String, (&str, u32))> = vec![
+            (
+                "expired",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"exp": NOW - 3600})),
+                ),
+                ("expired", 401),
+            ),
+            (
+                "not yet valid",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"nbf": NOW + 3600})),
+                ),
+                ("not_yet_valid", 401),
+            ),
+            (
+                "wrong issuer",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"iss": "https://evil/"})),
+                ),
+                ("issuer", 401),
+            ),
+            (
+                "wrong audience",
+                mint(
+                    Algorithm::ES256,
+                    Some("es256"),
+                    &claims(json!({"aud": "other"})),
+                ),
+                ("audience", 403),
+            ),
+            (
+                "unknown kid",
+                mint(Algorithm::ES256, Some("k9"), &claims(json!({}))),
+                ("unknown_kid", 401),
+            ),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    crate::jwt::b64url_encode(br#"{"alg":"none"}"#),
+                    crate::jwt::b64url_encode(claims(json!({})).to_string().as_bytes())
+                ),
+                ("bad_signature", 401),
+            ),
+            (
+                "key confusion",
+                mint(Algorithm::HS256, Some("es256"), &claims(json!({}))),
+                ("bad_signature", 401),
+            ),
+            ("garbage", "garbage".to_string(), ("malformed", 401)),
+        ];
+        for (name, token, want) in cases {
+            let f = run(&p, &bearer(&token)).unwrap_err();
+            assert_eq!((f.reason, f.rejection.status()), want, "{name}");
+            assert!(!f.refetch_keys, "{name}: inline providers never refetch");
+            if want.1 == 401 {
+                let r = f.rejection.render();
+                assert!(
+                    r.headers
+                        .iter()
+                        .any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token")),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn providers_sharing_a_header_are_picked_by_issuer() {
+        let p = policy(json!({"requires": {"any": ["main", "partner"]}}));
+        assert_eq!(
+            reason(run(&p, &bearer(&main_token()))),
+            Ok(Some("main".into()))
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&partner_token()))),
+            Ok(Some("partner".into()))
+        );
+        let stranger = mint(
+            Algorithm::HS256,
+            None,
+            &json!({"iss": "https://stranger/", "exp": NOW + 5}),
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&stranger))),
+            Err(("issuer", Some("main".into()), 401))
+        );
+        // A partner token whose signature is bad fails for partner.
+        let forged = mint(
+            Algorithm::ES256,
+            Some("hs256"),
+            &json!({"iss": "https://partner/", "exp": NOW + 5}),
+        );
+        assert_eq!(
+            reason(run(&p, &bearer(&forged))),
+            Err(("bad_signature", Some("partner".into()), 401))
+        );
+    }
+
+    #[test]
+    fn all_requires_every_provider_and_every_token_must_be_valid() {
+        let p = policy(json!({"requires": {"all": ["main", {"any": ["side", "partner"]}]}}));
+        let both = bearer(&main_token()).header("x-side-token", &side_token());
+        let out = run(&p, &both).unwrap();
+        assert_eq!(out.provider.as_deref(), Some("main"));
+        let names: Vec<&str> = out.identities.iter().map(|i| i.provider.as_str()).collect();
+        assert_eq!(names, vec!["main", "side"]);
+        // Only main: side/partner missing -> plain 401 naming the first missing.
+        assert_eq!(
+            reason(run(&p, &bearer(&main_token()))),
+            Err(("missing", Some("side".into()), 401))
+        );
+        // A bad extra token fails the request even though the requirement is met.
+        let bad_side = bearer(&main_token()).header("x-side-token", "a.b.c");
+        assert_eq!(
+            reason(run(&p, &bad_side)),
+            Err(("malformed", Some("side".into()), 401))
+        );
+    }
+
+    #[test]
+    fn two_tokens_for_one_provider_are_refused_but_one_token_twice_is_fine() {
+        let p = policy(json!({"requires": "main"}));
+        let t1 = main_token();
+        let t2 = mint(
+            Algorithm::ES256,
+            Some("es256"),
+            &json!({"iss": "https://main/", "aud": "orders-api", "sub": "mallory", "exp": NOW + 600}),
+        );
+        let two = bearer(&t1).query(&format!("access_token={t2}"));
+        assert_eq!(
+            reason(run(&p, &two)),
+            Err(("malformed", Some("main".into()), 401))
+        );
+        let same = bearer(&t1).query(&format!("a=1&access_token={t1}"));
+        let out = run(&p, &same).unwrap();
+        assert_eq!(out.strip.headers, vec!["authorization".to_string()]);
+        assert_eq!(out.strip.query_params, vec!["access_token".to_string()]);
+        let many = FakeRequest::new()
+            .query("access_token=1&access_token=2&access_token=3&access_token=4&access_token=5");
+        assert_eq!(
+            reason(run(&p, &many)),
+            Err(("malformed", Some("main".into()), 401))
+        );
+    }
+
+    #[test]
+    fn remote_providers_fail_closed_until_keys_arrive_and_ask_for_refetch() {
+        let p = policy(json!({"requires": "remote"}));
+        let token = mint(
+            Algorithm::RS256,
+            Some("rs256"),
+            &json!({"iss": "https://remote/", "exp": NOW + 600}),
+        );
+        let req = FakeRequest::new().header("x-remote-token", &token);
+        let mut keys = KeyStore::new(&providers(), NOW);
+        let mut cache = TokenCache::new(8);
+        let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
+        assert_eq!(
+            (f.rejection.clone(), f.reason),
+            (Rejection::KeysUnavailable, "keys_unavailable")
+        );
+        assert_eq!(f.rejection.status(), 503);
+        // Garbage is still a 401 while keys are missing.
+        let junk = FakeRequest::new().header("x-remote-token", "junk");
+        assert_eq!(
+            p.authenticate(&junk, &keys, &mut cache, NOW)
+                .unwrap_err()
+                .reason,
+            "malformed"
+        );
+
+        keys.due_fetches(NOW);
+        let jwks = testkeys::jwks(&[Algorithm::ES256]).to_string();
+        assert_eq!(
+            keys.on_fetch_response("remote", Some(200), jwks.as_bytes(), NOW),
+            Ok(1)
+        );
+        let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
+        assert_eq!(
+            (f.reason, f.refetch_keys, f.provider.as_deref()),
+            ("unknown_kid", true, Some("remote"))
+        );
+        assert!(keys.request_refetch_unknown_kid("remote", NOW));
+        // Rotation: the new set has the kid.
+        keys.due_fetches(NOW);
+        let rotated = testkeys::jwks(&[Algorithm::ES256, Algorithm::RS256]).to_string();
+        assert_eq!(
+            keys.on_fetch_response("remote", Some(200), rotated.as_bytes(), NOW + 1),
+            Ok(2)
+        );
+        assert!(p.authenticate(&req, &keys, &mut cache, NOW + 1).is_ok());
+    }
+
+    #[test]
+    fn the_cache_serves_repeats_and_respects_time() {
+        let p = policy(json!({"requires": "main"}));
+        let keys = KeyStore::new(&providers(), NOW);
+        let mut cache = TokenCache::new(8);
+        let req = bearer(&main_token());
+        let first = p.authenticate(&req, &keys, &mut cache, NOW).unwrap();
+        assert!(!first.identities[0].from_cache);
+        let second = p.authenticate(&req, &keys, &mut cache, NOW + 1).unwrap();
+        assert!(second.identities[0].from_cache);
+        assert_eq!(second.set_headers, first.set_headers);
+        let late = p
+            .authenticate(&req, &keys, &mut cache, NOW + 600 + 60)
+            .unwrap_err();
+        assert_eq!(late.reason, "expired");
+        assert_eq!(cache.stats(), (1, 2));
+    }
+
+    #[test]
+    fn authorize_checks_claims_and_bind() {
+        let p = policy(
+            json!({"requires": "main", "claims": {"roles": {"any_of": ["admin"]}}, "bind": {"shop": "shop_id"}}),
+        );
+        let out = run(&p, &bearer(&main_token())).unwrap();
+        let claims = out.claims.unwrap();
+        let params = |shop: &str| vec![("shop".to_string(), shop.to_string())];
+        assert_eq!(p.authorize(&claims, &params("s1")), Ok(()));
+        let f = p.authorize(&claims, &params("s2")).unwrap_err();
+        assert_eq!(
+            (f.reason, f.rejection.status(), f.provider),
+            ("bind", 403, None)
+        );
+        assert_eq!(p.authorize(&claims, &[]).unwrap_err().reason, "bind");
+        let strict = policy(json!({"requires": "main", "claims": {"roles": {"all_of": ["root"]}}}));
+        let f = strict.authorize(&claims, &[]).unwrap_err();
+        assert_eq!((f.reason, f.rejection.status()), ("claims", 403));
+        if let Rejection::Forbidden { description, .. } = f.rejection {
+            assert!(!description.contains("root") && !description.contains("admin"));
+        }
+    }
+
+    #[test]
+    fn headers_to_strip_cover_every_provider_of_the_route() {
+        let p = policy(json!({"requires": {"any": ["partner", "main"]}}));
+        assert_eq!(
+            p.headers_to_strip(),
+            ["x-user-id", "x-roles", "x-tier", "x-jwt-payload"]
+        );
+        assert_eq!(
+            p.providers().map(|p| p.name()).collect::<Vec<_>>(),
+            vec!["partner", "main"]
+        );
+        assert!(policy(json!({"requires": "side"}))
+            .headers_to_strip()
+            .is_empty());
+    }
+
+    #[test]
+    fn claim_header_values_are_sanitised() {
+        assert_eq!(header_value(&json!("a")), Some("a".into()));
+        assert_eq!(header_value(&json!(42)), Some("42".into()));
+        assert_eq!(header_value(&json!(true)), Some("true".into()));
+        assert_eq!(
+            header_value(&json!(["a", 1, {"x": 1}, false])),
+            Some("a,1,false".into())
+        );
+        assert_eq!(header_value(&json!({"a": 1})), None);
+        assert_eq!(header_value(&json!("evil\r\nx-admin: 1")), None);
+        assert_eq!(header_value(&json!([])), None);
+        assert_eq!(
+            header_value(&json!("x".repeat(MAX_CLAIM_HEADER_BYTES + 1))),
+            None
+        );
+    }
+
+    #[test]
+    fn compile_errors_name_the_field() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"requires": "nope"}),
+                "routes[0].auth.requires: unknown provider `nope`",
+            ),
+            (
+                json!({"requires": {"any": []}}),
+                "routes[0].auth.requires.any: must not be empty",
+            ),
+            (
+                json!({"requires": {"all": ["main", {"any": ["x"]}]}}),
+                "routes[0].auth.requires.all[1].any[0]: unknown provider `x`",
+            ),
+            (
+                json!({"requires": "main", "bind": {"shopp": "shop_id"}}),
+                "routes[0].auth.bind.shopp: path parameter `shopp` is not in the route template",
+            ),
+            (
+                json!({"requires": "main", "bind": {"shop": ""}}),
+                "routes[0].auth.bind.shop: claim name must not be empty",
+            ),
+            (
+                json!({"requires": "main", "claims": {"roles": {"any_of": []}}}),
+                "routes[0].auth.claims.roles.any_of: must not be empty",
+            ),
+            (
+                json!({"requires": "main", "allow_missing": true, "claims": {"roles": {"equals": "a"}}}),
+                "routes[0].auth.allow_missing: cannot be combined with `claims` or `bind`",
+            ),
+            (
+                json!({"requires": {"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": [{"any": ["main"]}]}]}]}]}]}]}]}}),
+                "nest too deeply",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = compile_err(cfg.clone());
+            assert!(e.contains(want), "{cfg}\n got: {e}\nwant: {want}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! JWT authentication core: providers, key sets, token extraction, verification,
+//! the verified-token cache and the compiled per-route [`AuthPolicy`].
+//!
+//! Everything here is pure: no proxy-wasm call, time passed in as `now` (Unix
+//! seconds), the request seen through the small [`RequestTokens`] trait. The glue in
+//! the root and HTTP contexts drives it:
+//!
+//! 1. `on_configure`: [`Providers::compile`] (inline keys are parsed here), then one
+//!    [`AuthPolicy::compile`] per route with `auth`; a new [`KeyStore`] from the
+//!    providers and a new [`TokenCache`].
+//! 2. Timer tick: [`KeyStore::due_fetches`] → one `dispatch_http_call` per
+//!    [`FetchRequest`]; its answer goes to [`KeyStore::on_fetch_response`]. Until the
+//!    first key set of a remote provider arrives, its tokens fail closed with
+//!    [`Rejection::KeysUnavailable`](crate::reply::Rejection::KeysUnavailable).
+//! 3. Request headers: remove [`AuthPolicy::headers_to_strip`] from the request,
+//!    then [`AuthPolicy::authenticate`]; on success [`AuthPolicy::authorize`] with the
+//!    route's path parameters, then apply [`AuthOutcome::set_headers`] and
+//!    [`AuthOutcome::strip`] ([`remove_query_params`], [`remove_cookies`]). On failure
+//!    send [`AuthFailure::rejection`], count [`AuthFailure::reason`] for
+//!    [`AuthFailure::provider`], and if [`AuthFailure::refetch_keys`] call
+//!    [`KeyStore::request_refetch_unknown_kid`].
+//!
+//! # Why not jwt-simple's verifier
+//! jwt-simple's `verify_token` decodes the payload into its own claims struct before
+//! it reports anything, so it cannot tell "signature valid, payload not a JSON object"
+//! (RFC 7519 §7.2 step 10) from a bad signature, accepts what its struct accepts
+//! (e.g. it has its own rules for `crit`, `aud` and time types) and chooses the key
+//! by the token's header. [`verify`] instead implements RFC 7515 §5.2 step by step and
+//! checks the signature over the exact `header.payload` bytes with the primitives
+//! jwt-simple itself is built on (`rsa`, `p256`, `p384`, `k256`, `ed25519-compact`,
+//! `hmac`/`sha2`), plus `p521` for ES512. jwt-simple remains useful to the tests as an
+//! independent implementation that mints tokens.
+//!
+//! # Security rules in one place
+//! - The algorithm is fixed by the key ([`jwks`]): the token's `alg` must equal the
+//!   key's, so an HMAC key never verifies an RSA/EC token and the reverse;
+//!   `alg: none` is never accepted.
+//! - Size caps come before any decoding: [`MAX_TOKEN_BYTES`] for the token,
+//!   [`verify::MAX_HEADER_BYTES`] for the decoded header.
+//! - Nothing here panics on any input; nothing logs a token, a key or a claim value.
+
+mod auth;
+mod cache;
+mod extract;
+pub mod jwks;
+mod keystore;
+mod provider;
+pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod testkeys;
+
+pub use auth::{
+    AuthFailure, AuthOutcome, AuthPolicy, StripPlan, VerifiedIdentity, MAX_CLAIM_HEADER_BYTES,
+    MAX_REQUIREMENT_DEPTH, MAX_TOKENS_PER_REQUEST,
+};
+pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES, MAX_CACHE_ENTRY_AGE_SECONDS};
+pub use extract::{remove_cookies, remove_query_params, RequestTokens, TokenLocation, TokenSource};
+pub use jwks::{Algorithm, KeyRules, KeySet, VerifyingKey};
+pub use keystore::{
+    FetchRequest, KeyStore, MAX_JWKS_BODY_BYTES, MAX_RETRY_SECONDS, UNKNOWN_KID_REFETCH_SECONDS,
+};
+pub use provider::{KeySource, Provider, Providers, RemoteJwks};
+pub use verify::{ClaimsRules, VerifiedToken, VerifyError};
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+/// Largest token accepted, in bytes, checked before anything is decoded.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Strict base64url (RFC 7515 §2): URL-safe alphabet, no padding, no whitespace,
+/// unused trailing bits zero (so every byte string has exactly one encoding).
+pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+/// base64url for key documents: as [`b64url_decode`], but tolerates `=` padding and
+/// non-zero unused trailing bits, which some key publishers emit. Key documents come
+/// from the configuration or the identity provider, never from the client.
+pub(crate) fn b64url_decode_lenient(s: &str) -> Option<Vec<u8>> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
+}
+
+/// base64url without padding.
+#[cfg(test)]
+pub(crate) fn b64url_encode(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
