@@ -8,10 +8,12 @@
 use crate::authz::Claims;
 use crate::config::{FailureMode, Unmatched};
 use crate::host::{self, HostStore};
+use crate::jwt::{self, RequestTokens};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
 use crate::quota::{self, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
+use crate::root::AuthState;
 use crate::route::{self, Params};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
@@ -42,6 +44,7 @@ pub enum Phase {
 /// Per-request state.
 pub struct Filter {
     policy: Option<Rc<Policy>>,
+    auth: Option<Rc<AuthState>>,
     phase: Phase,
     route: Option<usize>,
     params: Params,
@@ -61,9 +64,10 @@ pub struct Filter {
 
 impl Filter {
     /// A filter for one request; `policy` is `None` only if configuration failed.
-    pub fn new(policy: Option<Rc<Policy>>) -> Self {
+    pub fn new(policy: Option<Rc<Policy>>, auth: Option<Rc<AuthState>>) -> Self {
         Filter {
             policy,
+            auth,
             phase: Phase::Start,
             route: None,
             params: Params::new(),
@@ -122,6 +126,10 @@ impl Filter {
         let method = host::request_header(":method").unwrap_or_default();
         let raw_path = host::request_header(":path").unwrap_or_default();
         let path = route::normalize(&raw_path).map_err(|detail| Rejection::BadPath { detail })?;
+        // Headers the filter sets are never taken from the client.
+        for h in &policy.output_headers {
+            host::set_request_header(h, None);
+        }
         match policy.match_request(&method, &path) {
             RouteMatch::Matched(i, params) => {
                 self.route = Some(i);
@@ -144,6 +152,7 @@ impl Filter {
             // The upstream must serve exactly what was matched and authorised.
             host::set_request_header(":path", Some(&path.request_target()));
         }
+        self.authenticate(&policy, &path)?;
         // Quota runs after authentication (`claim:sub` counts the verified
         // caller) so requests rejected earlier consume nothing.
         self.apply_quota(&policy)?;
@@ -156,7 +165,116 @@ impl Filter {
     }
 }
 
+/// Token sources of the current request: the header map is read once.
+struct HostTokens {
+    headers: Vec<(String, String)>,
+    query: String,
+}
+
+impl RequestTokens for HostTokens {
+    fn header(&self, name: &str) -> Option<String> {
+        // Repeated headers joined: cookies per RFC 6265 §5.4, others per RFC 9110 §5.3.
+        let sep = if name.eq_ignore_ascii_case("cookie") {
+            "; "
+        } else {
+            ","
+        };
+        let mut out: Option<String> = None;
+        for (k, v) in &self.headers {
+            if k.eq_ignore_ascii_case(name) {
+                match &mut out {
+                    Some(o) => {
+                        o.push_str(sep);
+                        o.push_str(v);
+                    }
+                    None => out = Some(v.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    fn query(&self) -> Option<&str> {
+        (!self.query.is_empty()).then_some(self.query.as_str())
+    }
+}
+
 impl Filter {
+    /// `auth`: verify tokens, apply claim rules and bindings, forward or strip.
+    fn authenticate(
+        &mut self,
+        policy: &Policy,
+        path: &route::NormalizedPath,
+    ) -> Result<(), Rejection> {
+        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+            return Ok(());
+        };
+        let (Some(auth), Some(state)) = (&route.auth, self.auth.clone()) else {
+            return Ok(());
+        };
+        let tokens = HostTokens {
+            headers: host::request_headers(),
+            query: path.query.clone(),
+        };
+        let now = host::now_ms() / 1000;
+        let result = {
+            let keys = state.keys.borrow();
+            let mut cache = state.cache.borrow_mut();
+            auth.authenticate(&tokens, &keys, &mut cache, now)
+        };
+        let outcome = match result {
+            Ok(o) => o,
+            Err(f) => {
+                let provider = f.provider.as_deref().unwrap_or("none");
+                if f.refetch_keys
+                    && state
+                        .keys
+                        .borrow_mut()
+                        .request_refetch_unknown_kid(provider, now)
+                {
+                    log::info!(
+                        "api-guard: unknown kid for provider {provider}: key refetch scheduled"
+                    );
+                }
+                metrics::provider_counter(provider, f.reason);
+                return Err(f.rejection);
+            }
+        };
+        if let Some(claims) = &outcome.claims {
+            if let Err(f) = auth.authorize(claims, &self.params) {
+                metrics::provider_counter(outcome.provider.as_deref().unwrap_or("none"), f.reason);
+                return Err(f.rejection);
+            }
+        }
+        for id in &outcome.identities {
+            let counter = if id.from_cache {
+                "verified_cached"
+            } else {
+                "verified"
+            };
+            metrics::provider_counter(&id.provider, counter);
+        }
+        for (k, v) in &outcome.set_headers {
+            host::set_request_header(k, Some(v));
+        }
+        let strip = &outcome.strip;
+        for h in &strip.headers {
+            host::set_request_header(h, None);
+        }
+        if !strip.query_params.is_empty() {
+            let target = jwt::remove_query_params(&path.request_target(), &strip.query_params);
+            host::set_request_header(":path", Some(&target));
+        }
+        if !strip.cookies.is_empty() {
+            if let Some(cookie) = tokens.header("cookie") {
+                let rest = jwt::remove_cookies(&cookie, &strip.cookies);
+                host::set_request_header("cookie", rest.as_deref());
+            }
+        }
+        self.claims = outcome.claims;
+        Ok(())
+    }
+
     fn apply_quota(&mut self, policy: &Policy) -> Result<(), Rejection> {
         let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
             return Ok(());

@@ -58,6 +58,22 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
     set_map_value(MapType::HttpResponseHeaders, name, value);
 }
 
+/// All request headers, values converted lossily, in order.
+pub fn request_headers() -> Vec<(String, String)> {
+    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(pairs) => pairs.into_iter().map(|(k, v)| (k, lossy(v))).collect(),
+        Err(s) => {
+            log::warn!("api-guard: reading request headers failed: {s:?}");
+            Vec::new()
+        }
+    }
+}
+
+/// A header of the response to an HTTP call (`dispatch_http_call`).
+pub fn call_response_header(name: &str) -> Option<String> {
+    map_value(MapType::HttpCallResponseHeaders, name)
+}
+
 /// All request header names (values are not needed, and may not be UTF-8).
 pub fn request_header_names() -> Vec<String> {
     match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {

@@ -7,6 +7,7 @@
 use crate::config::{
     self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched,
 };
+use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::ResponsePolicy;
 use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
@@ -25,6 +26,8 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     /// Whether the route authenticates (for `Cache-Control: no-store`).
     pub authenticated: bool,
+    /// Authentication and authorization.
+    pub auth: Option<AuthPolicy>,
     /// Rate limit.
     pub quota: Option<QuotaPolicy>,
     /// Response masking and sensitive-data detection.
@@ -65,6 +68,12 @@ pub struct Policy {
     pub security_headers: SecurityHeaders,
     /// How the client address is found (`quota.by: ip`).
     pub client_ip: ClientIpConfig,
+    /// JWT providers.
+    pub providers: Providers,
+    /// Every request header any provider sets (`claim_to_headers`,
+    /// `forward_payload_header`): removed from every request first, so a client
+    /// can never forge them.
+    pub output_headers: Vec<String>,
 }
 
 impl Policy {
@@ -75,6 +84,15 @@ impl Policy {
 
     /// Compiles a parsed configuration.
     pub fn compile(cfg: PluginConfig) -> Result<Policy, ConfigError> {
+        let providers = Providers::compile(&cfg.providers)?;
+        let mut output_headers: Vec<String> = Vec::new();
+        for p in providers.iter() {
+            for h in p.output_headers() {
+                if !output_headers.iter().any(|o| o == h) {
+                    output_headers.push(h.to_string());
+                }
+            }
+        }
         let mut routes: Vec<Route> = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
@@ -100,6 +118,15 @@ impl Policy {
                 Some(m) => Some(route::parse_methods(m, &format!("{base}.match.methods"))?),
                 None => None,
             };
+            let auth = match &r.auth {
+                Some(a) => Some(AuthPolicy::compile(
+                    a,
+                    &providers,
+                    &template.param_names(),
+                    &format!("{base}.auth"),
+                )?),
+                None => None,
+            };
             let quota = match &r.quota {
                 Some(q) => Some(QuotaPolicy::compile(
                     q,
@@ -122,6 +149,7 @@ impl Policy {
                 template,
                 methods,
                 authenticated: r.auth.is_some(),
+                auth,
                 quota,
                 response,
             });
@@ -131,6 +159,8 @@ impl Policy {
             unmatched: cfg.unmatched,
             security_headers: compile_security_headers(&cfg.security_headers)?,
             client_ip: cfg.client_ip,
+            providers,
+            output_headers,
         })
     }
 
