@@ -32,16 +32,50 @@ def wait_ready(url, proc, seconds=30):
     return False
 
 
+def mint(*args):
+    out = subprocess.run([sys.executable, os.path.join(HERE, "mint_token.py"), *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def curl_examples():
     base = "http://127.0.0.1:10000"
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    admin = mint("--sub", "root", "--shop", "s1", "--roles", "admin")
+    expired = mint("--expires-in", "-600")
+    other_aud = mint("--aud", "billing-api")
     print(f"""
 api-guard demo is up: Envoy {base} (admin http://127.0.0.1:9901), upstream 127.0.0.1:8081
+Tokens below were minted just now with envoy/demo-keys (make token ARGS="--help").
+
+  CLERK={clerk}
+  ADMIN={admin}
+  EXPIRED={expired}
+  OTHER_AUD={other_aud}
 
 Routes and rejections
-  curl -i {base}/healthz                                  # 200, security headers added
-  curl -i {base}/nope                                     # 404 problem+json (unmatched: deny)
-  curl -i -X DELETE {base}/shops/s1/orders/1              # 405 with Allow: GET
-  curl -i --path-as-is '{base}/healthz/../shops/s1/orders/1'  # normalised before matching
+  curl -i {base}/healthz                                   # 200, security headers added
+  curl -i {base}/nope                                      # 404 problem+json (unmatched: deny)
+  curl -i -X DELETE {base}/shops/s1/orders/1               # 405 with Allow: GET
+
+Authentication and authorization
+  curl -i {base}/shops/s1/orders/1                         # 401: no token
+  curl -i -H "Authorization: Bearer $EXPIRED" {base}/shops/s1/orders/1    # 401 invalid_token (expired)
+  curl -i -H "Authorization: Bearer $OTHER_AUD" {base}/shops/s1/orders/1  # 403: wrong audience
+  curl -i -H "Authorization: Bearer $CLERK" {base}/shops/s2/orders/1      # 403: another shop (bind)
+  curl -i -H "Authorization: Bearer $CLERK" -H "x-user-id: admin" {base}/shops/s1/orders/1
+        # 200: the upstream sees x-user-id: alice (forged copy removed), no Authorization
+
+Response masking
+  curl -s -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1   # card ************1111, no ssn, hashed e-mail
+  curl -s -H "Authorization: Bearer $ADMIN" {base}/shops/s1/orders/1   # admin: unmasked (AWS key still redacted)
+
+Quota (5 per minute per caller)
+  for i in $(seq 7); do curl -s -o /dev/null -w "%{{http_code}} " -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1; done; echo
+  curl -i -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1   # 429 with Retry-After, RateLimit-*
+
+Path normalisation
+  curl -i --path-as-is '{base}/healthz/../shops/s1/orders/1'            # matched as /shops/s1/orders/1: 401
 
 Metrics
   curl -s http://127.0.0.1:9901/stats/prometheus | grep apiguard

@@ -1,5 +1,7 @@
 """The demo configuration (envoy/envoy.yaml) itself, run end to end."""
 import os
+import subprocess
+import sys
 
 import yaml
 
@@ -36,3 +38,31 @@ def test_demo_config_serves_and_exports_labelled_metrics():
         assert 'apiguard_route_decision{route="health",decision="allowed"} 1' in prom, prom[-2000:]
         assert 'apiguard_route_decision{route="get-order",decision="method"} 1' in prom
         assert "apiguard_unmatched_not_found{} 1" in prom
+
+
+def mint(*args):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "envoy", "mint_token.py"), *args],
+                         capture_output=True, text=True, check=True)
+    return {"authorization": "Bearer " + out.stdout.strip()}
+
+
+def test_demo_protections_with_make_token():
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    admin = mint("--sub", "root", "--shop", "s1", "--roles", "admin")
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        assert env.get("/shops/s1/orders/1").status == 401
+        assert env.get("/shops/s1/orders/1", headers=mint("--expires-in", "-600")).status == 401
+        assert env.get("/shops/s1/orders/1", headers=mint("--aud", "billing-api")).status == 403
+        assert env.get("/shops/s2/orders/1", headers=clerk).status == 403
+        r = env.get("/shops/s1/orders/1", headers={**clerk, "x-user-id": "admin"})
+        assert r.status == 200, r
+        seen = env.upstream_requests()[-1]["headers"]
+        assert seen["x-user-id"] == "alice" and "authorization" not in seen
+        doc = r.json()
+        assert doc["card"]["number"] == "************1111" and "ssn" not in doc["customer"]
+        assert "AKIAIOSFODNN7EXAMPLE" not in doc["notes"]
+        doc = env.get("/shops/s1/orders/1", headers=admin).json()
+        assert doc["card"]["number"] == "4111111111111111" and doc["customer"]["ssn"] == "123-45-6789"
+        assert "AKIAIOSFODNN7EXAMPLE" not in doc["notes"]
+        statuses = [env.get("/shops/s1/orders/1", headers=clerk).status for _ in range(5)]
+        assert statuses == [200, 200, 200, 200, 429], statuses
