@@ -37,10 +37,16 @@ impl ClaimRule {
         }
         let condition = match cond {
             ClaimCondition::AnyOf(v) if v.is_empty() => {
-                return Err(ConfigError::new(format!("{path}.any_of"), "must not be empty"))
+                return Err(ConfigError::new(
+                    format!("{path}.any_of"),
+                    "must not be empty",
+                ))
             }
             ClaimCondition::AllOf(v) if v.is_empty() => {
-                return Err(ConfigError::new(format!("{path}.all_of"), "must not be empty"))
+                return Err(ConfigError::new(
+                    format!("{path}.all_of"),
+                    "must not be empty",
+                ))
             }
             ClaimCondition::AnyOf(v) => Condition::AnyOf(v.clone()),
             ClaimCondition::AllOf(v) => Condition::AllOf(v.clone()),
@@ -54,10 +60,14 @@ impl ClaimRule {
 
     /// Compiles `response.unmasked_for` (`{claim, any_of | all_of | equals}`).
     pub fn compile_standalone(cfg: &ClaimRuleConfig, path: &str) -> Result<Self, ConfigError> {
-        let given = [cfg.any_of.is_some(), cfg.all_of.is_some(), cfg.equals.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let given = [
+            cfg.any_of.is_some(),
+            cfg.all_of.is_some(),
+            cfg.equals.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if given != 1 {
             return Err(ConfigError::new(
                 path,
@@ -168,20 +178,71 @@ mod tests {
             "email_verified": true
         }));
         let cases = vec![
-            (rule("roles", ClaimCondition::AnyOf(vec![json!("admin"), json!("clerk")])), true),
-            (rule("roles", ClaimCondition::AnyOf(vec![json!("admin")])), false),
-            (rule("roles", ClaimCondition::AllOf(vec![json!("clerk"), json!("viewer")])), true),
-            (rule("roles", ClaimCondition::AllOf(vec![json!("clerk"), json!("admin")])), false),
-            (rule("scope", ClaimCondition::AnyOf(vec![json!("orders:write")])), true),
-            (rule("scope", ClaimCondition::AllOf(vec![json!("orders:read"), json!("orders:write")])), true),
-            (rule("scope", ClaimCondition::AnyOf(vec![json!("orders")])), false),
-            (rule("realm.roles", ClaimCondition::AnyOf(vec![json!("admin")])), true),
-            (rule("https://example.com/tier", ClaimCondition::Equals(json!("gold"))), true),
+            (
+                rule(
+                    "roles",
+                    ClaimCondition::AnyOf(vec![json!("admin"), json!("clerk")]),
+                ),
+                true,
+            ),
+            (
+                rule("roles", ClaimCondition::AnyOf(vec![json!("admin")])),
+                false,
+            ),
+            (
+                rule(
+                    "roles",
+                    ClaimCondition::AllOf(vec![json!("clerk"), json!("viewer")]),
+                ),
+                true,
+            ),
+            (
+                rule(
+                    "roles",
+                    ClaimCondition::AllOf(vec![json!("clerk"), json!("admin")]),
+                ),
+                false,
+            ),
+            (
+                rule("scope", ClaimCondition::AnyOf(vec![json!("orders:write")])),
+                true,
+            ),
+            (
+                rule(
+                    "scope",
+                    ClaimCondition::AllOf(vec![json!("orders:read"), json!("orders:write")]),
+                ),
+                true,
+            ),
+            (
+                rule("scope", ClaimCondition::AnyOf(vec![json!("orders")])),
+                false,
+            ),
+            (
+                rule("realm.roles", ClaimCondition::AnyOf(vec![json!("admin")])),
+                true,
+            ),
+            (
+                rule(
+                    "https://example.com/tier",
+                    ClaimCondition::Equals(json!("gold")),
+                ),
+                true,
+            ),
             (rule("level", ClaimCondition::Equals(json!(3))), true),
             (rule("level", ClaimCondition::Equals(json!("3"))), false),
-            (rule("email_verified", ClaimCondition::Equals(json!(true))), true),
-            (rule("missing", ClaimCondition::AnyOf(vec![json!("x")])), false),
-            (rule("realm.missing", ClaimCondition::AnyOf(vec![json!("x")])), false),
+            (
+                rule("email_verified", ClaimCondition::Equals(json!(true))),
+                true,
+            ),
+            (
+                rule("missing", ClaimCondition::AnyOf(vec![json!("x")])),
+                false,
+            ),
+            (
+                rule("realm.missing", ClaimCondition::AnyOf(vec![json!("x")])),
+                false,
+            ),
         ];
         for (r, want) in cases {
             assert_eq!(r.matches(&c), want, "{r:?}");
@@ -190,7 +251,11 @@ mod tests {
 
     #[test]
     fn empty_lists_are_config_errors() {
-        let e = ClaimRule::compile("roles", &ClaimCondition::AnyOf(vec![]), "routes[0].auth.claims.roles");
+        let e = ClaimRule::compile(
+            "roles",
+            &ClaimCondition::AnyOf(vec![]),
+            "routes[0].auth.claims.roles",
+        );
         assert_eq!(
             e.map_err(|e| e.to_string()).err().as_deref(),
             Some("routes[0].auth.claims.roles.any_of: must not be empty")
@@ -199,10 +264,20 @@ mod tests {
 
     #[test]
     fn standalone_rule_needs_exactly_one_condition() {
-        let cfg = ClaimRuleConfig { claim: "roles".into(), any_of: None, all_of: None, equals: None };
+        let cfg = ClaimRuleConfig {
+            claim: "roles".into(),
+            any_of: None,
+            all_of: None,
+            equals: None,
+        };
         let e = ClaimRule::compile_standalone(&cfg, "routes[0].response.unmasked_for");
         assert!(e.is_err_and(|e| e.to_string().contains("exactly one of")));
-        let cfg = ClaimRuleConfig { claim: "roles".into(), any_of: Some(vec![json!("admin")]), all_of: None, equals: None };
+        let cfg = ClaimRuleConfig {
+            claim: "roles".into(),
+            any_of: Some(vec![json!("admin")]),
+            all_of: None,
+            equals: None,
+        };
         let r = ClaimRule::compile_standalone(&cfg, "x");
         assert!(r.is_ok_and(|r| r.matches(&claims(json!({"roles": ["admin"]})))));
     }

@@ -65,13 +65,17 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
         Ok(cfg) => {
-            de.end().map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
+            de.end()
+                .map_err(|e| ConfigError::new("", format!("trailing data after JSON: {e}")))?;
             Ok(cfg)
         }
         Err(e) => {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            Err(ConfigError::new(path, clean_serde_message(&e.inner().to_string())))
+            Err(ConfigError::new(
+                path,
+                clean_serde_message(&e.inner().to_string()),
+            ))
         }
     }
 }
@@ -79,7 +83,10 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
 /// serde_json appends " at line L column C"; keep it, but drop the noise for
 /// untagged enums so the message says what was expected.
 fn clean_serde_message(msg: &str) -> String {
-    msg.replace("data did not match any variant of untagged enum ", "expected one of the forms of ")
+    msg.replace(
+        "data did not match any variant of untagged enum ",
+        "expected one of the forms of ",
+    )
 }
 
 /// The whole plugin configuration.
@@ -440,10 +447,11 @@ pub struct ClientIpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
-    /// Accepted media types; default `["application/json"]`.
+    /// Accepted media types; default `["application/json"]`. JSON types only:
+    /// `application/json`, `type/x+json` (RFC 6839), or `type/*+json` for all of them.
     #[serde(default)]
     pub content_types: Option<Vec<String>>,
-    /// Body size cap.
+    /// Body size cap in bytes; default [`DEFAULT_MAX_BODY_BYTES`], at most 64 MiB.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
     /// JSON Schema for the body.
@@ -452,21 +460,25 @@ pub struct RequestConfig {
     /// JSON threat limits.
     #[serde(default)]
     pub limits: Option<JsonLimitsConfig>,
+    /// Make `format` an assertion in draft 2020-12 schemas too (there it is only an
+    /// annotation by default; draft 7 schemas always assert it). Default `false`.
+    #[serde(default)]
+    pub assert_formats: bool,
 }
 
 /// JSON threat limits; every field optional with a default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonLimitsConfig {
-    /// Maximum nesting depth.
+    /// Maximum nesting depth (default 32, at most 64).
     pub max_depth: Option<u32>,
-    /// Maximum entries in one object.
+    /// Maximum entries in one object (default 1,000).
     pub max_object_entries: Option<u32>,
-    /// Maximum elements in one array.
+    /// Maximum elements in one array (default 10,000).
     pub max_array_length: Option<u32>,
-    /// Maximum length of one string, in bytes.
+    /// Maximum length of one string or member name, in bytes as written (default 65,536).
     pub max_string_length: Option<u32>,
-    /// Maximum number of values in the document.
+    /// Maximum number of values in the document (default 100,000).
     pub max_total_values: Option<u32>,
 }
 
@@ -583,13 +595,21 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#);
-        assert!(e.starts_with("routes[1].match: unknown field `method`"), "{e}");
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"}},{"name":"b","match":{"path":"/b","method":["GET"]}}]}"#,
+        );
+        // serde_path_to_error 0.1.20 puts the unknown key itself at the end of the path.
+        assert!(
+            e.starts_with("routes[1].match.method: unknown field `method`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_is_named_with_its_path() {
-        let e = err(r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#);
+        let e = err(
+            r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#,
+        );
         assert!(e.starts_with("routes[0].quota.limit: invalid type"), "{e}");
     }
 
@@ -608,7 +628,11 @@ mod tests {
     #[test]
     fn empty_and_non_json_configs_are_reported() {
         assert!(err("").contains("plugin configuration is empty"));
-        assert!(err("routes: []").contains("expected value"), "{}", err("routes: []"));
+        assert!(
+            err("routes: []").contains("expected value"),
+            "{}",
+            err("routes: []")
+        );
         assert!(err(r#"{"routes":[]} x"#).contains("trailing"));
     }
 }

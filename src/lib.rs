@@ -20,4 +20,4 @@
 pub mod authz;
 pub mod config;
 pub mod reply;
-
+pub mod schema;

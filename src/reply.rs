@@ -181,11 +181,12 @@ impl Rejection {
             | Rejection::BadBody { description, .. }
             | Rejection::ResponseWithheld { description, .. } => description.clone(),
             Rejection::KeysUnavailable => {
-                "the keys needed to verify tokens have not been loaded yet; retry shortly".to_string()
+                "the keys needed to verify tokens have not been loaded yet; retry shortly"
+                    .to_string()
             }
-            Rejection::TooManyRequests { limit, retry_after, .. } => format!(
-                "quota of {limit} requests exhausted; retry in {retry_after} s"
-            ),
+            Rejection::TooManyRequests {
+                limit, retry_after, ..
+            } => format!("quota of {limit} requests exhausted; retry in {retry_after} s"),
             Rejection::QuotaUnavailable => {
                 "the quota store is unavailable; request refused".to_string()
             }
@@ -300,26 +301,70 @@ mod tests {
     fn every_rejection_is_a_problem_document_with_its_status() {
         let all = vec![
             (Rejection::NotFound, 404),
-            (Rejection::MethodNotAllowed { allow: "GET".into() }, 405),
+            (
+                Rejection::MethodNotAllowed {
+                    allow: "GET".into(),
+                },
+                405,
+            ),
             (Rejection::BadPath { detail: "x" }, 400),
             (Rejection::MissingToken, 401),
-            (Rejection::InvalidToken { reason: "expired", description: "token expired".into() }, 401),
-            (Rejection::Forbidden { reason: "claims", description: "no".into() }, 403),
+            (
+                Rejection::InvalidToken {
+                    reason: "expired",
+                    description: "token expired".into(),
+                },
+                401,
+            ),
+            (
+                Rejection::Forbidden {
+                    reason: "claims",
+                    description: "no".into(),
+                },
+                403,
+            ),
             (Rejection::KeysUnavailable, 503),
-            (Rejection::TooManyRequests { limit: 5, retry_after: 2, reset: 3 }, 429),
+            (
+                Rejection::TooManyRequests {
+                    limit: 5,
+                    retry_after: 2,
+                    reset: 3,
+                },
+                429,
+            ),
             (Rejection::QuotaUnavailable, 503),
             (Rejection::PayloadTooLarge { limit: 10 }, 413),
-            (Rejection::UnsupportedMediaType { accepted: "application/json".into() }, 415),
-            (Rejection::BadBody { reason: "not_json", description: "x".into() }, 400),
+            (
+                Rejection::UnsupportedMediaType {
+                    accepted: "application/json".into(),
+                },
+                415,
+            ),
+            (
+                Rejection::BadBody {
+                    reason: "not_json",
+                    description: "x".into(),
+                },
+                400,
+            ),
             (Rejection::SchemaViolation { errors: vec![] }, 400),
-            (Rejection::ResponseWithheld { reason: "compressed", description: "x".into() }, 502),
+            (
+                Rejection::ResponseWithheld {
+                    reason: "compressed",
+                    description: "x".into(),
+                },
+                502,
+            ),
         ];
         for (rej, status) in all {
             let r = rej.render();
             assert_eq!(r.status, status, "{rej:?}");
             let b = body(&r);
             assert_eq!(b["status"], status, "{rej:?}");
-            assert!(b["type"].as_str().unwrap_or("").starts_with(PROBLEM_TYPE_BASE));
+            assert!(b["type"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(PROBLEM_TYPE_BASE));
             assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()));
             assert!(b["detail"].as_str().is_some_and(|t| !t.is_empty()));
         }
@@ -327,7 +372,10 @@ mod tests {
 
     #[test]
     fn method_not_allowed_carries_allow() {
-        let r = Rejection::MethodNotAllowed { allow: "GET, POST".into() }.render();
+        let r = Rejection::MethodNotAllowed {
+            allow: "GET, POST".into(),
+        }
+        .render();
         assert!(r.headers.contains(&("allow".into(), "GET, POST".into())));
     }
 
@@ -338,19 +386,35 @@ mod tests {
             description: "bad \"quote\"\n".into(),
         }
         .render();
-        let h = r.headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.clone());
+        let h = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .map(|(_, v)| v.clone());
         assert_eq!(
             h.as_deref(),
             Some("Bearer error=\"invalid_token\", error_description=\"bad 'quote'?\"")
         );
         let plain = Rejection::MissingToken.render();
-        assert!(plain.headers.contains(&("www-authenticate".into(), "Bearer".into())));
+        assert!(plain
+            .headers
+            .contains(&("www-authenticate".into(), "Bearer".into())));
     }
 
     #[test]
     fn quota_rejection_has_ratelimit_headers() {
-        let r = Rejection::TooManyRequests { limit: 10, retry_after: 4, reset: 6 }.render();
-        for (k, v) in [("retry-after", "4"), ("ratelimit-limit", "10"), ("ratelimit-remaining", "0"), ("ratelimit-reset", "6")] {
+        let r = Rejection::TooManyRequests {
+            limit: 10,
+            retry_after: 4,
+            reset: 6,
+        }
+        .render();
+        for (k, v) in [
+            ("retry-after", "4"),
+            ("ratelimit-limit", "10"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "6"),
+        ] {
             assert!(r.headers.contains(&(k.to_string(), v.to_string())), "{k}");
         }
     }
