@@ -463,10 +463,11 @@ pub struct ClientIpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
-    /// Accepted media types; default `["application/json"]`.
+    /// Accepted media types; default `["application/json"]`. JSON types only:
+    /// `application/json`, `type/x+json` (RFC 6839), or `type/*+json` for all of them.
     #[serde(default)]
     pub content_types: Option<Vec<String>>,
-    /// Body size cap.
+    /// Body size cap in bytes; default [`DEFAULT_MAX_BODY_BYTES`], at most 64 MiB.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
     /// JSON Schema for the body.
@@ -475,21 +476,25 @@ pub struct RequestConfig {
     /// JSON threat limits.
     #[serde(default)]
     pub limits: Option<JsonLimitsConfig>,
+    /// Make `format` an assertion in draft 2020-12 schemas too (there it is only an
+    /// annotation by default; draft 7 schemas always assert it). Default `false`.
+    #[serde(default)]
+    pub assert_formats: bool,
 }
 
 /// JSON threat limits; every field optional with a default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonLimitsConfig {
-    /// Maximum nesting depth.
+    /// Maximum nesting depth (default 32, at most 64).
     pub max_depth: Option<u32>,
-    /// Maximum entries in one object.
+    /// Maximum entries in one object (default 1,000).
     pub max_object_entries: Option<u32>,
-    /// Maximum elements in one array.
+    /// Maximum elements in one array (default 10,000).
     pub max_array_length: Option<u32>,
-    /// Maximum length of one string, in bytes.
+    /// Maximum length of one string or member name, in bytes as written (default 65,536).
     pub max_string_length: Option<u32>,
-    /// Maximum number of values in the document.
+    /// Maximum number of values in the document (default 100,000).
     pub max_total_values: Option<u32>,
 }
 

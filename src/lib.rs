@@ -24,6 +24,7 @@ pub mod jwt;
 pub mod mask;
 pub mod quota;
 pub mod reply;
+pub mod schema;
 
 pub mod filter;
 pub mod host;

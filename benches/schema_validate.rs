@@ -1,0 +1,180 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Cost of `RequestPolicy::validate` (UTF-8 check, threat-limit scan, strict parse,
+//! JSON Schema) on a 615-byte and a ~10 KB order body, natively.
+//!
+//! `cargo bench --bench schema_validate`
+//!
+//! A plain timing loop (`std::time::Instant`), not a harness: five rounds per case,
+//! the best and the median round are printed in µs per call.
+
+use api_guard::config::RequestConfig;
+use api_guard::schema::{parse_body, RequestPolicy, SchemaRegistry};
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// A realistic create-order schema: `$ref`s into `$defs`, patterns, enum, formats
+/// (annotation only, as in 2020-12 by default), bounds, closed objects.
+fn schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["order_id", "customer", "items", "currency"],
+        "additionalProperties": false,
+        "properties": {
+            "order_id": { "type": "string", "pattern": "^ord_[A-Za-z0-9]{8,32}$" },
+            "customer": { "$ref": "#/$defs/customer" },
+            "items": { "type": "array", "minItems": 1, "maxItems": 500, "items": { "$ref": "#/$defs/item" } },
+            "currency": { "enum": ["EUR", "USD", "GBP"] },
+            "note": { "type": "string", "maxLength": 500 },
+            "shipping": { "$ref": "#/$defs/address" },
+            "coupon": { "type": ["string", "null"], "maxLength": 32 },
+            "gift": { "type": "boolean" }
+        },
+        "$defs": {
+            "customer": {
+                "type": "object", "required": ["id", "email"], "additionalProperties": false,
+                "properties": {
+                    "id": { "type": "integer", "minimum": 1 },
+                    "email": { "type": "string", "format": "email", "maxLength": 254 },
+                    "name": { "type": "string", "minLength": 1, "maxLength": 100 }
+                }
+            },
+            "address": {
+                "type": "object", "required": ["line1", "city", "country"], "additionalProperties": false,
+                "properties": {
+                    "line1": { "type": "string", "maxLength": 200 },
+                    "line2": { "type": "string", "maxLength": 200 },
+                    "city": { "type": "string", "maxLength": 100 },
+                    "postcode": { "type": "string", "pattern": "^[A-Z0-9 -]{3,10}$" },
+                    "country": { "type": "string", "pattern": "^[A-Z]{2}$" }
+                }
+            },
+            "item": {
+                "type": "object", "required": ["sku", "qty", "unit_price"], "additionalProperties": false,
+                "properties": {
+                    "sku": { "type": "string", "pattern": "^[A-Z]{3}-[0-9]{4,8}$" },
+                    "qty": { "type": "integer", "minimum": 1, "maximum": 1000 },
+                    "unit_price": { "type": "number", "exclusiveMinimum": 0 },
+                    "options": { "type": "object", "maxProperties": 10,
+                                 "additionalProperties": { "type": "string", "maxLength": 50 } }
+                }
+            }
+        }
+    })
+}
+
+fn order(items: usize, note: &str) -> Value {
+    let items: Vec<Value> = (0..items)
+        .map(|i| {
+            json!({ "sku": format!("ABC-{:06}", 1000 + i), "qty": 1 + i % 7,
+                    "unit_price": 19.99 + i as f64, "options": { "color": "blue", "size": "M" } })
+        })
+        .collect();
+    json!({
+        "order_id": "ord_8f3a9c2b7d1e4f60",
+        "customer": { "id": 4711, "email": "jane.doe@example.com", "name": "Jane Doe" },
+        "items": items,
+        "currency": "EUR",
+        "note": note,
+        "shipping": { "line1": "221B Baker Street", "line2": "Flat 2", "city": "London",
+                      "postcode": "NW1 6XE", "country": "GB" },
+        "coupon": null,
+        "gift": false
+    })
+}
+
+/// A 3-item order padded to exactly 615 bytes, and the smallest order of 10 KB or more.
+fn bodies() -> (Vec<u8>, Vec<u8>) {
+    let base = order(3, "").to_string().len();
+    let small = order(3, &"x".repeat(615 - base)).to_string().into_bytes();
+    let mut n = 1;
+    let big = loop {
+        let body = order(n, "Ring twice.").to_string().into_bytes();
+        if body.len() >= 10 * 1024 {
+            break body;
+        }
+        n += 1;
+    };
+    (small, big)
+}
+
+fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                f();
+            }
+            started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    println!(
+        "{label:<44} best {:>8.2} µs   median {:>8.2} µs",
+        rounds[0], rounds[2]
+    );
+}
+
+fn main() {
+    let cfg: RequestConfig = serde_json::from_value(json!({ "schema": schema() })).unwrap();
+    let registry = SchemaRegistry::default();
+    let policy = RequestPolicy::compile(&cfg, &registry, "bench").unwrap();
+    let (small, big) = bodies();
+    assert!(policy.validate(&small).is_ok());
+    assert!(policy.validate(&big).is_ok());
+    let mut bad: Value = serde_json::from_slice(&big).unwrap();
+    bad["items"][3]["qty"] = json!(0);
+    bad["items"][7]["sku"] = json!("nope");
+    let bad = bad.to_string().into_bytes();
+    assert!(policy.validate(&bad).is_err());
+
+    println!(
+        "schema_validate: native, {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    time("compile the order schema (configure time)", 200, || {
+        black_box(RequestPolicy::compile(black_box(&cfg), &registry, "bench").unwrap());
+    });
+    for (name, body) in [("615 B", &small), ("10 KB", &big)] {
+        let n = if body.len() < 1000 { 100_000 } else { 10_000 };
+        time(
+            &format!("validate() {name} ({} bytes)", body.len()),
+            n,
+            || {
+                black_box(policy.validate(black_box(body)).is_ok());
+            },
+        );
+        time(&format!("  of which scan + parse only {name}"), n, || {
+            black_box(parse_body(black_box(body), policy.limits()).is_ok());
+        });
+        time(
+            &format!("  of which threat-limit scan only {name}"),
+            n,
+            || {
+                black_box(policy.limits().scan(black_box(body)).is_ok());
+            },
+        );
+        time(
+            &format!("  (reference: plain serde_json Value {name})"),
+            n,
+            || {
+                black_box(serde_json::from_slice::<Value>(black_box(body)).is_ok());
+            },
+        );
+    }
+    time(
+        &format!("validate() 10 KB invalid, 2 errors ({} bytes)", bad.len()),
+        10_000,
+        || {
+            black_box(policy.validate(black_box(&bad)).is_err());
+        },
+    );
+}
