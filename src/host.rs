@@ -138,13 +138,6 @@ pub fn replace_buffer(kind: BufferType, size: usize, value: &[u8]) -> bool {
     }
 }
 
-/// Resumes a request paused at headers or body.
-pub fn resume_request() {
-    if let Err(s) = hostcalls::resume_http_request() {
-        log::warn!("api-guard: resuming request failed: {s:?}");
-    }
-}
-
 /// Sets the root context's tick period.
 pub fn set_tick_period(period: Duration) {
     if let Err(s) = hostcalls::set_tick_period(period) {

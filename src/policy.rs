@@ -11,6 +11,7 @@ use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::ResponsePolicy;
 use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
+use crate::schema::{RequestPolicy, SchemaRegistry};
 
 /// Longest route name (used in metric names).
 pub const MAX_ROUTE_NAME: usize = 64;
@@ -30,6 +31,8 @@ pub struct Route {
     pub auth: Option<AuthPolicy>,
     /// Rate limit.
     pub quota: Option<QuotaPolicy>,
+    /// Request body validation.
+    pub request: Option<RequestPolicy>,
     /// Response masking and sensitive-data detection.
     pub response: Option<ResponsePolicy>,
 }
@@ -85,6 +88,7 @@ impl Policy {
     /// Compiles a parsed configuration.
     pub fn compile(cfg: PluginConfig) -> Result<Policy, ConfigError> {
         let providers = Providers::compile(&cfg.providers)?;
+        let registry = SchemaRegistry::compile(&cfg.schemas)?;
         let mut output_headers: Vec<String> = Vec::new();
         for p in providers.iter() {
             for h in p.output_headers() {
@@ -136,6 +140,14 @@ impl Policy {
                 )?),
                 None => None,
             };
+            let request = match &r.request {
+                Some(rc) => Some(RequestPolicy::compile(
+                    rc,
+                    &registry,
+                    &format!("{base}.request"),
+                )?),
+                None => None,
+            };
             let response = match &r.response {
                 Some(rc) => Some(ResponsePolicy::compile(
                     rc,
@@ -151,6 +163,7 @@ impl Policy {
                 authenticated: r.auth.is_some(),
                 auth,
                 quota,
+                request,
                 response,
             });
         }
