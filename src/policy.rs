@@ -92,8 +92,12 @@ impl Policy {
         let mut output_headers: Vec<String> = Vec::new();
         for p in providers.iter() {
             for h in p.output_headers() {
-                if !output_headers.iter().any(|o| o == h) {
-                    output_headers.push(h.to_string());
+                // CGI/WSGI-style backends read `x_user_id` as `x-user-id`, and Envoy
+                // passes underscores by default: strip both spellings.
+                for name in [h.to_string(), h.replace('-', "_")] {
+                    if !output_headers.contains(&name) {
+                        output_headers.push(name);
+                    }
                 }
             }
         }

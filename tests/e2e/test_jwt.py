@@ -90,7 +90,14 @@ ES256 = ASYM["ES256"]
 # -- tokens -------------------------------------------------------------------
 
 def claims(drop=(), **extra):
-    """Base claims, valid for 10 minutes: iss, aud, sub=alice, roles, shop_id=s1, iat, exp."""
+    """The base payload, with `extra` claims set and `drop` claims removed:
+
+        {"iss": "https://idp.e2e.test/", "aud": "orders-api", "sub": "alice",
+         "roles": ["clerk"], "shop_id": "s1", "iat": now, "exp": now + 600, "jti": random}
+
+    Every token below is this payload plus what its call spells out, e.g.
+    `mint(shop_id="s2")` is the base payload with "shop_id": "s2", ES256, kid "es256".
+    """
     now = int(time.time())
     c = {"iss": ISS, "aud": AUD, "sub": "alice", "roles": ["clerk"], "shop_id": "s1",
          "iat": now, "exp": now + 600, "jti": b64u(os.urandom(8))}
@@ -506,12 +513,22 @@ def test_bind_own_shop_passes_other_shop_is_403(env):
 
 
 @pytest.mark.parametrize("path", ["/shops/%73%32/orders/7", "/shops/S2/orders/7",
-                                  "/shops/s2/orders/7?shop=s1", "/shops/s1%2Fs2/orders/7"])
+                                  "/shops/s2/orders/7?shop=s1", "/shops/s1%2Fs2/orders/7",
+                                  "/shops/s1/../s2/orders/7", "/shops/s1;shop_id=s1/../s2/orders/7"])
 def test_bind_is_not_bypassed_by_encoding(env, path):
     # Token for shop s1; the path names another shop, encoded: never 200.
     r, seen = send(env, path, mint(shop_id="s1"))
     assert r.status in (400, 403, 404), r
     assert seen == []
+
+
+def test_bind_compares_the_path_the_upstream_receives(env):
+    # An encoded spelling of the own shop passes, and the upstream gets the path
+    # that was authorised, not the raw one.
+    seen = allowed(env, "/shops/%73%31/orders/7", mint(shop_id="s1"))
+    assert seen["path"] == "/shops/s1/orders/7"
+    seen = allowed(env, "/shops/s2/../s1/orders/7", mint(shop_id="s1"))
+    assert seen["path"] == "/shops/s1/orders/7"
 
 
 def test_claims_any_of_roles(env):
@@ -588,6 +605,14 @@ def test_spoofed_headers_removed_without_a_verified_token_or_on_other_routes(env
     token = mint() if path == "/alg/asym" else None
     seen = allowed(env, path, token, headers=SPOOF)["headers"]
     assert not any(h in seen for h in FORWARDED), seen
+
+
+@pytest.mark.parametrize("path", ["/optional", "/public"])
+def test_underscore_spellings_of_forwarded_headers_are_removed(env, path):
+    # CGI/WSGI-style upstreams read `x_user_id` as `x-user-id`.
+    spoof = {h.replace("-", "_"): "admin" for h in FORWARDED}
+    seen = allowed(env, path, None, headers=spoof)["headers"]
+    assert not any(h in seen for h in spoof), seen
 
 
 # 7. Cache; 8. decision metrics ----------------------------------------------
@@ -740,7 +765,7 @@ def test_idp_down_keeps_the_last_good_keys(remote_env, idp):
     token = remote_token(R2)
     assert poll(lambda: get_status(remote_env, "/remote", token), lambda s: s == 200, 5) == 200
     failure = "apiguard.provider.remote.jwks.fetch_failure"
-    for mode, n in (("500", 3), ("garbage", 3), ("no_keys", 3), ("close", 3), ("hang", 1)):
+    for mode, n in (("500", 2), ("garbage", 2), ("no_keys", 2), ("close", 2), ("hang", 1)):
         before, since = remote_env.stat(failure), time.monotonic()
         idp.fail("/jwks.json", mode)
         # Several failed fetches (refresh_seconds: 1; two VMs fetch: main thread and
@@ -748,7 +773,6 @@ def test_idp_down_keeps_the_last_good_keys(remote_env, idp):
         poll(lambda: (idp.hits("/jwks.json", since=since), remote_env.stat(failure)),
              lambda hs: hs[0] >= n and hs[1] >= before + n, 8)
         assert remote_env.stat(failure) >= before + n, mode
-        print("MODE", mode, round(time.monotonic() - since, 2))
         # ... and a fresh token signed by the last good key still passes.
         allowed(remote_env, "/remote", remote_token(R2))
     assert remote_env.stat("apiguard.provider.remote.jwks.age_seconds") >= 3
