@@ -15,7 +15,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
                   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup build run test fmt-check clippy unit e2e validate token bench clean
+.PHONY: help setup build run test fmt-check clippy unit conformance e2e validate token bench clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,8 +48,11 @@ fmt-check:
 clippy:
 	cargo clippy --all-targets -- -D warnings
 
-unit: ## Unit and conformance tests (native)
-	cargo test
+unit: ## Unit tests (native)
+	cargo test --lib
+
+conformance: ## Wycheproof JWS/JWK and JSON-Schema-Test-Suite runs, with counts (reads ../shared/conformance)
+	cargo test --test conformance_jws --test conformance_schema -- --nocapture
 
 token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
 	@$(PY) envoy/mint_token.py $(ARGS)
@@ -60,7 +63,7 @@ validate: build ## envoy --mode validate on the demo configuration
 e2e: build ## End-to-end tests through a real Envoy
 	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
 
-test: setup fmt-check clippy unit e2e ## Everything CI runs: fmt, clippy, unit, conformance, end-to-end
+test: setup fmt-check clippy unit conformance e2e ## Everything CI runs: fmt, clippy, unit, conformance, end-to-end
 
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean

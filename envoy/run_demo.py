@@ -66,6 +66,13 @@ Authentication and authorization
   curl -i -H "Authorization: Bearer $CLERK" -H "x-user-id: admin" {base}/shops/s1/orders/1
         # 200: the upstream sees x-user-id: alice (forged copy removed), no Authorization
 
+Request validation (JSON Schema)
+  curl -i -H "Authorization: Bearer $CLERK" -H 'content-type: application/json' -d '{{"sku":"book-1","qty":2}}' {base}/shops/s1/orders
+        # 200: the upstream echoes the body it received
+  curl -i -H "Authorization: Bearer $CLERK" -H 'content-type: application/json' -d '{{"sku":7,"qty":0,"x":1}}' {base}/shops/s1/orders
+        # 400 with errors[]: instancePath + keyword; the upstream saw nothing
+  curl -i -H "Authorization: Bearer $CLERK" -H 'content-type: text/plain' -d 'hi' {base}/shops/s1/orders   # 415
+
 Response masking
   curl -s -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1   # card ************1111, no ssn, hashed e-mail
   curl -s -H "Authorization: Bearer $ADMIN" {base}/shops/s1/orders/1   # admin: unmasked (AWS key still redacted)

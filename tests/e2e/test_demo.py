@@ -64,5 +64,12 @@ def test_demo_protections_with_make_token():
         doc = env.get("/shops/s1/orders/1", headers=admin).json()
         assert doc["card"]["number"] == "4111111111111111" and doc["customer"]["ssn"] == "123-45-6789"
         assert "AKIAIOSFODNN7EXAMPLE" not in doc["notes"]
+        json_body = {**clerk, "content-type": "application/json"}
+        env.recorder.clear()
+        r = env.request("POST", "/shops/s1/orders", headers=json_body, body=b'{"sku":7,"qty":0}')
+        assert r.status == 400 and {e["keyword"] for e in r.json()["errors"]} >= {"type", "minimum"}
+        assert env.upstream_requests() == []
+        r = env.request("POST", "/shops/s1/orders", headers=json_body, body=b'{"sku":"b","qty":2}')
+        assert r.status == 200 and env.upstream_requests()[-1]["body"] == b'{"sku":"b","qty":2}'
         statuses = [env.get("/shops/s1/orders/1", headers=clerk).status for _ in range(5)]
         assert statuses == [200, 200, 200, 200, 429], statuses

@@ -148,3 +148,35 @@ def test_detectors_redact_block_and_report(env):
 def test_routes_without_response_section_are_untouched(env):
     r = env.get("/users/7")
     assert r.status == 200 and r.json()["ssn"] == "078-05-1120"
+
+
+def test_unmasked_for_admin_token_only():
+    import base64
+    import time
+
+    import jwt  # PyJWT
+
+    secret = b"mask-e2e-hmac-secret-of-32-bytes!!"
+    k = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+    cfg = {
+        "mask_salt": SALT,
+        "providers": {"idp": {"issuer": "https://idp.test/",
+                              "jwks": {"inline": {"keys": [{"kty": "oct", "alg": "HS256", "kid": "h", "k": k}]}}}},
+        "routes": [{"name": "order", "match": {"path": "/shops/{shop}/orders/{id}"},
+                    "auth": {"requires": "idp"},
+                    "response": {"mask": ORDER_MASK, "unmasked_for": {"claim": "roles", "any_of": ["admin"]}}}],
+    }
+
+    def bearer(roles):
+        now = int(time.time())
+        tok = jwt.encode({"iss": "https://idp.test/", "sub": "u", "iat": now, "exp": now + 300, "roles": roles},
+                         secret, algorithm="HS256", headers={"kid": "h"})
+        return {"authorization": f"Bearer {tok}"}
+
+    with start_envoy(cfg) as e:
+        clerk = e.get("/shops/s/orders/1", headers=bearer(["clerk"])).json()
+        admin = e.get("/shops/s/orders/1", headers=bearer(["clerk", "admin"])).json()
+        assert clerk["card"]["number"] == "************1111" and "ssn" not in clerk["customer"]
+        assert admin["card"]["number"] == "4111111111111111"
+        assert admin["customer"]["ssn"] == "123-45-6789" and admin["items"][0]["cost"] == 42.5
+        assert e.stat("apiguard.route.order.response.masked") == 1

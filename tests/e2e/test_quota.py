@@ -111,3 +111,37 @@ def test_trusted_hops_use_the_address_the_trusted_proxy_saw():
         # position counts.
         spoof = {"x-forwarded-for": "198.51.100.9, 203.0.113.1"}
         assert e.get("/ip", headers=spoof).status == 429
+
+
+def test_claim_quota_counts_the_verified_caller_after_authentication():
+    import base64
+
+    import jwt  # PyJWT
+
+    secret = b"quota-e2e-hmac-secret-of-32-bytes!"
+    k = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+    cfg = {
+        "providers": {"idp": {"issuer": "https://idp.test/",
+                              "jwks": {"inline": {"keys": [{"kty": "oct", "alg": "HS256", "kid": "h", "k": k}]}}}},
+        "routes": [{"name": "me", "match": {"path": "/me"}, "auth": {"requires": "idp"},
+                    "quota": {"limit": 2, "window_seconds": 600, "by": "claim:sub"}}],
+        "quota_settings": SALT,
+    }
+
+    def bearer(sub):
+        now = int(time.time())
+        tok = jwt.encode({"iss": "https://idp.test/", "sub": sub, "iat": now, "exp": now + 300},
+                         secret, algorithm="HS256", headers={"kid": "h"})
+        return {"authorization": f"Bearer {tok}"}
+
+    with start_envoy(cfg) as e:
+        # Rejected before the quota (no token, bad token): nothing is consumed.
+        for _ in range(5):
+            assert e.get("/me").status == 401
+            assert e.get("/me", headers={"authorization": "Bearer x.y.z"}).status == 401
+        assert e.stat("apiguard.route.me.quota.admitted") == 0
+        alice, bob = bearer("alice"), bearer("bob")
+        assert [e.get("/me", headers=alice).status for _ in range(3)] == [200, 200, 429]
+        # A fresh token for the same subject shares the count; another subject does not.
+        assert e.get("/me", headers=bearer("alice")).status == 429
+        assert [e.get("/me", headers=bob).status for _ in range(3)] == [200, 200, 429]
