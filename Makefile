@@ -18,7 +18,7 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: help setup build run test fmt-check clippy unit conformance e2e validate token bench clean
 
 help: ## List the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): tests/requirements.txt
 	python3 -m venv $(VENV)
