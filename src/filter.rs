@@ -49,7 +49,8 @@ pub struct Filter {
     policy: Option<Rc<Policy>>,
     auth: Option<Rc<AuthState>>,
     phase: Phase,
-    route: Option<usize>,
+    /// The matched route (also set for a 405, for its metrics).
+    route: Option<Rc<Route>>,
     params: Params,
     /// Verified claims of the caller, once authenticated.
     claims: Option<Rc<Claims>>,
@@ -87,8 +88,7 @@ impl Filter {
     }
 
     fn route(&self) -> Option<&Route> {
-        let p = self.policy.as_ref()?;
-        p.routes.get(self.route?)
+        self.route.as_deref()
     }
 
     /// Answers the request with the problem document for `rejection`, counted as
@@ -138,11 +138,11 @@ impl Filter {
         }
         match policy.match_request(&method, &path) {
             RouteMatch::Matched(i, params) => {
-                self.route = Some(i);
+                self.route = policy.routes.get(i).cloned();
                 self.params = params;
             }
             RouteMatch::MethodNotAllowed(first, allow) => {
-                self.route = Some(first);
+                self.route = policy.routes.get(first).cloned();
                 return Err(Rejection::MethodNotAllowed { allow });
             }
             RouteMatch::Unmatched => match policy.unmatched {
@@ -158,12 +158,12 @@ impl Filter {
             // The upstream must serve exactly what was matched and authorised.
             host::set_request_header(":path", Some(&path.request_target()));
         }
-        self.authenticate(&policy, &path)?;
+        self.authenticate(&path)?;
         // Quota runs after authentication (`claim:sub` counts the verified
         // caller) so requests rejected earlier consume nothing.
         self.apply_quota(&policy)?;
-        self.prepare_response_masking(&policy);
-        if self.body_needs_checking(&policy, &method, end_of_stream)? {
+        self.prepare_response_masking();
+        if self.body_needs_checking(&method, end_of_stream)? {
             // Nothing reaches the upstream before the whole body has passed.
             self.phase = Phase::HoldingRequest;
             return Ok(Action::Pause);
@@ -181,13 +181,8 @@ impl Filter {
     }
 
     /// `request`: decides at headers whether the body must be held and checked.
-    fn body_needs_checking(
-        &self,
-        policy: &Policy,
-        method: &str,
-        end_of_stream: bool,
-    ) -> Result<bool, Rejection> {
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+    fn body_needs_checking(&self, method: &str, end_of_stream: bool) -> Result<bool, Rejection> {
+        let Some(route) = self.route.clone() else {
             return Ok(false);
         };
         let Some(rp) = &route.request else {
@@ -213,10 +208,7 @@ impl Filter {
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.request_bytes = body_size;
-        let Some(policy) = self.policy.clone() else {
-            return Action::Continue;
-        };
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+        let Some(route) = self.route.clone() else {
             return Action::Continue;
         };
         let Some(rp) = &route.request else {
@@ -234,10 +226,7 @@ impl Filter {
     }
 
     fn finish_request_body(&mut self) -> Action {
-        let Some(policy) = self.policy.clone() else {
-            return Action::Continue;
-        };
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+        let Some(route) = self.route.clone() else {
             return Action::Continue;
         };
         let Some(rp) = &route.request else {
@@ -297,12 +286,8 @@ impl RequestTokens for HostTokens {
 
 impl Filter {
     /// `auth`: verify tokens, apply claim rules and bindings, forward or strip.
-    fn authenticate(
-        &mut self,
-        policy: &Policy,
-        path: &route::NormalizedPath,
-    ) -> Result<(), Rejection> {
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+    fn authenticate(&mut self, path: &route::NormalizedPath) -> Result<(), Rejection> {
+        let Some(route) = self.route.clone() else {
             return Ok(());
         };
         let (Some(auth), Some(state)) = (&route.auth, self.auth.clone()) else {
@@ -372,7 +357,7 @@ impl Filter {
     }
 
     fn apply_quota(&mut self, policy: &Policy) -> Result<(), Rejection> {
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+        let Some(route) = self.route.clone() else {
             return Ok(());
         };
         let Some(q) = &route.quota else {
@@ -415,8 +400,8 @@ impl Filter {
 /// headers held with `Action::Pause` can still be edited when the body ends, and
 /// a local reply sent then replaces the whole response.
 impl Filter {
-    fn prepare_response_masking(&mut self, policy: &Policy) {
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+    fn prepare_response_masking(&mut self) {
+        let Some(route) = self.route.clone() else {
             return;
         };
         if let Some(rp) = &route.response {
@@ -430,14 +415,10 @@ impl Filter {
     }
 
     fn on_masked_response_headers(&mut self, end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
+        let Some(route) = self.route.clone() else {
             return Action::Continue;
         };
-        let Some(rp) = self
-            .route
-            .and_then(|i| policy.routes.get(i))
-            .and_then(|r| r.response.as_ref())
-        else {
+        let Some(rp) = &route.response else {
             return Action::Continue;
         };
         let status = host::response_header(":status")
@@ -514,10 +495,7 @@ impl Filter {
     fn finish_masking(&mut self) -> Action {
         self.holding_response = false;
         let size = self.response_bytes;
-        let Some(policy) = self.policy.clone() else {
-            return Action::Continue;
-        };
-        let Some(route) = self.route.and_then(|i| policy.routes.get(i)) else {
+        let Some(route) = self.route.clone() else {
             return Action::Continue;
         };
         let Some(rp) = &route.response else {

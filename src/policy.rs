@@ -12,6 +12,7 @@ use crate::mask::ResponsePolicy;
 use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 use crate::schema::{RequestPolicy, SchemaRegistry};
+use std::rc::Rc;
 
 /// Longest route name (used in metric names).
 pub const MAX_ROUTE_NAME: usize = 64;
@@ -63,8 +64,8 @@ pub struct SecurityHeaders {
 /// The whole compiled policy.
 #[derive(Debug)]
 pub struct Policy {
-    /// Routes in order.
-    pub routes: Vec<Route>,
+    /// Routes in order (shared with the requests that matched them).
+    pub routes: Vec<Rc<Route>>,
     /// What to do with unmatched requests.
     pub unmatched: Unmatched,
     /// Security response headers.
@@ -101,7 +102,7 @@ impl Policy {
                 }
             }
         }
-        let mut routes: Vec<Route> = Vec::with_capacity(cfg.routes.len());
+        let mut routes: Vec<Rc<Route>> = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
             let name_ok = !r.name.is_empty()
@@ -160,7 +161,7 @@ impl Policy {
                 )?),
                 None => None,
             };
-            routes.push(Route {
+            routes.push(Rc::new(Route {
                 name: r.name.clone(),
                 template,
                 methods,
@@ -169,7 +170,7 @@ impl Policy {
                 quota,
                 request,
                 response,
-            });
+            }));
         }
         Ok(Policy {
             routes,
