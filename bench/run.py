@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,8 +130,8 @@ class EnvoyProc:
         with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
             return r.read().decode()
 
-    def stats(self, contains):
-        doc = json.loads(self.admin_get(f"/stats?format=json&filter={contains}"))
+    def stats(self, regex):
+        doc = json.loads(self.admin_get(f"/stats?format=json&filter={urllib.parse.quote(regex)}"))
         return {s["name"]: s["value"] for s in doc.get("stats", []) if "value" in s}
 
     def cpu_seconds(self):
@@ -598,7 +599,7 @@ def run_scenario(sc, args, upstream_port, noop_wasm, rundir):
                      errors=c["errors"] + lat["errors"], rss_mb=e.rss_mb())
         for cfg, e in fronts.items():
             if cfg in ("ours", "native"):
-                st = e.stats("jwt")
+                st = e.stats("jwt_cache_|apiguard\\.provider\\.")
                 hits = sum(v for k, v in st.items() if k.endswith(("verified_cached", "jwt_cache_hit")))
                 verified = sum(v for k, v in st.items()
                                if k.endswith((".verified", "jwt_cache_miss")))
