@@ -65,6 +65,12 @@ e2e: build ## End-to-end tests through a real Envoy
 
 test: setup fmt-check clippy unit conformance e2e ## Everything CI runs: fmt, clippy, unit, conformance, end-to-end
 
+bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+	  { echo "error: wrk not installed (Debian package wrk)"; exit 1; }
+	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
+
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean
 	rm -rf build

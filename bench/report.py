@@ -1,0 +1,159 @@
+"""Renders bench/results/latest.json as Markdown (tables, targets, machine) and as a
+hand-written SVG bar chart of throughput ratios. No plotting library needed."""
+from html import escape
+
+LABEL = {"none": "no filter", "noop": "no-op Wasm", "native": "native", "ours": "api-guard"}
+MODULE_LIMIT = 1.5 * 1000 * 1000  # bytes: the issue's 1.5 MB, read strictly
+
+
+def derive(sc, open_ours_cpu=None):
+    """Ratios and added costs of api-guard for one scenario (None where not measured)."""
+    c = sc["configs"]
+    ours = c.get("ours")
+    d = {}
+
+    def ratio(other):
+        return ours["rps"] / c[other]["rps"] if ours and other in c else None
+
+    d["ratio_none"], d["ratio_noop"], d["ratio_native"] = ratio("none"), ratio("noop"), ratio("native")
+    if ours and "noop" in c:
+        d["added_cpu_us"] = ours["cpu_us"] - c["noop"]["cpu_us"]
+        d["added_tput_us"] = 1e6 / ours["rps"] - 1e6 / c["noop"]["rps"]
+    if ours and open_ours_cpu is not None and sc["name"] != "open":
+        d["feature_cpu_us"] = ours["cpu_us"] - open_ours_cpu
+    if "native" in c and "none" in c:
+        d["native_added_cpu_us"] = c["native"]["cpu_us"] - c["none"]["cpu_us"]
+    t = sc.get("target")
+    if t and ours:
+        if t[0] == "ratio_noop" and d["ratio_noop"] is not None:
+            d["target"] = f"÷ no-op ≥ {t[1]}"
+            d["met"] = d["ratio_noop"] >= t[1]
+        elif t[0] == "jwt" and d["ratio_noop"] is not None and d["ratio_native"] is not None:
+            d["target"] = f"÷ no-op ≥ {t[1]}, ÷ native ≥ {t[2]}"
+            d["met"] = d["ratio_noop"] >= t[1] and d["ratio_native"] >= t[2]
+        elif t[0] == "added_us" and "added_cpu_us" in d:
+            d["target"] = f"≤ {t[1]} µs added"
+            d["met"] = d["added_cpu_us"] <= t[1]
+    return d
+
+
+def _f(v, fmt="{:.2f}", none="–"):
+    return none if v is None else fmt.format(v)
+
+
+def markdown(doc):
+    m = doc["machine"]
+    scs = doc["scenarios"]
+    open_cpu = next((s["configs"]["ours"]["cpu_us"] for s in scs
+                     if s["name"] == "open" and "ours" in s["configs"]), None)
+    out = ["# api-guard benchmark", ""]
+    out.append(f"{m['date']} · {m['mode']} run ({m['duration_s']} s) · `nproc` {m['nproc']} · {m['cpu']} · "
+               f"kernel {m['kernel']} · Envoy {m['envoy']} · {m['wrk']} · load average "
+               f"{' '.join(m['loadavg_start'])} before, {' '.join(m['loadavg_end'])} after.")
+    out.append("")
+    out.append(f"{m['pinning']}. Every Envoy `--concurrency 1`, loopback only. "
+               f"Throughput: wrk, {m['params']['connections']} connections, best of {m['params']['rounds']} "
+               f"interleaved round(s) of {m['params']['throughput_s']} s after {m['params']['warmup_s']} s of warm-up. "
+               f"Latency: paced wrk connections at {m['params']['rate_fraction']:.0%} of the scenario's lowest "
+               f"max throughput, {m['params']['latency_s']} s, same rate for the four configurations.")
+    if m.get("note"):
+        out += ["", f"**{m['note']}**"]
+    size = m["sizes"]["api_guard.wasm"]
+    out += ["", f"Module sizes: `api_guard.wasm` {size:,} bytes ({'meets' if size <= MODULE_LIMIT else 'misses'} "
+            f"≤ 1.5 MB), `noop.wasm` {m['sizes']['noop.wasm']:,} bytes.", ""]
+
+    out += ["## Throughput (req/s) and api-guard's ratios", "",
+            "| scenario | no filter | no-op Wasm | native | api-guard | ÷ no filter | ÷ no-op | ÷ native "
+            "| added µs/req vs no-op: CPU (1/tput) | target | |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for s in scs:
+        c, d = s["configs"], derive(s, open_cpu)
+        rps = [_f(c[k]["rps"], "{:,.0f}") if k in c else "–" for k in ("none", "noop", "native", "ours")]
+        added = ("–" if "added_cpu_us" not in d else
+                 f"{d['added_cpu_us']:.1f} ({d['added_tput_us']:.1f})")
+        met = {True: "met", False: "**missed**", None: ""}[d.get("met")]
+        if s.get("target") and "ours" not in c:
+            met = "not measured (notes)"
+        out.append(f"| {s['name']} | " + " | ".join(rps) +
+                   f" | {_f(d['ratio_none'])} | {_f(d['ratio_noop'])} | {_f(d['ratio_native'])} | {added} "
+                   f"| {d.get('target', '')} | {met} |")
+    out += ["", "Added µs per request = api-guard's Envoy CPU time per request minus the no-op Wasm "
+            "filter's (in brackets: 1/throughput difference). CPU time per request is the steadier "
+            "figure on a shared machine: time other processes take from the Envoy CPU lowers "
+            "throughput but is not charged to Envoy.", ""]
+
+    out += ["## Per configuration", "",
+            "| scenario | configuration | req/s | Envoy CPU µs/req | Envoy CPU use | p50 µs | p99 µs | at req/s | RSS MB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in scs:
+        for k in ("none", "noop", "native", "ours"):
+            if k not in s["configs"]:
+                continue
+            c = s["configs"][k]
+            out.append(f"| {s['name']} | {LABEL[k]} | {c['rps']:,.0f} | {c['cpu_us']:.1f} | "
+                       f"{c['envoy_util']:.0%} | {c.get('p50_us', '–')} | {c.get('p99_us', '–')} | "
+                       f"{_f(c.get('latency_rps'), '{:,.0f}')} | {_f(c.get('rss_mb'), '{:.0f}')} |")
+
+    out += ["", "## Notes", ""]
+    for s in scs:
+        d = derive(s, open_cpu)
+        notes = [s["title"]]
+        if s.get("native_note"):
+            notes.append(f"native: {s['native_note']}")
+        if "feature_cpu_us" in d:
+            notes.append(f"api-guard here minus api-guard on the unprotected route: {d['feature_cpu_us']:.1f} µs CPU/req")
+        if "native_added_cpu_us" in d:
+            notes.append(f"native minus no filter: {d['native_added_cpu_us']:.1f} µs CPU/req")
+        for k in ("native", "ours"):
+            jc = s["configs"].get(k, {}).get("jwt_cache")
+            if jc:
+                total = jc["hits"] + jc["misses"]
+                notes.append(f"{LABEL[k]} JWT cache hits {jc['hits'] / max(total, 1):.1%} of {total:,}")
+        errs = {k: c["errors"] for k, c in s["configs"].items() if c.get("errors")}
+        if errs:
+            notes.append(f"wrk errors (non-2xx, timeouts): {errs}")
+        notes += [n.replace("ours:", "api-guard:", 1) for n in s.get("notes", [])]
+        out.append(f"- **{s['name']}**: " + "; ".join(notes) + ".")
+    if doc.get("skipped"):
+        out.append(f"- Not run (time budget): {', '.join(doc['skipped'])}.")
+    return "\n".join(out) + "\n"
+
+
+def svg(doc):
+    """Horizontal grouped bars: api-guard's throughput ÷ no filter, ÷ no-op, ÷ native."""
+    series = [("ratio_none", "÷ no filter", "#9aa5b1"), ("ratio_noop", "÷ no-op Wasm", "#3b82f6"),
+              ("ratio_native", "÷ native", "#f59e0b")]
+    scs = [s for s in doc["scenarios"] if "ours" in s["configs"]]
+    bar, gap, left, width, top = 9, 10, 150, 520, 50
+    row = bar * len(series) + gap
+    height = top + row * len(scs) + 40
+    xmax = 1.2
+
+    def x(v):
+        return left + width * min(v, xmax) / xmax
+
+    p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" height="{height}" '
+         f'font-family="sans-serif" font-size="11">',
+         f'<rect width="100%" height="100%" fill="white"/>',
+         f'<text x="10" y="18" font-size="13" font-weight="bold">api-guard throughput ratio per scenario '
+         f'({escape(doc["machine"]["date"])}, {escape(doc["machine"]["mode"])} run)</text>']
+    for i, (_, name, color) in enumerate(series):
+        p.append(f'<rect x="{left + i * 130}" y="28" width="10" height="10" fill="{color}"/>'
+                 f'<text x="{left + i * 130 + 14}" y="37">{escape(name)}</text>')
+    for t in (0, 0.25, 0.5, 0.75, 1.0):
+        dash = "" if t == 1.0 else ' stroke-dasharray="2,3"'
+        p.append(f'<line x1="{x(t):.1f}" y1="{top - 4}" x2="{x(t):.1f}" y2="{height - 30}" stroke="#555"{dash}/>'
+                 f'<text x="{x(t):.1f}" y="{height - 16}" text-anchor="middle">{t:g}</text>')
+    for j, s in enumerate(scs):
+        d = derive(s)
+        y0 = top + j * row
+        p.append(f'<text x="{left - 6}" y="{y0 + row / 2}" text-anchor="end">{escape(s["name"])}</text>')
+        for i, (key, _, color) in enumerate(series):
+            v = d.get(key)
+            if v is None:
+                continue
+            y = y0 + i * bar
+            p.append(f'<rect x="{left}" y="{y}" width="{x(v) - left:.1f}" height="{bar - 1}" fill="{color}"/>'
+                     f'<text x="{x(v) + 3:.1f}" y="{y + bar - 2}" font-size="8">{v:.2f}</text>')
+    p.append("</svg>")
+    return "\n".join(p) + "\n"

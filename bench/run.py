@@ -1,0 +1,719 @@
+#!/usr/bin/env python3
+"""api-guard benchmark: `make bench` (or `make bench ARGS=--quick`).
+
+For every scenario, four front Envoys run side by side, each `--concurrency 1` and
+pinned to CPU 0: no filter; a no-op proxy-wasm filter (bench/noop, built here: the
+floor any Wasm filter pays in V8); Envoy's native filters doing the same job
+(jwt_authn with its JWT cache, local_ratelimit, buffer); api-guard. The upstream is a
+second Envoy (direct_response routes behind a buffer filter, so body scenarios reach
+a real upstream), pinned with wrk to CPU 1. Loopback only.
+
+Per scenario and configuration: a functional probe (the request measured succeeds;
+the protection really runs), a warm-up, max throughput (wrk, 32 connections; the
+best of interleaved rounds), Envoy CPU time per request (/proc/<pid>/stat), latency
+at a fixed rate below saturation (wrk with paced connections, same rate for the four
+configurations), VmRSS. Results: bench/results/latest.{md,svg,json}.
+
+Every wait has a deadline; the whole run stops starting scenarios after --budget
+seconds and reports what it measured.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+sys.path.insert(0, HERE)
+import fixtures  # noqa: E402
+import harness  # noqa: E402  (bootstrap(), wasm_filter(), cluster())
+import report  # noqa: E402
+
+WORK = os.path.join(HERE, "work")
+RESULTS = os.path.join(HERE, "results")
+CONFIGS = ("none", "noop", "native", "ours")
+ENVOY_CPU, LOAD_CPU = 0, 1
+THROUGHPUT_CONNECTIONS = 32
+PACE_PERIOD_MS = 20  # mean pause per paced connection (uniform 10..30 ms)
+DEFAULT_WASM_OPT_FLAGS = ("-Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals "
+                          "--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BIG_JSON_PREFIXES = ("/api/export", "/api/shops/")
+UPSTREAM = None  # the upstream EnvoyProc, set by main()
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pin(cpu):
+    return ["taskset", "-c", str(cpu)] if PINNING else []
+
+
+PINNING = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
+
+
+# -- building the no-op module ------------------------------------------------------
+
+def build_noop():
+    """bench/noop -> bench/work/noop.wasm, built and shrunk like the filter."""
+    manifest = os.path.join(HERE, "noop", "Cargo.toml")
+    target_dir = os.path.join(WORK, "noop-target")
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1",
+                    "--manifest-path", manifest, "--target-dir", target_dir],
+                   check=True, timeout=600)
+    raw = os.path.join(target_dir, "wasm32-wasip1", "release", "noop.wasm")
+    out = os.path.join(WORK, "noop.wasm")
+    if shutil.which("wasm-opt"):
+        flags = os.environ.get("WASM_OPT_FLAGS", DEFAULT_WASM_OPT_FLAGS).split()
+        subprocess.run(["wasm-opt", *flags, raw, "-o", out], check=True, timeout=300)
+    else:
+        shutil.copy(raw, out)
+    return out
+
+
+# -- Envoy processes ----------------------------------------------------------------
+
+class EnvoyProc:
+    """One Envoy (`--concurrency 1`, pinned), its admin address and listener port."""
+
+    def __init__(self, envoy, name, doc, cpu, rundir):
+        self.name = name
+        cfg = os.path.join(rundir, f"{name}.json")
+        with open(cfg, "w") as f:
+            json.dump(doc, f)
+        self.admin_path = os.path.join(rundir, f"{name}.admin")
+        self.log_path = os.path.join(rundir, f"{name}.log")
+        with open(self.log_path, "w") as logf:
+            self.proc = subprocess.Popen(
+                pin(cpu) + [envoy, "-c", cfg, "--disable-hot-restart", "--concurrency", "1",
+                            "--admin-address-path", self.admin_path, "-l", "warning"],
+                stdout=logf, stderr=subprocess.STDOUT)
+        self.admin = None
+        self.port = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def wait_ready(self, deadline):
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: Envoy exited with {self.proc.returncode}:\n{self.tail()}")
+            if self.admin is None and os.path.exists(self.admin_path):
+                self.admin = open(self.admin_path).read().strip() or None
+            if self.admin:
+                try:
+                    with urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{self.name}: Envoy not ready in time:\n{self.tail()}")
+        doc = json.loads(self.admin_get("/listeners?format=json"))
+        self.port = doc["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+
+    def admin_get(self, path):
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stats(self, regex):
+        doc = json.loads(self.admin_get(f"/stats?format=json&filter={urllib.parse.quote(regex)}"))
+        return {s["name"]: s["value"] for s in doc.get("stats", []) if "value" in s}
+
+    def cpu_seconds(self):
+        """CPU time of all the process's threads: schedstat (ns) where the kernel has
+        it, else utime + stime from /proc/<pid>/stat (clock ticks)."""
+        try:
+            total = 0
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                with open(f"/proc/{self.pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            return total / 1e9
+        except (OSError, ValueError, IndexError):
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mb(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def tail(self, n=40):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "<no log>"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def upstream_bootstrap(big_json_path):
+    """The upstream: direct_response routes (10 KB JSON for the masking paths, a small
+    JSON otherwise), behind a buffer filter so a POST is answered after its body."""
+    json_header = [{"header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    routes = [{"match": {"prefix": p},
+               "direct_response": {"status": 200, "body": {"filename": big_json_path}},
+               "response_headers_to_add": json_header} for p in BIG_JSON_PREFIXES]
+    routes.append({"match": {"prefix": "/"},
+                   "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}},
+                   "response_headers_to_add": json_header})
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "upstream",
+        "route_config": {"max_direct_response_body_size_bytes": 1 << 20,
+                         "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+        "http_filters": [
+            {"name": "envoy.filters.http.buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": 1 << 20}},
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [{
+            "name": "upstream",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                            "typed_config": manager}]}]}]},
+    }
+
+
+# -- native filters -----------------------------------------------------------------
+
+def native_jwt(jwk):
+    return {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"idp": {
+            "issuer": fixtures.ISSUER, "audiences": [fixtures.AUDIENCE],
+            "local_jwks": {"inline_string": json.dumps({"keys": [jwk]})},
+            "forward": True,
+            "jwt_cache_config": {"jwt_cache_size": 1024}}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "idp"}}]}}
+
+
+def native_ratelimit():
+    pct = {"numerator": 100, "denominator": "HUNDRED"}
+    return {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "quota",
+        "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000, "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": "quota_enabled", "default_value": pct},
+        "filter_enforced": {"runtime_key": "quota_enforced", "default_value": pct},
+        # api-guard sends RateLimit-* on admitted responses by default: same work here.
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03"}}
+
+
+def native_buffer():
+    return {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+        "max_request_bytes": 65536}}
+
+
+# -- scenarios ----------------------------------------------------------------------
+
+class Scenario:
+    def __init__(self, name, title, method, path, ours, native, native_note="", headers=None,
+                 body=None, token=None, tokens_file=None, checks=(), target=None, configs=CONFIGS):
+        self.name, self.title = name, title
+        self.method, self.path = method, path
+        self.headers = dict(headers or {})
+        self.body = body
+        self.token, self.tokens_file = token, tokens_file
+        self.ours, self.native, self.native_note = ours, native, native_note
+        # (configs, what is checked, request overrides, expected status, check fn, soft)
+        self.checks = list(checks)
+        self.target = target
+        self.configs = configs
+
+    def request_headers(self):
+        h = dict(self.headers)
+        if self.token:
+            h["authorization"] = f"Bearer {self.token}"
+        if self.body is not None:
+            h.setdefault("content-type", "application/json")
+        return h
+
+
+def provider(jwk):
+    return {"issuer": fixtures.ISSUER, "audiences": [fixtures.AUDIENCE],
+            "jwks": {"inline": {"keys": [jwk]}}}
+
+
+def masked(resp):
+    doc = json.loads(resp.body)
+    first = doc["orders"][0]
+    if first["card"]["number"] != "************0000" or "ssn" in first["customer"]:
+        return f"response not masked: {json.dumps(first)[:200]}"
+    return None
+
+
+def not_masked(resp):
+    doc = json.loads(resp.body)
+    return None if "ssn" in doc["orders"][0]["customer"] else "upstream body unexpected"
+
+
+def has_header(name):
+    def check(resp):
+        return None if name in resp.headers else f"no {name} header: {resp.headers}"
+    return check
+
+
+def diagnostic_scenarios(keys, token_files):
+    """`--diagnose`: api-guard variants next to the no-op filter, to attribute cost
+    (an ablation profile: V8 JIT frames are not visible to perf in Envoy builds)."""
+    jwk = fixtures.public_jwk(keys, "ES256")
+    off = {"enabled": False}
+    items = {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}
+    two = ("noop", "ours")
+    limit = {"limit": 1000000000, "window_seconds": 1}
+    return [
+        Scenario("diag-open-nosec", "unprotected route, security headers off", "GET", "/api/items/42",
+                 ours={"routes": [items], "security_headers": off}, native=None, configs=two),
+        Scenario("diag-open-unmatched-allow", "no route matches, unmatched: allow (path normalisation only)",
+                 "GET", "/api/items/42", ours={"routes": [dict(items, match={"path": "/other"})],
+                                               "unmatched": "allow", "security_headers": off},
+                 native=None, configs=two),
+        Scenario("diag-jwt-es256-repeat-nosec", "JWT ES256 repeated token, security headers off", "GET",
+                 "/api/orders/7", token=fixtures.first_token(token_files["ES256"]), native=None, configs=two,
+                 ours={"providers": {"idp": provider(jwk)}, "security_headers": off,
+                       "routes": [{"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
+                                   "auth": {"requires": "idp"}}]}),
+        Scenario("diag-quota-nosec", "quota, security headers off", "GET", "/api/items/42", native=None,
+                 configs=two, ours={"routes": [dict(items, quota=dict(limit))], "security_headers": off}),
+        Scenario("diag-quota-nosec-nohdr", "quota, security headers and RateLimit headers off", "GET",
+                 "/api/items/42", native=None, configs=two,
+                 ours={"routes": [dict(items, quota=dict(limit, headers_on_success=False))],
+                       "security_headers": off}),
+        Scenario("diag-mask-10kb-nomatch", "10 KB response held and parsed, no rule matches", "GET",
+                 "/api/export/orders", native=None, configs=two,
+                 ours={"routes": [{"name": "export", "match": {"path": "/api/export/orders", "methods": ["GET"]},
+                                   "response": {"mask": [{"path": "$.nothing", "action": "remove"}]}}],
+                       "security_headers": off}),
+    ]
+
+
+def build_scenarios(keys, token_files):
+    small, large = fixtures.order_body(615), fixtures.order_body(10240)
+    bad = fixtures.invalid_order_body()
+    jwk = {alg: fixtures.public_jwk(keys, alg) for alg in fixtures.ALGS}
+    limit = {"limit": 1000000000, "window_seconds": 1}
+    out = []
+
+    out.append(Scenario(
+        "open", "route without protections", "GET", "/api/items/42",
+        ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}]},
+        native=None, native_note="nothing to do natively",
+        checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)],
+        target=("ratio_noop", 0.98)))
+
+    for alg in fixtures.ALGS:
+        for fresh in (False, True):
+            ours = {"providers": {"idp": provider(jwk[alg])},
+                    "routes": [{"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
+                                "auth": {"requires": "idp"}}]}
+            out.append(Scenario(
+                f"jwt-{alg.lower()}-{'fresh' if fresh else 'repeat'}",
+                f"JWT {alg}, {'fresh token per request' if fresh else 'repeated token'}",
+                "GET", "/api/orders/7", ours=ours, native=[native_jwt(jwk[alg])],
+                token=fixtures.first_token(token_files[alg]),
+                tokens_file=token_files[alg] if fresh else None,
+                checks=[({"ours", "native"}, "a request without token is refused", {"headers": {}}, 401, None, False)],
+                target=None if fresh else ("jwt", 0.95, 0.90)))
+
+    out.append(Scenario(
+        "quota", "quota (limit never reached)", "GET", "/api/items/42",
+        ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]},
+                          "quota": dict(limit)}]},
+        native=[native_ratelimit()],
+        checks=[({"ours"}, "the quota counts", {}, 200, has_header("ratelimit-limit"), False),
+                ({"native"}, "the rate limiter counts", {}, 200, has_header("x-ratelimit-limit"), False)],
+        target=("added_us", 3)))
+
+    for name, body, target in (("schema-615b", small, 10), ("schema-10kb", large, 130)):
+        out.append(Scenario(
+            name, f"schema validation, {len(body)} B body", "POST", "/api/orders", body=body,
+            ours={"routes": [{"name": "create", "match": {"path": "/api/orders", "methods": ["POST"]},
+                              "request": {"content_types": ["application/json"], "max_body_bytes": 65536,
+                                          "schema": fixtures.ORDER_SCHEMA}}]},
+            native=[native_buffer()], native_note="buffer only: Envoy has no JSON Schema filter",
+            checks=[({"ours"}, "an invalid body is refused (this build does not validate request bodies)",
+                     {"body": bad}, 400, None, False)],
+            target=("added_us", target)))
+
+    out.append(Scenario(
+        "mask-10kb", "masking a 10 KB JSON response", "GET", "/api/export/orders",
+        ours={"routes": [{"name": "export", "match": {"path": "/api/export/orders", "methods": ["GET"]},
+                          "response": {"mask": fixtures.MASK_RULES}}]},
+        native=None, native_note="Envoy has no native masking filter",
+        checks=[({"ours"}, "the response is masked", {}, 200, masked, False),
+                ({"none"}, "the upstream sends unmasked data", {}, 200, not_masked, False)],
+        target=("added_us", 130)))
+
+    out.append(Scenario(
+        "all", "everything on one route (ES256 repeated token, claims, bind, quota, 615 B schema, 10 KB masking)",
+        "POST", "/api/shops/s1/orders", body=small, token=fixtures.first_token(token_files["ES256"]),
+        ours={"providers": {"idp": provider(jwk["ES256"])},
+              "routes": [{"name": "all", "match": {"path": "/api/shops/{shop}/orders", "methods": ["POST"]},
+                          "auth": {"requires": "idp", "claims": {"roles": {"any_of": ["clerk", "admin"]}},
+                                   "bind": {"shop": "shop_id"}},
+                          "quota": dict(limit, by="claim:sub"),
+                          "request": {"content_types": ["application/json"], "max_body_bytes": 65536,
+                                      "schema": fixtures.ORDER_SCHEMA},
+                          "response": {"mask": fixtures.MASK_RULES}}]},
+        native=[native_jwt(jwk["ES256"]), native_ratelimit(), native_buffer()],
+        native_note="jwt_authn + local_ratelimit + buffer: no claims/bind, schema or masking natively",
+        checks=[({"ours"}, "the response is masked", {}, 200, masked, False),
+                ({"ours", "native"}, "a request without token is refused", {"headers": {}}, 401, None, False),
+                ({"ours"}, "another shop's path is refused (bind)", {"path": "/api/shops/s2/orders"}, 403,
+                 None, False),
+                ({"ours"}, "an invalid body is refused (this build does not validate request bodies: "
+                 "measured without schema validation)", {"body": bad}, 400, None, True)]))
+    return out
+
+
+# -- load generation ----------------------------------------------------------------
+
+def lua_string(s):
+    return json.dumps(s)  # ASCII-only JSON string literals are valid Lua literals
+
+
+def write_script(sc, out_json, path, pace_ms=None):
+    """A wrk Lua script: the scenario's request (rotating tokens if fresh), optional
+    pacing, and a done() that writes the summary as JSON."""
+    lines = [f"math.randomseed({random.randrange(1 << 30)})",
+             f"wrk.method = {lua_string(sc.method)}", f"wrk.path = {lua_string(sc.path)}",
+             "local headers = {}"]
+    for k, v in sc.request_headers().items():
+        lines.append(f"headers[{lua_string(k)}] = {lua_string(v)}")
+    if sc.body is not None:
+        body_path = os.path.join(WORK, f"body-{sc.name}.json")
+        with open(body_path, "wb") as f:
+            f.write(sc.body)
+        lines += [f"local bf = io.open({lua_string(body_path)}, 'rb')",
+                  "wrk.body = bf:read('*a')", "bf:close()"]
+    lines.append("for k, v in pairs(headers) do wrk.headers[k] = v end")
+    if sc.tokens_file:
+        lines += ["local tokens = {}",
+                  f"for line in io.lines({lua_string(sc.tokens_file)}) do tokens[#tokens + 1] = line end",
+                  "local i = math.random(#tokens)",
+                  "request = function()",
+                  "  i = i % #tokens + 1",
+                  "  headers['authorization'] = 'Bearer ' .. tokens[i]",
+                  "  return wrk.format(nil, nil, headers, wrk.body)",
+                  "end"]
+    if pace_ms:
+        lines.append(f"delay = function() return math.random({pace_ms // 2}, {pace_ms * 3 // 2}) end")
+    lines += [
+        "done = function(summary, latency, requests)",
+        f"  local f = io.open({lua_string(out_json)}, 'w')",
+        "  local e = summary.errors",
+        "  f:write(string.format('{\"requests\":%d,\"duration_us\":%d,\"connect\":%d,\"read\":%d,"
+        "\"write\":%d,\"status\":%d,\"timeout\":%d,\"p50\":%d,\"p99\":%d,\"mean\":%.1f}',",
+        "    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,",
+        "    latency:percentile(50), latency:percentile(99), latency.mean))",
+        "  f:close()",
+        "end"]
+    path_lua = os.path.join(WORK, f"{path}.lua")
+    with open(path_lua, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path_lua
+
+
+def cpu_times():
+    """/proc/stat busy and total jiffies per CPU."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                vals = [int(v) for v in vals]
+                out[int(name[3:])] = (sum(vals) - vals[3] - vals[4], sum(vals))
+    return out
+
+
+def run_wrk(sc, envoy, seconds, connections, tag, pace_ms=None):
+    out_json = os.path.join(WORK, f"wrk-{tag}.json")
+    if os.path.exists(out_json):
+        os.remove(out_json)
+    script = write_script(sc, out_json, f"wrk-{tag}", pace_ms)
+    cmd = pin(LOAD_CPU) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s",
+                           "-s", script, f"http://127.0.0.1:{envoy.port}{sc.path}"]
+    up0, ch0 = UPSTREAM.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, sys0, t0 = envoy.cpu_seconds(), cpu_times(), time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    cpu1, sys1, t1 = envoy.cpu_seconds(), cpu_times(), time.time()
+    up1, ch1 = UPSTREAM.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0 or not os.path.exists(out_json):
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stdout}\n{r.stderr}")
+    with open(out_json) as f:
+        res = json.load(f)
+    n = max(res["requests"], 1)
+    res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["cpu_us"] = (cpu1 - cpu0) * 1e6 / n
+    res["envoy_util"] = (cpu1 - cpu0) / (t1 - t0)
+    # The load side (CPU 1): upstream Envoy and wrk per request, to show it has headroom.
+    res["upstream_cpu_us"] = (up1 - up0) * 1e6 / n
+    res["wrk_cpu_us"] = (ch1.ru_utime + ch1.ru_stime - ch0.ru_utime - ch0.ru_stime) * 1e6 / n
+    res["cpu_busy"] = {c: (sys1[c][0] - sys0[c][0]) / max(sys1[c][1] - sys0[c][1], 1) for c in sys1}
+    res["errors"] = res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"]
+    return res
+
+
+# -- one scenario -------------------------------------------------------------------
+
+def http_request(port, method, path, headers, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        hdrs = dict(headers)
+        if body is not None:
+            hdrs["content-length"] = str(len(body))
+        for k, v in hdrs.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        if body is not None:
+            conn.send(body)
+        resp = conn.getresponse()
+        return harness.Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def probe(sc, cfg, envoy):
+    """Returns (error or None, notes). The measured request must succeed, and the
+    protection must really act (a request without token is refused, ...)."""
+    notes = []
+    r = http_request(envoy.port, sc.method, sc.path, sc.request_headers(), sc.body)
+    if r.status != 200:
+        return f"measured request got {r.status}: {r.body[:300]!r}", notes
+    for configs, what, over, status, fn, soft in sc.checks:
+        if cfg not in configs:
+            continue
+        headers = over.get("headers", sc.request_headers())
+        if sc.body is not None:
+            headers = dict(headers, **{"content-type": "application/json"})
+        r = http_request(envoy.port, sc.method, over.get("path", sc.path), headers, over.get("body", sc.body))
+        err = None
+        if r.status != status:
+            err = f"check failed: {what}: expected {status}, got {r.status}"
+        elif fn:
+            err = fn(r)
+            err = err and f"check failed: {what}: {err}"
+        if err and soft:
+            notes.append(err)
+        elif err:
+            return err, notes
+    return None, notes
+
+
+def filters_for(sc, cfg, noop_wasm, wasm):
+    if cfg == "none":
+        return []
+    if cfg == "noop":
+        return [harness.wasm_filter({}, wasm=noop_wasm)]
+    if cfg == "native":
+        return sc.native
+    return [harness.wasm_filter(sc.ours, wasm=wasm)]
+
+
+def run_scenario(sc, args, upstream_port, noop_wasm, rundir):
+    res = {"name": sc.name, "title": sc.title, "native_note": sc.native_note, "configs": {},
+           "notes": [], "target": sc.target}
+    fronts = {}
+    try:
+        for cfg in sc.configs:
+            filters = filters_for(sc, cfg, noop_wasm, args.wasm)
+            if filters is None:
+                continue
+            doc = harness.bootstrap(None, upstream_port, http_filters=filters)
+            fronts[cfg] = EnvoyProc(args.envoy, f"{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
+        deadline = time.time() + 90
+        for cfg, e in list(fronts.items()):
+            try:
+                e.wait_ready(deadline)
+            except RuntimeError as err:
+                res["notes"].append(f"{cfg}: did not start: {str(err).splitlines()[0]}")
+                log(f"  {cfg}: {err}")
+                e.stop()
+                del fronts[cfg]
+        for cfg, e in list(fronts.items()):
+            err, notes = probe(sc, cfg, e)
+            res["notes"] += [f"{cfg}: {n}" for n in notes]
+            if err:
+                res["notes"].append(f"{cfg}: not measured: {err}")
+                log(f"  {cfg}: probe failed: {err}")
+                e.stop()
+                del fronts[cfg]
+        if not fronts:
+            return res
+        for cfg, e in fronts.items():  # warm-up: V8 tier-up, connection pools
+            run_wrk(sc, e, args.warmup, THROUGHPUT_CONNECTIONS, f"{sc.name}-{cfg}-warm")
+        rounds = {cfg: [] for cfg in fronts}
+        for i in range(args.rounds):
+            order = list(fronts) if i % 2 == 0 else list(reversed(fronts))
+            for cfg in order:
+                rounds[cfg].append(run_wrk(sc, fronts[cfg], args.seconds, THROUGHPUT_CONNECTIONS,
+                                           f"{sc.name}-{cfg}-max{i}"))
+        for cfg, rs in rounds.items():
+            best = max(rs, key=lambda r: r["rps"])
+            res["configs"][cfg] = {
+                "rps": best["rps"], "rps_rounds": [round(r["rps"]) for r in rs],
+                "cpu_us": min(r["cpu_us"] for r in rs), "envoy_util": best["envoy_util"],
+                "cpu_busy": best["cpu_busy"], "errors": sum(r["errors"] for r in rs),
+                "upstream_cpu_us": best["upstream_cpu_us"], "wrk_cpu_us": best["wrk_cpu_us"],
+                "requests": sum(r["requests"] for r in rs)}
+        rate = args.rate_fraction * min(c["rps"] for c in res["configs"].values())
+        conns = max(1, round(rate * PACE_PERIOD_MS / 1000))
+        res["latency_rate_target"] = rate
+        for cfg, e in fronts.items():
+            lat = run_wrk(sc, e, args.latency_seconds, conns, f"{sc.name}-{cfg}-lat", pace_ms=PACE_PERIOD_MS)
+            c = res["configs"][cfg]
+            c.update(p50_us=lat["p50"], p99_us=lat["p99"], latency_rps=lat["rps"],
+                     errors=c["errors"] + lat["errors"], rss_mb=e.rss_mb())
+        for cfg, e in fronts.items():
+            if cfg in ("ours", "native"):
+                st = e.stats("jwt_cache_|apiguard\\.provider\\.")
+                hits = sum(v for k, v in st.items() if k.endswith(("verified_cached", "jwt_cache_hit")))
+                verified = sum(v for k, v in st.items()
+                               if k.endswith((".verified", "jwt_cache_miss")))
+                if hits or verified:
+                    res["configs"][cfg]["jwt_cache"] = {"hits": hits, "misses": verified}
+            upstream_cx = e.stats("cluster.upstream.upstream_cx_total").get("cluster.upstream.upstream_cx_total")
+            res["configs"][cfg]["upstream_cx"] = upstream_cx
+    finally:
+        for e in fronts.values():
+            e.stop()
+    return res
+
+
+# -- machine ------------------------------------------------------------------------
+
+def machine_info(envoy):
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ver = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=30).stdout
+    ver = ver.strip().split("version:")[-1].strip()
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10).stdout
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "envoy": ver, "wrk": wrk.split("[")[0].strip(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "loadavg_start": open("/proc/loadavg").read().split()[:3],
+            "pinning": f"Envoy under test on CPU {ENVOY_CPU}; wrk and the upstream Envoy on CPU {LOAD_CPU}"
+            if PINNING else "no taskset or fewer than 2 CPUs: not pinned"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--envoy", default=harness.ENVOY)
+    ap.add_argument("--wasm", default=harness.WASM, help="the api-guard module to measure")
+    ap.add_argument("--quick", action="store_true", help="short runs (about 5 minutes): development only")
+    ap.add_argument("--only", help="comma-separated scenario names (prefix match)")
+    ap.add_argument("--budget", type=float, default=840, help="seconds; no scenario starts after it")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="instead of the scenarios: api-guard variants (features switched off) vs no-op")
+    ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--rate-fraction", type=float, default=0.5,
+                    help="latency phase: this fraction of the scenario's lowest max throughput")
+    ap.add_argument("--note", default="", help="a line for the report (e.g. 'shared, noisy machine')")
+    args = ap.parse_args()
+    if args.quick:
+        args.warmup, args.seconds, args.rounds, args.latency_seconds, tokens = 1, 2, 1, 2, 4000
+    else:
+        args.warmup, args.seconds, args.rounds, args.latency_seconds, tokens = 1, 2, 3, 3, 20000
+    args.envoy, args.wasm = os.path.abspath(args.envoy), os.path.abspath(args.wasm)
+    for tool in ("wrk", args.envoy, args.wasm):
+        if not (shutil.which(tool) or os.path.exists(tool)):
+            sys.exit(f"missing: {tool} (run `make bench`, which installs and builds what it needs)")
+    start = time.time()
+    os.makedirs(WORK, exist_ok=True)
+    if PINNING:  # this script and its children (wrk, minting, probes) stay off the Envoy CPU
+        os.sched_setaffinity(0, {LOAD_CPU})
+    info = machine_info(args.envoy)
+    log(f"building the no-op module; minting tokens ({tokens} per algorithm)")
+    noop_wasm = build_noop()
+    keys, token_files = fixtures.keys_and_tokens(WORK, tokens, log)
+    scenarios = build_scenarios(keys, token_files)
+    if args.diagnose:
+        scenarios = diagnostic_scenarios(keys, token_files)
+    if args.only:
+        wanted = args.only.split(",")
+        scenarios = [s for s in scenarios if any(s.name.startswith(w) for w in wanted)]
+    rundir = os.path.join(WORK, "run")
+    shutil.rmtree(rundir, ignore_errors=True)
+    os.makedirs(rundir)
+    big = os.path.join(WORK, "orders-10kb.json")
+    with open(big, "wb") as f:
+        f.write(fixtures.orders_response())
+    global UPSTREAM
+    upstream = UPSTREAM = EnvoyProc(args.envoy, "upstream", upstream_bootstrap(big), LOAD_CPU, rundir)
+    results = []
+    try:
+        upstream.wait_ready(time.time() + 60)
+        for i, sc in enumerate(scenarios):
+            if time.time() - start > args.budget:
+                log(f"budget of {args.budget:.0f}s spent: skipping {', '.join(s.name for s in scenarios[i:])}")
+                results.append({"name": "skipped", "skipped": [s.name for s in scenarios[i:]]})
+                break
+            log(f"[{i + 1}/{len(scenarios)}] {sc.name}: {sc.title}")
+            r = run_scenario(sc, args, upstream.port, noop_wasm, rundir)
+            for cfg, c in r["configs"].items():
+                log(f"  {cfg:6} {c['rps']:8.0f} req/s  {c['cpu_us']:6.1f} us CPU/req  "
+                    f"p50 {c['p50_us']}us p99 {c['p99_us']}us  rss {c['rss_mb']:.0f} MB  errors {c['errors']}  "
+                    f"[util {c['envoy_util']:.0%}, load side {c['upstream_cpu_us'] + c['wrk_cpu_us']:.0f} us/req]")
+            results.append(r)
+    finally:
+        upstream.stop()
+    info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    info["duration_s"] = round(time.time() - start)
+    info["mode"] = "quick" if args.quick else "full"
+    info["note"] = args.note
+    info["sizes"] = {"api_guard.wasm": os.path.getsize(args.wasm), "noop.wasm": os.path.getsize(noop_wasm)}
+    info["params"] = {"warmup_s": args.warmup, "throughput_s": args.seconds, "rounds": args.rounds,
+                      "latency_s": args.latency_seconds, "connections": THROUGHPUT_CONNECTIONS,
+                      "rate_fraction": args.rate_fraction, "tokens_per_alg": tokens}
+    os.makedirs(args.out, exist_ok=True)
+    doc = {"machine": info, "scenarios": [r for r in results if r.get("configs") is not None]}
+    skipped = [s for r in results if r.get("name") == "skipped" for s in r["skipped"]]
+    doc["skipped"] = skipped
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(report.markdown(doc))
+    with open(os.path.join(args.out, "latest.svg"), "w") as f:
+        f.write(report.svg(doc))
+    log(f"done in {info['duration_s']}s: {args.out}/latest.md, latest.svg, latest.json")
+
+
+if __name__ == "__main__":
+    main()
