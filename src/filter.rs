@@ -363,14 +363,19 @@ impl Filter {
         let Some(q) = &route.quota else {
             return Ok(());
         };
-        let source = host::property(&["source", "address"]);
-        let hops = policy.client_ip.xff_trusted_hops;
-        let xff = if hops > 0 {
-            host::request_header_all("x-forwarded-for")
+        // Host calls cost about a microsecond each in V8: only `by: ip` needs these.
+        let ip = if matches!(q.by(), quota::KeyBy::Ip) {
+            let source = host::property(&["source", "address"]);
+            let hops = policy.client_ip.xff_trusted_hops;
+            let xff = if hops > 0 {
+                host::request_header_all("x-forwarded-for")
+            } else {
+                None
+            };
+            quota::client_ip(source.as_deref(), xff.as_deref(), hops)
         } else {
             None
         };
-        let ip = quota::client_ip(source.as_deref(), xff.as_deref(), hops);
         let header = |name: &str| host::request_header(name);
         let key = q.caller_key(&KeyInputs {
             client_ip: ip.as_deref(),
