@@ -108,23 +108,10 @@ class EnvoyProc:
         return self.proc.pid
 
     def wait_ready(self, deadline):
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name}: Envoy exited with {self.proc.returncode}:\n{self.tail()}")
-            if self.admin is None and os.path.exists(self.admin_path):
-                self.admin = open(self.admin_path).read().strip() or None
-            if self.admin:
-                try:
-                    with urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{self.name}: Envoy not ready in time:\n{self.tail()}")
-        doc = json.loads(self.admin_get("/listeners?format=json"))
-        self.port = doc["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        try:
+            self.admin, self.port = harness.wait_ready(self.proc, self.admin_path, deadline, self.tail)
+        except RuntimeError as e:
+            raise RuntimeError(f"{self.name}: {e}") from None
 
     def admin_get(self, path):
         with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:

@@ -232,21 +232,11 @@ impl<'a> Walker<'a> {
                         _ => false,
                     };
                     if selects {
-                        self.states.push(State {
-                            rule: st.rule,
-                            matched: st.matched + 1,
-                        });
+                        self.advance(st);
                     }
                 }
             }
-            let child_hi = self.states.len();
-            let removed = self.value(child_lo, child_hi, depth)?;
-            self.states.truncate(child_lo);
-            self.items.push(Item {
-                start,
-                end: self.pos,
-                removed,
-            });
+            self.member(start, child_lo, depth)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -258,6 +248,28 @@ impl<'a> Walker<'a> {
             }
         }
         self.removals(first_item);
+        Ok(())
+    }
+
+    /// A rule state that selects this member or element: one more segment matched.
+    fn advance(&mut self, st: State) {
+        self.states.push(State {
+            rule: st.rule,
+            matched: st.matched + 1,
+        });
+    }
+
+    /// Walks one object member's or array element's value, with the states
+    /// pushed since `child_lo`, and records it as an item starting at `start`.
+    fn member(&mut self, start: usize, child_lo: usize, depth: usize) -> Result<(), Fault> {
+        let child_hi = self.states.len();
+        let removed = self.value(child_lo, child_hi, depth)?;
+        self.states.truncate(child_lo);
+        self.items.push(Item {
+            start,
+            end: self.pos,
+            removed,
+        });
         Ok(())
     }
 
@@ -288,20 +300,10 @@ impl<'a> Walker<'a> {
                     _ => false,
                 };
                 if selects {
-                    self.states.push(State {
-                        rule: st.rule,
-                        matched: st.matched + 1,
-                    });
+                    self.advance(st);
                 }
             }
-            let child_hi = self.states.len();
-            let removed = self.value(child_lo, child_hi, depth)?;
-            self.states.truncate(child_lo);
-            self.items.push(Item {
-                start,
-                end: self.pos,
-                removed,
-            });
+            self.member(start, child_lo, depth)?;
             index += 1;
             self.skip_ws();
             match self.peek() {

@@ -198,6 +198,33 @@ class Envoy:
         self.upstream.server_close()
 
 
+def wait_ready(proc, admin_path, deadline, tail):
+    """Waits until the Envoy `proc` (started with `--admin-address-path admin_path`)
+    is ready; returns (admin address, port of its first listener). Raises with
+    `tail()` (its log) if it exits or the deadline passes."""
+    admin = None
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Envoy exited with {proc.returncode}:\n{tail()}")
+        if admin is None and os.path.exists(admin_path):
+            with open(admin_path) as f:
+                admin = f.read().strip() or None
+        if admin:
+            try:
+                with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+        time.sleep(0.1)
+    else:
+        raise RuntimeError(f"Envoy not ready in time:\n{tail()}")
+    with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=5) as r:
+        listeners = json.loads(r.read())
+    port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+    return admin, port
+
+
 def _tail(path, n=60):
     try:
         with open(path, errors="replace") as f:
@@ -235,26 +262,7 @@ def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=
             stdout=log, stderr=subprocess.STDOUT)
     env = None
     try:
-        deadline = time.time() + timeout
-        admin = None
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited with {proc.returncode}:\n{_tail(log_path)}")
-            if admin is None and os.path.exists(admin_path):
-                admin = open(admin_path).read().strip() or None
-            if admin:
-                try:
-                    with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"Envoy not ready after {timeout}s:\n{_tail(log_path)}")
-        with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=5) as r:
-            listeners = json.loads(r.read())
-        port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        admin, port = wait_ready(proc, admin_path, time.time() + timeout, lambda: _tail(log_path))
         env = Envoy(workdir, proc, admin, port, upstream, recorder, log_path)
         if expect_loaded:
             text = env.log()
