@@ -143,20 +143,10 @@ class EnvoyProc:
         return None
 
     def tail(self, n=40):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return "<no log>"
+        return harness.tail_file(self.log_path, n)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        harness.stop_process(self.proc)
 
 
 def upstream_bootstrap(big_json_path):

@@ -95,7 +95,7 @@ impl Filter {
     /// the route's decision.
     fn reject(&mut self, rejection: Rejection) -> Action {
         match self.route() {
-            Some(r) => metrics::route_decision(&r.name, rejection.reason()),
+            Some(r) => metrics::route_decision(r, rejection.reason()),
             None => metrics::inc(&format!("apiguard.unmatched.{}", rejection.reason())),
         }
         self.send_problem(&rejection)
@@ -176,7 +176,7 @@ impl Filter {
     fn forward(&mut self) {
         self.phase = Phase::Forwarded;
         if let Some(r) = self.route() {
-            metrics::route_decision(&r.name, "allowed");
+            metrics::route_decision(r, "allowed");
         }
     }
 
@@ -200,7 +200,7 @@ impl Filter {
             Ok(BodyPlan::Buffer) => Ok(true),
             Ok(BodyPlan::Skip) => Ok(false),
             Err(rejection) => {
-                metrics::route_counter(&route.name, "request", rejection.reason(), 1);
+                metrics::route_counter(&route, "request", rejection.reason(), 1);
                 Err(rejection)
             }
         }
@@ -216,7 +216,7 @@ impl Filter {
         };
         // `body_size` is everything buffered so far: a cumulative cap.
         if let Err(rejection) = rp.check_size(body_size as u64) {
-            metrics::route_counter(&route.name, "request", rejection.reason(), 1);
+            metrics::route_counter(&route, "request", rejection.reason(), 1);
             return self.reject(rejection);
         }
         if !end_of_stream {
@@ -235,7 +235,7 @@ impl Filter {
         let body =
             host::buffer(BufferType::HttpRequestBody, 0, self.request_bytes).unwrap_or_default();
         let outcome = rp.validate(&body);
-        metrics::route_counter(&route.name, "request", schema::metric_reason(&outcome), 1);
+        metrics::route_counter(&route, "request", schema::metric_reason(&outcome), 1);
         match outcome {
             Ok(()) => {
                 self.forward();
@@ -383,14 +383,9 @@ impl Filter {
             header: &header,
         });
         let check = q.check(&mut HostStore, &key, host::now_ms());
-        metrics::route_counter(&route.name, "quota", check.decision.label(), 1);
+        metrics::route_counter(&route, "quota", check.decision.label(), 1);
         if check.cas_retries > 0 {
-            metrics::route_counter(
-                &route.name,
-                "quota",
-                "cas_retries",
-                u64::from(check.cas_retries),
-            );
+            metrics::route_counter(&route, "quota", "cas_retries", u64::from(check.cas_retries));
         }
         if let Some(rejection) = q.rejection(&check.decision) {
             return Err(rejection);
@@ -506,31 +501,31 @@ impl Filter {
         let Some(rp) = &route.response else {
             return Action::Continue;
         };
-        let name = route.name.clone();
         let body = host::buffer(BufferType::HttpResponseBody, 0, size).unwrap_or_default();
         match rp.apply(&body, self.claims.as_deref()) {
             Ok(outcome) => {
                 for (kind, hits) in &outcome.detector_hits {
                     metrics::route_counter(
-                        &name,
+                        &route,
                         "response",
                         &format!("detect.{kind}"),
                         u64::from(*hits),
                     );
                     log::info!(
-                        "api-guard: route={name} sensitive data in response: {kind} x{hits}"
+                        "api-guard: route={} sensitive data in response: {kind} x{hits}",
+                        route.name
                     );
                 }
                 if outcome.fields_masked > 0 {
                     metrics::route_counter(
-                        &name,
+                        &route,
                         "response",
                         "fields_masked",
                         u64::from(outcome.fields_masked),
                     );
                 }
                 if let Some(new_body) = outcome.body {
-                    metrics::route_counter(&name, "response", "masked", 1);
+                    metrics::route_counter(&route, "response", "masked", 1);
                     if !host::replace_buffer(BufferType::HttpResponseBody, size, &new_body) {
                         return self.withhold_response(Rejection::ResponseWithheld {
                             reason: "rewrite_failed",
@@ -561,7 +556,7 @@ impl Filter {
 
     fn count_response(&self, counter: &str, n: u64) {
         if let Some(r) = self.route() {
-            metrics::route_counter(&r.name, "response", counter, n);
+            metrics::route_counter(r, "response", counter, n);
         }
     }
 }

@@ -12,6 +12,7 @@
 //! Envoy prefixes Wasm-defined stats with `wasmcustom.` internally and strips it
 //! again in the admin output, so Prometheus sees `apiguard_...`.
 
+use crate::policy::Route;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
@@ -59,13 +60,36 @@ pub fn gauge(name: &str, value: u64) {
 }
 
 /// `apiguard.route.<route>.decision.<decision>`.
-pub fn route_decision(route: &str, decision: &str) {
-    inc(&format!("apiguard.route.{route}.decision.{decision}"));
+pub fn route_decision(route: &Route, decision: &str) {
+    route_counter(route, "decision", decision, 1);
 }
 
-/// `apiguard.route.<route>.<area>.<counter>`.
-pub fn route_counter(route: &str, area: &str, counter: &str, n: u64) {
-    add(&format!("apiguard.route.{route}.{area}.{counter}"), n);
+/// Adds `n` to `apiguard.route.<route>.<area>.<counter>`. The metric id is cached
+/// in the route, so only the first use formats the name.
+pub fn route_counter(route: &Route, area: &'static str, counter: &str, n: u64) {
+    let cached = route
+        .metric_ids
+        .borrow()
+        .get(area)
+        .and_then(|by_counter| by_counter.get(counter))
+        .copied();
+    let id = match cached {
+        Some(id) => id,
+        None => {
+            let name = format!("apiguard.route.{}.{area}.{counter}", route.name);
+            let Some(id) = id(MetricType::Counter, &name) else {
+                return;
+            };
+            route
+                .metric_ids
+                .borrow_mut()
+                .entry(area)
+                .or_default()
+                .insert(counter.to_string(), id);
+            id
+        }
+    };
+    let _ = hostcalls::increment_metric(id, n as i64);
 }
 
 /// `apiguard.provider.<provider>.<counter>`.

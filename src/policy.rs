@@ -12,6 +12,8 @@ use crate::mask::ResponsePolicy;
 use crate::quota::QuotaPolicy;
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 use crate::schema::{RequestPolicy, SchemaRegistry};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Longest route name (used in metric names).
@@ -36,6 +38,10 @@ pub struct Route {
     pub request: Option<RequestPolicy>,
     /// Response masking and sensitive-data detection.
     pub response: Option<ResponsePolicy>,
+    /// Envoy metric ids of this route's counters by area and counter name, filled
+    /// on first use (see [`crate::metrics::route_counter`]): a later request
+    /// neither formats nor hashes a full metric name.
+    pub metric_ids: RefCell<HashMap<&'static str, HashMap<String, u32>>>,
 }
 
 /// Result of matching a request against the routes.
@@ -170,6 +176,7 @@ impl Policy {
                 quota,
                 request,
                 response,
+                metric_ids: RefCell::new(HashMap::new()),
             }));
         }
         Ok(Policy {

@@ -237,18 +237,29 @@ impl<'a> Walker<'a> {
                 }
             }
             self.member(start, child_lo, depth)?;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(Fault::Malformed),
+            if self.closes(b'}')? {
+                break;
             }
         }
         self.removals(first_item);
         Ok(())
+    }
+
+    /// After a member or element: consumes `,` (false: another follows) or the
+    /// container's `close` byte (true); anything else is malformed.
+    fn closes(&mut self, close: u8) -> Result<bool, Fault> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(Fault::Malformed),
+        }
     }
 
     /// A rule state that selects this member or element: one more segment matched.
@@ -305,14 +316,8 @@ impl<'a> Walker<'a> {
             }
             self.member(start, child_lo, depth)?;
             index += 1;
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(Fault::Malformed),
+            if self.closes(b']')? {
+                break;
             }
         }
         self.removals(first_item);

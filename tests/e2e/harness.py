@@ -187,13 +187,7 @@ class Envoy:
         return self.proc.poll() is None
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.upstream.shutdown()
         self.upstream.server_close()
 
@@ -225,7 +219,19 @@ def wait_ready(proc, admin_path, deadline, tail):
     return admin, port
 
 
-def _tail(path, n=60):
+def stop_process(proc):
+    """Terminates a process started here (SIGTERM, then SIGKILL after 10 s)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail_file(path, n=60):
+    """The last `n` lines of a log file (for error messages)."""
     try:
         with open(path, errors="replace") as f:
             return "".join(f.readlines()[-n:])
@@ -262,12 +268,12 @@ def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=
             stdout=log, stderr=subprocess.STDOUT)
     env = None
     try:
-        admin, port = wait_ready(proc, admin_path, time.time() + timeout, lambda: _tail(log_path))
+        admin, port = wait_ready(proc, admin_path, time.time() + timeout, lambda: tail_file(log_path))
         env = Envoy(workdir, proc, admin, port, upstream, recorder, log_path)
         if expect_loaded:
             text = env.log()
             if LOADED_MARK not in text or "failed to load" in text:
-                raise RuntimeError(f"api-guard plugin did not load:\n{_tail(log_path)}")
+                raise RuntimeError(f"api-guard plugin did not load:\n{tail_file(log_path)}")
         yield env
     finally:
         if env is not None:
