@@ -1,17 +1,60 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Cost of `RequestPolicy::validate` (UTF-8 check, threat-limit scan, strict parse,
-//! JSON Schema) on a 615-byte and a ~10 KB order body, natively.
+//! Cost of `RequestPolicy::validate` (UTF-8 check, bounded strict parse with the
+//! threat limits inline, JSON Schema) on a 615-byte and a ~10 KB order body,
+//! natively, with a breakdown and the heap allocations per call.
 //!
 //! `cargo bench --bench schema_validate`
 //!
+//! `SCHEMA_BENCH_ONLY=<label prefix>` runs only the cases whose label starts with it,
+//! for `perf record` (e.g. `SCHEMA_BENCH_ONLY="  + validate_value (boon) 10"`).
+//!
 //! A plain timing loop (`std::time::Instant`), not a harness: five rounds per case,
-//! the best and the median round are printed in µs per call.
+//! the best and the median round are printed in µs per call. The breakdown lines:
+//! - `parse_body`: UTF-8 check and the bounded parse into a `serde_json::Value`,
+//!   including freeing the tree;
+//! - `validate_value`: boon alone, on a body parsed beforehand;
+//! - `Value clone + drop`: building and freeing the same tree without parsing, the
+//!   allocation floor of any parser that produces a `serde_json::Value`;
+//! - `serde_json::from_slice`: the plain serde_json parser, for reference (no limits,
+//!   duplicates allowed).
 
 use api_guard::config::RequestConfig;
 use api_guard::schema::{parse_body, RequestPolicy, SchemaRegistry};
 use serde_json::{json, Value};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
+
+/// The system allocator, counting allocations (reallocations count as one) while
+/// `COUNTING` is set: outside the timed loops, so the count costs them nothing.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn count() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// A realistic create-order schema: `$ref`s into `$defs`, patterns, enum, formats
 /// (annotation only, as in 2020-12 by default), bounds, closed objects.
@@ -100,6 +143,16 @@ fn bodies() -> (Vec<u8>, Vec<u8>) {
 }
 
 fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
+    if let Ok(only) = std::env::var("SCHEMA_BENCH_ONLY") {
+        if !label.starts_with(&only) {
+            return;
+        }
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    f();
+    COUNTING.store(false, Ordering::Relaxed);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     for _ in 0..iterations / 10 {
         f();
     }
@@ -114,7 +167,7 @@ fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
         .collect();
     rounds.sort_by(f64::total_cmp);
     println!(
-        "{label:<44} best {:>8.2} µs   median {:>8.2} µs",
+        "{label:<48} best {:>8.2} µs   median {:>8.2} µs   {allocations:>5} allocations",
         rounds[0], rounds[2]
     );
 }
@@ -133,7 +186,12 @@ fn main() {
     assert!(policy.validate(&bad).is_err());
 
     println!(
-        "schema_validate: native, {} build",
+        "schema_validate: {}, {} build",
+        if cfg!(target_arch = "wasm32") {
+            "wasm32"
+        } else {
+            "native"
+        },
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -145,6 +203,8 @@ fn main() {
     });
     for (name, body) in [("615 B", &small), ("10 KB", &big)] {
         let n = if body.len() < 1000 { 100_000 } else { 10_000 };
+        let parsed: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(parse_body(body, policy.limits()).unwrap(), parsed);
         time(
             &format!("validate() {name} ({} bytes)", body.len()),
             n,
@@ -152,18 +212,17 @@ fn main() {
                 black_box(policy.validate(black_box(body)).is_ok());
             },
         );
-        time(&format!("  of which scan + parse only {name}"), n, || {
+        time(&format!("  = parse_body {name}"), n, || {
             black_box(parse_body(black_box(body), policy.limits()).is_ok());
         });
+        time(&format!("  + validate_value (boon) {name}"), n, || {
+            black_box(policy.validate_value(black_box(&parsed)).is_ok());
+        });
+        time(&format!("  (floor: Value clone + drop {name})"), n, || {
+            black_box(black_box(&parsed).clone());
+        });
         time(
-            &format!("  of which threat-limit scan only {name}"),
-            n,
-            || {
-                black_box(policy.limits().scan(black_box(body)).is_ok());
-            },
-        );
-        time(
-            &format!("  (reference: plain serde_json Value {name})"),
+            &format!("  (reference: serde_json::from_slice {name})"),
             n,
             || {
                 black_box(serde_json::from_slice::<Value>(black_box(body)).is_ok());

@@ -12,7 +12,8 @@
 //! - [`route`]: path templates, normalisation and method sets.
 //! - [`jwt`]: token extraction, JWKS, verification; [`authz`]: claim rules and binding.
 //! - [`quota`]: rate limiting over proxy-wasm shared data.
-//! - [`schema`]: request body limits and JSON Schema validation.
+//! - [`schema`]: request body limits and JSON Schema validation; [`strict_json`]: the
+//!   bounded request-body JSON parser it uses.
 //! - [`mask`]: response masking and sensitive-data detection.
 //! - [`reply`]: the only place statuses and problem documents are made.
 //! - [`metrics`]: Envoy stats; [`host`]: the seam to the proxy-wasm host.
@@ -25,6 +26,7 @@ pub mod mask;
 pub mod quota;
 pub mod reply;
 pub mod schema;
+pub mod strict_json;
 
 pub mod filter;
 pub mod host;

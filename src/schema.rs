@@ -22,12 +22,14 @@
 //! matching time is linear in the input (no catastrophic backtracking).
 //!
 //! ## Threat limits
-//! A request body is scanned once, byte by byte, before any `serde_json::Value` is
-//! built: nesting depth, entries per object, elements per array, bytes per string and
-//! the total number of values are bounded ([`JsonLimits`]). The scan keeps one small
-//! frame per open container (at most [`MAX_DEPTH_CEILING`]) and stops at the first
-//! excess, so a 100,000-deep array or a 10 MB string costs bounded work, and the depth
-//! limit always fires before serde_json's own recursion limit (128).
+//! A request body is parsed once, byte by byte, by a strict non-recursive parser
+//! ([`crate::strict_json`]) that checks the limits as it goes: nesting depth, entries
+//! per object, elements per array, bytes per string and the total number of values
+//! are bounded ([`JsonLimits`]). It keeps one frame per open container (at most
+//! `max_depth`, itself at most [`MAX_DEPTH_CEILING`]), measures each string before
+//! allocating it, and stops at the first excess, so a 100,000-deep array or a 10 MB
+//! string costs bounded work and memory, and no tree grows past what the limits
+//! allow.
 //!
 //! ## Drafts and references
 //! A schema without `$schema` is draft 2020-12; `"$schema":
@@ -51,9 +53,9 @@
 
 use crate::config::{ConfigError, JsonLimitsConfig, RequestConfig, DEFAULT_MAX_BODY_BYTES};
 use crate::reply::{Rejection, SchemaError};
+use crate::strict_json::{self, JsonError};
 use boon::{CompileError, Compiler, Draft, ErrorKind, InstanceLocation, InstanceToken, Schemas};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use std::fmt::{self, Write as _};
 use std::rc::Rc;
 
@@ -65,9 +67,9 @@ pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
 
 /// Default `limits.max_depth`: nesting levels of arrays and objects (`[]` is 1).
 pub const DEFAULT_MAX_DEPTH: u32 = 32;
-/// Largest `limits.max_depth` a configuration may set. Keeps the parser (serde_json
-/// stops at 128) and boon's recursive evaluation inside the 1 MiB stack of a Rust
-/// wasm32 module: measured in V8, a 64-deep document against a recursive schema with
+/// Largest `limits.max_depth` a configuration may set. Keeps boon's recursive
+/// evaluation inside the 1 MiB stack of a Rust wasm32 module (the parser does not
+/// recurse): measured in V8, a 64-deep document against a recursive schema with
 /// four combinators per level needs under 512 KiB, a 100-deep one over 512 KiB.
 pub const MAX_DEPTH_CEILING: u32 = 64;
 /// Default `limits.max_object_entries`: members of one object.
@@ -202,13 +204,6 @@ impl JsonLimits {
                 u32::MAX,
             )?,
         })
-    }
-
-    /// Scans `body` once and fails at the first limit it breaks, before anything is
-    /// parsed. Also fails (`not_json`) on unbalanced brackets or an unterminated
-    /// string; every other syntax error is left to the parser.
-    pub fn scan(&self, body: &[u8]) -> Result<(), Rejection> {
-        prescan(body, self)
     }
 }
 
@@ -663,10 +658,16 @@ impl RequestPolicy {
             };
         }
         let value = parse_body(body, &self.limits)?;
+        self.validate_value(&value)
+    }
+
+    /// The schema step of [`Self::validate`] alone, on an already parsed body (for
+    /// benchmarks and tools; the filter always calls [`Self::validate`]).
+    pub fn validate_value(&self, value: &Value) -> Result<(), Rejection> {
         let Some(schema) = &self.schema else {
             return Ok(());
         };
-        match schema.schemas.validate(&value, schema.index) {
+        match schema.schemas.validate(value, schema.index) {
             Ok(()) => Ok(()),
             Err(error) => Err(Rejection::SchemaViolation {
                 errors: collect_errors(&error),
@@ -720,260 +721,27 @@ fn over_limit(description: String) -> Rejection {
     }
 }
 
-/// UTF-8 check, threat-limit scan, then a strict parse (no duplicate member names).
-/// The body must be non-empty to parse.
+/// UTF-8 check, then one strict, bounded parse with the threat limits and the
+/// duplicate-member check inline ([`crate::strict_json`]). The body must be
+/// non-empty to parse.
 pub fn parse_body(body: &[u8], limits: &JsonLimits) -> Result<Value, Rejection> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(not_json(format!(
-            "request body is not valid UTF-8 (at byte {})",
-            e.valid_up_to()
-        )));
-    }
-    prescan(body, limits)?;
-    match serde_json::from_slice::<StrictValue>(body) {
-        Ok(StrictValue(value)) => Ok(value),
-        // serde_json's messages name the line and column, never the input.
-        Err(e) => Err(not_json(format!(
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(not_json(format!(
+                "request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            )))
+        }
+    };
+    strict_json::parse(text, limits).map_err(|e| match e {
+        JsonError::Limit(description) => over_limit(description),
+        // The parser's messages name the line and column, never the input.
+        JsonError::Syntax(description) => not_json(format!(
             "request body is not valid JSON: {}",
-            clip(&e.to_string(), MAX_ERROR_MESSAGE_CHARS)
-        ))),
-    }
-}
-
-/// One open array or object during the scan.
-struct Frame {
-    object: bool,
-    /// Members (object) or elements (array) so far.
-    count: u32,
-    /// In an object: the next string is a member name.
-    expect_name: bool,
-}
-
-/// The bounded single pass behind [`JsonLimits::scan`]. It tokenises just enough of
-/// JSON to count: strings (with escapes), brackets, `,` and `:`; numbers and literals
-/// are skipped as runs of other bytes. Work is linear in the bytes scanned and memory
-/// is one [`Frame`] per open container, at most `max_depth`.
-fn prescan(body: &[u8], limits: &JsonLimits) -> Result<(), Rejection> {
-    let mut stack: Vec<Frame> =
-        Vec::with_capacity(limits.max_depth.min(MAX_DEPTH_CEILING) as usize);
-    let mut total: u32 = 0;
-    let mut i = 0usize;
-    let n = body.len();
-
-    // A value starts at byte `at`: count it in the document and in its array.
-    let count_value =
-        |stack: &mut Vec<Frame>, total: &mut u32, at: usize| -> Result<(), Rejection> {
-            *total = total.saturating_add(1);
-            if *total > limits.max_total_values {
-                return Err(over_limit(format!(
-                    "JSON document has more than {} values (at byte {at})",
-                    limits.max_total_values
-                )));
-            }
-            if let Some(top) = stack.last_mut() {
-                if !top.object {
-                    top.count = top.count.saturating_add(1);
-                    if top.count > limits.max_array_length {
-                        return Err(over_limit(format!(
-                            "JSON array has more than {} elements (at byte {at})",
-                            limits.max_array_length
-                        )));
-                    }
-                }
-            }
-            Ok(())
-        };
-
-    while i < n {
-        let byte = body[i];
-        match byte {
-            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
-            b',' => {
-                if let Some(top) = stack.last_mut() {
-                    top.expect_name = top.object;
-                }
-                i += 1;
-            }
-            b':' => {
-                if let Some(top) = stack.last_mut() {
-                    top.expect_name = false;
-                }
-                i += 1;
-            }
-            b'{' | b'[' => {
-                count_value(&mut stack, &mut total, i)?;
-                if stack.len() >= limits.max_depth as usize {
-                    return Err(over_limit(format!(
-                        "JSON nesting is deeper than {} levels (at byte {i})",
-                        limits.max_depth
-                    )));
-                }
-                let object = byte == b'{';
-                stack.push(Frame {
-                    object,
-                    count: 0,
-                    expect_name: object,
-                });
-                i += 1;
-            }
-            b'}' | b']' => {
-                match stack.pop() {
-                    Some(frame) if frame.object == (byte == b'}') => {}
-                    _ => {
-                        return Err(not_json(format!(
-                            "request body is not valid JSON: unbalanced brackets (at byte {i})"
-                        )))
-                    }
-                }
-                i += 1;
-            }
-            b'"' => {
-                let start = i;
-                let max = limits.max_string_length as usize;
-                let mut j = i + 1;
-                loop {
-                    match body.get(j) {
-                        None => {
-                            return Err(not_json(format!(
-                                "request body is not valid JSON: unterminated string (from byte {start})"
-                            )))
-                        }
-                        Some(b'"') => break,
-                        // Skip the escaped byte; a multi-byte escape (\uXXXX) needs no
-                        // special care as its digits are plain bytes.
-                        Some(b'\\') => j += 2,
-                        Some(_) => j += 1,
-                    }
-                    if j - start - 1 > max {
-                        return Err(over_limit(format!(
-                            "JSON string is longer than {max} bytes (from byte {start})"
-                        )));
-                    }
-                }
-                let name = stack
-                    .last()
-                    .is_some_and(|top| top.object && top.expect_name);
-                if name {
-                    if let Some(top) = stack.last_mut() {
-                        top.expect_name = false;
-                        top.count = top.count.saturating_add(1);
-                        if top.count > limits.max_object_entries {
-                            return Err(over_limit(format!(
-                                "JSON object has more than {} members (at byte {start})",
-                                limits.max_object_entries
-                            )));
-                        }
-                    }
-                } else {
-                    count_value(&mut stack, &mut total, start)?;
-                }
-                i = j + 1;
-            }
-            _ => {
-                // A number or literal (or garbage the parser will refuse): one value,
-                // up to the next structural byte.
-                count_value(&mut stack, &mut total, i)?;
-                i += 1;
-                while i < n
-                    && !matches!(
-                        body[i],
-                        b' ' | b'\t'
-                            | b'\n'
-                            | b'\r'
-                            | b','
-                            | b':'
-                            | b'{'
-                            | b'}'
-                            | b'['
-                            | b']'
-                            | b'"'
-                    )
-                {
-                    i += 1;
-                }
-            }
-        }
-    }
-    if !stack.is_empty() {
-        return Err(not_json(
-            "request body is not valid JSON: unclosed array or object".to_string(),
-        ));
-    }
-    Ok(())
-}
-
-/// A `serde_json::Value` that refuses duplicate member names.
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
-                // The name itself is not echoed: it comes from the request.
-                return Err(de::Error::custom("duplicate member name in an object"));
-            }
-            let StrictValue(value) = map.next_value()?;
-            members.insert(name, value);
-        }
-        Ok(Value::Object(members))
-    }
+            clip(&description, MAX_ERROR_MESSAGE_CHARS)
+        )),
+    })
 }
 
 /// Compiles a route schema against the registry.
