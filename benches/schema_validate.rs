@@ -5,6 +5,11 @@
 //!
 //! `cargo bench --bench schema_validate`
 //!
+//! The same bench in V8 (Node 20, the engine Envoy embeds, with wasi-libc's
+//! dlmalloc as in the filter), without Envoy:
+//! `cargo bench --bench schema_validate --target wasm32-wasip1 --no-run`, then
+//! `node benches/wasi_run.js target/wasm32-wasip1/release/deps/schema_validate-*.wasm`.
+//!
 //! `SCHEMA_BENCH_ONLY=<label prefix>` runs only the cases whose label starts with it,
 //! for `perf record` (e.g. `SCHEMA_BENCH_ONLY="  + validate_value (boon) 10"`).
 //!

@@ -1161,6 +1161,49 @@ mod tests {
         assert!(refused > 1_000 && refused < 4_900, "{refused}");
     }
 
+    /// Strings of every length around the limit, with a special byte at every
+    /// position: the same verdicts as the old pre-scan and serde_json.
+    #[test]
+    fn string_scan_matches_the_byte_loop_at_every_length() {
+        for max in 1..20u32 {
+            let limits = JsonLimits {
+                max_string_length: max,
+                ..JsonLimits::default()
+            };
+            for len in 0..40 {
+                let plain = "é".repeat(len / 2) + &"a".repeat(len % 2);
+                let mut docs = vec![
+                    format!("\"{plain}\""),
+                    format!("[\"{plain}\"]"),
+                    format!("\"{plain}"),
+                    format!("{{\"{plain}\":1}}"),
+                ];
+                for at in 0..=plain.len() {
+                    if plain.is_char_boundary(at) {
+                        for special in ["\\n", "\\\"", "\u{1}", "\\u00e9", "\\"] {
+                            let mut s = plain.clone();
+                            s.insert_str(at, special);
+                            docs.push(format!("[\"{s}\",1]"));
+                        }
+                    }
+                }
+                for doc in docs {
+                    let new = parse(&doc, &limits);
+                    match prescan(doc.as_bytes(), &limits) {
+                        // On valid JSON, the same limit at the same byte; on a
+                        // malformed body, an earlier syntax error may come first.
+                        Err(JsonError::Limit(m)) if oracle(&doc).is_some() => {
+                            assert_eq!(new, Err(JsonError::Limit(m)), "{doc:?} {max}")
+                        }
+                        Err(JsonError::Limit(_)) => assert!(new.is_err(), "{doc:?}"),
+                        Err(JsonError::Syntax(_)) => assert!(new.is_err(), "{doc:?}"),
+                        Ok(()) => assert_eq!(new.ok(), oracle(&doc), "{doc:?} {max}"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Random mutations of valid documents: the parser and the oracle agree on every
     /// one (same verdict, same value).
     #[test]

@@ -2,8 +2,8 @@
 //! JSON-Schema-Test-Suite conformance, through the filter's own compile and
 //! validate path: every test schema becomes a `request.schema`, is compiled by
 //! [`RequestPolicy::compile`] and every test instance goes through
-//! [`RequestPolicy::validate`] as a request body (UTF-8 and threat-limit scan, strict
-//! parse, schema).
+//! [`RequestPolicy::validate`] as a request body (UTF-8, strict parse with the threat
+//! limits inline, schema).
 //!
 //! Remote references (`http://localhost:1234/...`) are served from the suite's
 //! `remotes/` folder by a [`SchemaRegistry::with_loader`] loader: nothing goes to the
