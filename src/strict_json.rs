@@ -263,10 +263,12 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -294,6 +296,7 @@ impl Parser<'_> {
     }
 
     /// A value starts at byte `at`: count it in the document and in its array.
+    #[inline(always)]
     fn count_value(&mut self, frames: &mut [Frame], at: usize) -> Result<(), JsonError> {
         self.total = self.total.saturating_add(1);
         if self.total > self.limits.max_total_values {
@@ -316,6 +319,7 @@ impl Parser<'_> {
 
     /// A member name at `pos` (its opening quote), counted in its object, and the
     /// `:` after it. Returns the name and the byte just after its closing quote.
+    #[inline(always)]
     fn member_name(&mut self, count: &mut u32) -> Result<(String, usize), JsonError> {
         let start = self.pos;
         let (end, escaped) = self.scan_string(start)?;
@@ -343,6 +347,7 @@ impl Parser<'_> {
     /// closing quote and whether it has escapes. Refuses it as soon as it is longer
     /// than `max_string_length` bytes as written (before anything is allocated), and
     /// on an unescaped control character. Does not move `pos`.
+    #[inline(always)]
     fn scan_string(&self, start: usize) -> Result<(usize, bool), JsonError> {
         let max = self.limits.max_string_length as usize;
         // The content may end at most here (exclusive) and stay within the limit.
@@ -380,6 +385,7 @@ impl Parser<'_> {
 
     /// The string between the quotes at `start` and `end` (from [`Self::scan_string`]),
     /// unescaped; moves `pos` past the closing quote.
+    #[inline(always)]
     fn string(&mut self, start: usize, end: usize, escaped: bool) -> Result<String, JsonError> {
         let Some(raw) = self.text.get(start + 1..end) else {
             return Err(self.peek_syntax("invalid string"));
@@ -456,6 +462,7 @@ impl Parser<'_> {
     /// are converted here; every other number (fractions, exponents, `-0`, integers
     /// past 64 bits) is handed, as validated text, to serde_json's own number parser,
     /// so the values are exactly those serde_json produces.
+    #[inline(always)]
     fn number(&mut self) -> Result<Number, JsonError> {
         let start = self.pos;
         let negative = self.peek() == Some(b'-');
@@ -506,6 +513,7 @@ impl Parser<'_> {
         Number::from_str(text).map_err(|_| self.syntax("number out of range", self.pos))
     }
 
+    #[inline(always)]
     fn skip_digits(&mut self) {
         while let Some(b'0'..=b'9') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -513,6 +521,7 @@ impl Parser<'_> {
     }
 
     /// At least one digit (after `.` or an exponent sign).
+    #[inline(always)]
     fn digits_required(&mut self) -> Result<(), JsonError> {
         match self.peek() {
             Some(b'0'..=b'9') => {
@@ -525,6 +534,7 @@ impl Parser<'_> {
     }
 
     /// `true`, `false` or `null` at `pos`.
+    #[inline(always)]
     fn literal(&mut self) -> Result<Value, JsonError> {
         let rest = self.bytes.get(self.pos..).unwrap_or(&[]);
         let (word, value): (&[u8], Value) = match rest.first() {
