@@ -126,6 +126,20 @@ pub struct PluginConfig {
     /// Salt for `hash` mask actions (required when a route uses `hash`).
     #[serde(default)]
     pub mask_salt: Option<String>,
+    /// How often each worker adds its counted decisions to Envoy's stats, in
+    /// milliseconds; 0 adds every count at once (one host call per counter per
+    /// request). See README "Metrics".
+    #[serde(default = "default_metrics_flush_ms")]
+    pub metrics_flush_ms: u64,
+}
+
+/// Default of `metrics_flush_ms`.
+pub const DEFAULT_METRICS_FLUSH_MS: u64 = 1000;
+/// Upper bound of `metrics_flush_ms`: stats older than this are no use to an operator.
+pub const MAX_METRICS_FLUSH_MS: u64 = 60_000;
+
+fn default_metrics_flush_ms() -> u64 {
+    DEFAULT_METRICS_FLUSH_MS
 }
 
 /// `unmatched`: what happens to a request that matches no route.

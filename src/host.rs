@@ -21,16 +21,6 @@ fn lossy(bytes: Vec<u8>) -> String {
     }
 }
 
-fn map_value(map: MapType, name: &str) -> Option<String> {
-    match hostcalls::get_map_value_bytes(map, name) {
-        Ok(v) => v.map(lossy),
-        Err(s) => {
-            log::warn!("api-guard: reading header {name} failed: {s:?}");
-            None
-        }
-    }
-}
-
 fn set_map_value(map: MapType, name: &str, value: Option<&str>) {
     let r = hostcalls::set_map_value_bytes(map, name, value.map(str::as_bytes));
     if let Err(s) = r {
@@ -38,19 +28,9 @@ fn set_map_value(map: MapType, name: &str, value: Option<&str>) {
     }
 }
 
-/// A request header (lossy UTF-8). Multiple values come joined by `,` from Envoy.
-pub fn request_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpRequestHeaders, name)
-}
-
 /// Sets (`Some`) or removes (`None`) a request header.
 pub fn set_request_header(name: &str, value: Option<&str>) {
     set_map_value(MapType::HttpRequestHeaders, name, value);
-}
-
-/// A response header (lossy UTF-8).
-pub fn response_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpResponseHeaders, name)
 }
 
 /// Sets (`Some`) or removes (`None`) a response header.
@@ -58,29 +38,92 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
     set_map_value(MapType::HttpResponseHeaders, name, value);
 }
 
-/// All request headers, values converted lossily, in order.
-pub fn request_headers() -> Vec<(String, String)> {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(pairs) => pairs.into_iter().map(|(k, v)| (k, lossy(v))).collect(),
-        Err(s) => {
-            log::warn!("api-guard: reading request headers failed: {s:?}");
-            Vec::new()
+/// A snapshot of a header map, read with one host call: every later lookup is
+/// a scan of Wasm memory instead of another call into Envoy (each costs about as
+/// much as a no-op filter callback in V8). Names are lowercase, as Envoy keeps
+/// them; values are converted lossily.
+#[derive(Debug, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// The request headers, pseudo-headers included.
+    pub fn request() -> Headers {
+        Headers::read(MapType::HttpRequestHeaders)
+    }
+
+    /// The response headers, `:status` included.
+    pub fn response() -> Headers {
+        Headers::read(MapType::HttpResponseHeaders)
+    }
+
+    fn read(map: MapType) -> Headers {
+        match hostcalls::get_map_bytes(map) {
+            Ok(pairs) => Headers(pairs.into_iter().map(|(k, v)| (k, lossy(v))).collect()),
+            Err(s) => {
+                log::warn!("api-guard: reading {map:?} failed: {s:?}");
+                Headers::default()
+            }
         }
+    }
+
+    /// The first value of `name` (for headers that occur once: pseudo-headers).
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` in order, joined by `sep`; `None` if absent. A
+    /// repeated header is never reduced to its first line, so a second value
+    /// cannot hide behind the first.
+    pub fn joined(&self, name: &str, sep: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (k, v) in &self.0 {
+            if k.eq_ignore_ascii_case(name) {
+                match &mut out {
+                    Some(o) => {
+                        o.push_str(sep);
+                        o.push_str(v);
+                    }
+                    None => out = Some(v.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// Every value of `name` joined by `,` (RFC 9110 §5.3).
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.joined(name, ",")
+    }
+
+    /// True if `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.first(name).is_some()
+    }
+}
+
+#[cfg(test)]
+impl Headers {
+    /// A snapshot built from pairs (unit tests).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Headers {
+        Headers(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }
 
 /// A header of the response to an HTTP call (`dispatch_http_call`).
 pub fn call_response_header(name: &str) -> Option<String> {
-    map_value(MapType::HttpCallResponseHeaders, name)
-}
-
-/// All request header names (values are not needed, and may not be UTF-8).
-pub fn request_header_names() -> Vec<String> {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(pairs) => pairs.into_iter().map(|(k, _)| k).collect(),
+    match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {
+        Ok(v) => v.map(lossy),
         Err(s) => {
-            log::warn!("api-guard: reading request headers failed: {s:?}");
-            Vec::new()
+            log::warn!("api-guard: reading call response header {name} failed: {s:?}");
+            None
         }
     }
 }
@@ -164,25 +207,6 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Statu
     hostcalls::set_shared_data(key, Some(value), cas)
 }
 
-/// All values of a request header, in order, joined by `,` (for
-/// `X-Forwarded-For`, where a client may send several lines and only the
-/// rightmost, proxy-appended entries are trustworthy).
-pub fn request_header_all(name: &str) -> Option<String> {
-    let pairs = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(p) => p,
-        Err(s) => {
-            log::warn!("api-guard: reading request headers failed: {s:?}");
-            return None;
-        }
-    };
-    let values: Vec<String> = pairs
-        .into_iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| lossy(v))
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
-}
-
 /// Proxy-wasm shared data (one store per Envoy process, shared by all workers)
 /// as the quota module's [`crate::quota::SharedStore`].
 pub struct HostStore;
@@ -213,5 +237,26 @@ impl crate::quota::SharedStore for HostStore {
                 Err(crate::quota::StoreError::Unavailable)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headers;
+
+    #[test]
+    fn lookups_are_case_insensitive_and_join_repeats() {
+        let h = Headers::from_pairs(&[
+            (":path", "/a"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("cookie", "a=1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("cookie", "b=2"),
+        ]);
+        assert_eq!(h.first(":PATH"), Some("/a"));
+        assert_eq!(h.get("X-Forwarded-For").as_deref(), Some("1.1.1.1,2.2.2.2"));
+        assert_eq!(h.joined("cookie", "; ").as_deref(), Some("a=1; b=2"));
+        assert!(h.contains("cookie") && !h.contains("authorization"));
+        assert_eq!(h.get("authorization"), None);
     }
 }
