@@ -1040,6 +1040,11 @@ fn describe_compile_error(error: &CompileError) -> String {
         CompileError::UnsupportedUrlScheme { url } => {
             format!("cannot resolve \"{url}\": remote references are never fetched")
         }
+        // boon files a `pattern` its regex engine refuses under `Bug`; the engine is
+        // regex-lite (vendor/regex-lite-shim), with syntax limits of its own.
+        CompileError::Bug(src) if src.is::<pattern_regex::Error>() => {
+            format!("a `pattern` uses regex syntax that is not supported: {src}")
+        }
         other => format!("{other:#}"),
     };
     let text = text.replace(ROUTE_SCHEMA_URL, "");
@@ -1923,7 +1928,7 @@ mod tests {
     #[test]
     fn configuration_errors_name_the_field() {
         let no_schemas = json!([]);
-        let cases: [(Value, &Value, &str); 20] = [
+        let cases: [(Value, &Value, &str); 22] = [
             (json!({ "max_body_bytes": 0 }), &no_schemas,
              "routes[0].request.max_body_bytes: must be between 1 and 67108864"),
             (json!({ "max_body_bytes": 67_108_865 }), &no_schemas,
@@ -1961,6 +1966,11 @@ mod tests {
             // Look-around and back-references are refused: the `regex` engine is linear-time.
             (json!({ "schema": { "properties": { "a": { "pattern": "^(?!admin)" } } } }), &no_schemas,
              "routes[0].request.schema: not a valid JSON Schema: at '/properties/a/pattern': '^(?!admin)' is not valid regex: regex parse error: ^(?!admin) ^^^ error: look-around, including look-ahead and look-behind, is not supported"),
+            // Valid ECMA-262 that the regex-lite engine cannot run: refused at load.
+            (json!({ "schema": { "pattern": "^\\p{Script=Greek}+$" } }), &no_schemas,
+             "routes[0].request.schema: a `pattern` uses regex syntax that is not supported: Unicode property \\p{Script=Greek} is not supported (only General_Category values such as \\p{Letter} or \\p{Lu})"),
+            (json!({ "schema": { "patternProperties": { "^\\p{Alphabetic}": true } } }), &no_schemas,
+             "routes[0].request.schema: invalid regex '^\\\\p{Alphabetic}' at #/patternProperties: Unicode property \\p{Alphabetic} is not supported (only General_Category values such as \\p{Letter} or \\p{Lu})"),
             (json!({ "schema": { "$id": "https://x.example/a.json#" } }), &json!([{ "$id": "https://x.example/a.json" }]),
              "routes[0].request.schema.$id: \"https://x.example/a.json#\" is already the $id of schemas[0]; use {\"$ref\": \"https://x.example/a.json#\"} to reuse it"),
             (json!({ "schema": { "$ref": "https://x.example/a.json#/$defs/nope" } }), &json!([{ "$id": "https://x.example/a.json" }]),
