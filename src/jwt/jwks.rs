@@ -554,20 +554,26 @@ fn parse_ec(
     sec1.push(0x04);
     sec1.extend_from_slice(&x);
     sec1.extend_from_slice(&y);
-    // from_sec1_bytes checks the point is on the curve and not the identity. P-256
-    // and P-384 keys are then verified with ring over the same SEC1 bytes
-    // (`*_FIXED`: the signature is R || S, as in JWS).
-    let bad = |_| format!("the point (x, y) is not on curve {crv}");
+    // The point must be on the curve (Wycheproof's invalid-curve keys): P-256 and
+    // P-384 are checked here and verified with ring over the same SEC1 bytes
+    // (`*_FIXED`: the signature is R || S, as in JWS); p521/k256's from_sec1_bytes
+    // check their own.
+    let not_on_curve = || format!("the point (x, y) is not on curve {crv}");
+    let bad = |_| not_on_curve();
     let material = match curve_alg {
         Algorithm::ES256 => {
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            if !on_nist_curve(&x, &y, &P256_P, &P256_B) {
+                return Err(not_on_curve());
+            }
             KeyMaterial::P256(ring::signature::UnparsedPublicKey::new(
                 &ring::signature::ECDSA_P256_SHA256_FIXED,
                 sec1,
             ))
         }
         Algorithm::ES384 => {
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            if !on_nist_curve(&x, &y, &P384_P, &P384_B) {
+                return Err(not_on_curve());
+            }
             KeyMaterial::P384(ring::signature::UnparsedPublicKey::new(
                 &ring::signature::ECDSA_P384_SHA384_FIXED,
                 sec1,
@@ -579,6 +585,46 @@ fn parse_ec(
         _ => KeyMaterial::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?),
     };
     Ok((curve_alg, material))
+}
+
+// NIST P-256 and P-384 (SEC 2 §2.4.2, §2.5.1): field prime p and coefficient b of
+// y^2 = x^3 - 3x + b.
+const P256_P: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+];
+const P256_B: [u8; 32] = [
+    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc,
+    0x65, 0x1d, 0x06, 0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
+];
+const P384_P: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+];
+const P384_B: [u8; 48] = [
+    0xb3, 0x31, 0x2f, 0xa7, 0xe2, 0x3e, 0xe7, 0xe4, 0x98, 0x8e, 0x05, 0x6b, 0xe3, 0xf8, 0x2d, 0x19,
+    0x18, 0x1d, 0x9c, 0x6e, 0xfe, 0x81, 0x41, 0x12, 0x03, 0x14, 0x08, 0x8f, 0x50, 0x13, 0x87, 0x5a,
+    0xc6, 0x56, 0x39, 0x8d, 0x8a, 0x2e, 0xd1, 0x9d, 0x2a, 0x85, 0xc8, 0xed, 0xd3, 0xec, 0x2a, 0xef,
+];
+
+/// True if the affine point (x, y), big-endian, lies on the NIST curve
+/// y^2 = x^3 - 3x + b over GF(p), with x, y < p. P-256 and P-384 have prime order
+/// (cofactor 1), so every such point is a valid public key, and the identity has
+/// no affine form. Load time only: the `rsa` crate's bignum, no curve crate.
+fn on_nist_curve(x: &[u8], y: &[u8], p: &[u8], b: &[u8]) -> bool {
+    use rsa::BigUint;
+    let (x, y, p) = (
+        BigUint::from_bytes_be(x),
+        BigUint::from_bytes_be(y),
+        BigUint::from_bytes_be(p),
+    );
+    if x >= p || y >= p {
+        return false;
+    }
+    let three_x = (&x * 3u32) % &p;
+    let rhs = ((&x * &x % &p) * &x + &p - three_x + BigUint::from_bytes_be(b)) % &p;
+    (&y * &y) % &p == rhs
 }
 
 fn parse_okp(
@@ -797,6 +843,29 @@ mod tests {
         for (jwk, want) in cases {
             let e = err_of(jwk.clone());
             assert!(e.contains(want), "{jwk}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn nist_points_must_be_on_the_curve_and_in_the_field() {
+        for (alg, p) in [
+            (Algorithm::ES256, &P256_P[..]),
+            (Algorithm::ES384, &P384_P[..]),
+        ] {
+            let good = testkeys::ec_jwk(alg, None);
+            assert!(parse_jwk(&good, &KeyRules::default()).is_ok(), "{alg}");
+            let y = b64url_decode_lenient(good["y"].as_str().unwrap_or_default());
+            let mut y = y.unwrap_or_default();
+            if let Some(last) = y.last_mut() {
+                *last ^= 1;
+            }
+            let mut off = good.clone();
+            off["y"] = json!(crate::jwt::b64url_encode(&y));
+            let mut outside = good.clone();
+            outside["x"] = json!(crate::jwt::b64url_encode(p));
+            for bad in [off, outside] {
+                assert!(err_of(bad).contains("is not on curve"), "{alg}");
+            }
         }
     }
 

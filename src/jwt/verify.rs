@@ -396,7 +396,7 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>, VerifyError>
 
 /// Checks `sig` over `msg` with `key`, under the key's own algorithm.
 fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
-    use p256::ecdsa::signature::Verifier;
+    use p521::ecdsa::signature::Verifier;
     match (&key.material, key.alg()) {
         (KeyMaterial::Hmac(k), Algorithm::HS256) => hmac_verify::<Hmac<Sha256>>(k, msg, sig),
         (KeyMaterial::Hmac(k), Algorithm::HS384) => hmac_verify::<Hmac<Sha384>>(k, msg, sig),
