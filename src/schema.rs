@@ -902,8 +902,9 @@ fn prescan(body: &[u8], limits: &JsonLimits) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A `serde_json::Value` that refuses duplicate member names.
-struct StrictValue(Value);
+/// A `serde_json::Value` that refuses duplicate member names (request bodies, and
+/// the plugin configuration: [`crate::config::parse`]).
+pub(crate) struct StrictValue(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
