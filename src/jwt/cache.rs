@@ -20,7 +20,6 @@
 
 use crate::authz::Claims;
 use crate::jwt::verify::{check_times, ClaimsRules, TimeClaims};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
@@ -92,11 +91,13 @@ impl TokenCache {
     }
 
     fn key(provider: &str, token: &str) -> Key {
-        let mut h = Sha256::new();
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
         h.update(provider.as_bytes());
-        h.update([0u8]);
+        h.update(&[0u8]);
         h.update(token.as_bytes());
-        h.finalize().into()
+        let mut key = [0u8; 32];
+        key.copy_from_slice(h.finish().as_ref());
+        key
     }
 
     /// The claims of `token` if it was verified for `provider` under key-set

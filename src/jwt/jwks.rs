@@ -1,8 +1,8 @@
 //! JWK and JWKS parsing (RFC 7517, RFC 7518 §6, RFC 8037): from JSON to verifying keys.
 //!
 //! A key is compiled once, when the configuration is loaded or a remote JWKS arrives,
-//! into a [`VerifyingKey`]: the key material ready for the signature check (for the
-//! `ring` or the RustCrypto backend, see [`crate::jwt::verify`]) and the one
+//! into a [`VerifyingKey`]: the key material ready for the signature check (ring,
+//! or `p521`/`k256`, see [`crate::jwt::verify`]) and the one
 //! [`Algorithm`] it may verify. The algorithm comes from the JWK `alg` member when
 //! present (and must agree with `kty`/`crv`), otherwise from the key type:
 //!
@@ -14,7 +14,8 @@
 //! | `OKP` `Ed25519` | `EdDSA` |
 //!
 //! Keys that cannot be used safely are refused with a message, never silently
-//! ignored: an RSA modulus under `min_rsa_bits` (2048 by default) or over 8192 bits, a
+//! ignored: an RSA modulus under `min_rsa_bits` (2048 by default) or over 8192 bits
+//! (under 2048 bits, any algorithm but RS256 and RS512, which ring cannot verify), a
 //! public exponent that is even or below 3, a modulus with the ROCA fingerprint
 //! (CVE-2017-15361), an EC point not on its curve or of the wrong size, a small-order
 //! Ed25519 key, an HMAC secret shorter than its hash (RFC 7518 §3.2), a key for
@@ -41,8 +42,9 @@ pub const MAX_RSA_BITS: usize = 8192;
 pub const MIN_RSA_BITS_FLOOR: u32 = 1024;
 /// Default `min_rsa_bits`.
 pub const DEFAULT_MIN_RSA_BITS: u32 = 2048;
-/// Smallest RSA modulus verified with ring (its `*_2048_8192_*` parameters); smaller
-/// keys go to the `rsa` crate.
+/// Smallest RSA modulus of ring's `*_2048_8192_*` parameters. Smaller keys (down to
+/// `min_rsa_bits`) verify with its legacy PKCS#1 v1.5 parameters, which exist for
+/// RS256 and RS512 only.
 pub const RING_MIN_RSA_BITS: usize = 2048;
 
 /// A JWS signature algorithm (RFC 7518 §3, RFC 8037 §3.1, RFC 8812 §3.2).
@@ -151,14 +153,15 @@ impl fmt::Display for Algorithm {
 /// [`VerifyingKey`]).
 #[derive(Clone)]
 pub(crate) enum KeyMaterial {
-    /// HMAC secret.
-    Hmac(Vec<u8>),
-    /// RSA public key of [`RING_MIN_RSA_BITS`]..=[`MAX_RSA_BITS`] bits, verified with
-    /// ring: modulus and exponent big-endian without leading zeros.
-    RsaRing(ring::signature::RsaPublicKeyComponents<Vec<u8>>),
-    /// RSA public key under [`RING_MIN_RSA_BITS`] (allowed by `min_rsa_bits`), which
-    /// ring's JWS parameters refuse: verified with the `rsa` crate.
-    Rsa(rsa::RsaPublicKey),
+    /// HMAC secret, keyed for the key's hash.
+    Hmac(ring::hmac::Key),
+    /// RSA public key (modulus and exponent big-endian without leading zeros) and
+    /// the ring parameters of the key's algorithm: `*_2048_8192_*` from
+    /// [`RING_MIN_RSA_BITS`], the legacy PKCS#1 v1.5 ones below (RS256, RS512).
+    Rsa {
+        key: ring::signature::RsaPublicKeyComponents<Vec<u8>>,
+        params: &'static ring::signature::RsaParameters,
+    },
     /// P-256 public key (uncompressed SEC1 point, on the curve), verified with ring.
     P256(ring::signature::UnparsedPublicKey<Vec<u8>>),
     /// P-384 public key (uncompressed SEC1 point, on the curve), verified with ring.
@@ -450,7 +453,12 @@ fn parse_oct(
             alg.hash_len()
         ));
     }
-    Ok((alg, KeyMaterial::Hmac(k)))
+    let hash = match alg {
+        Algorithm::HS256 => ring::hmac::HMAC_SHA256,
+        Algorithm::HS384 => ring::hmac::HMAC_SHA384,
+        _ => ring::hmac::HMAC_SHA512,
+    };
+    Ok((alg, KeyMaterial::Hmac(ring::hmac::Key::new(hash, &k))))
 }
 
 fn parse_rsa(
@@ -500,20 +508,31 @@ fn parse_rsa(
                 .to_string(),
         );
     }
-    let key = rsa::RsaPublicKey::new_with_max_size(
-        rsa::BigUint::from_bytes_be(&n),
-        rsa::BigUint::from_bytes_be(&e),
-        MAX_RSA_BITS,
-    )
-    .map_err(|e| format!("unusable RSA key: {e}"))?;
-    // The checks above (and the `rsa` crate's) are all of ring's too: odd modulus
-    // without leading zeros, at most 8192 bits, odd exponent in 3..2^33.
-    let material = if bits >= RING_MIN_RSA_BITS {
-        KeyMaterial::RsaRing(ring::signature::RsaPublicKeyComponents { n, e })
-    } else {
-        KeyMaterial::Rsa(key)
+    use ring::signature as rs;
+    // The checks above are all of ring's too: odd modulus without leading zeros,
+    // at most 8192 bits, odd exponent in 3..2^33.
+    let params: &'static rs::RsaParameters = match (alg, bits >= RING_MIN_RSA_BITS) {
+        (Algorithm::RS256, true) => &rs::RSA_PKCS1_2048_8192_SHA256,
+        (Algorithm::RS384, true) => &rs::RSA_PKCS1_2048_8192_SHA384,
+        (Algorithm::RS512, true) => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (Algorithm::PS256, true) => &rs::RSA_PSS_2048_8192_SHA256,
+        (Algorithm::PS384, true) => &rs::RSA_PSS_2048_8192_SHA384,
+        (Algorithm::PS512, true) => &rs::RSA_PSS_2048_8192_SHA512,
+        (Algorithm::RS256, false) => &rs::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        (Algorithm::RS512, false) => &rs::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        _ => {
+            return Err(format!(
+                "RSA modulus is {bits} bits; {alg} needs at least {RING_MIN_RSA_BITS} (keys under {RING_MIN_RSA_BITS} bits verify RS256 or RS512 only)"
+            ))
+        }
     };
-    Ok((alg, material))
+    Ok((
+        alg,
+        KeyMaterial::Rsa {
+            key: rs::RsaPublicKeyComponents { n, e },
+            params,
+        },
+    ))
 }
 
 fn parse_ec(
@@ -562,7 +581,7 @@ fn parse_ec(
     let bad = |_| not_on_curve();
     let material = match curve_alg {
         Algorithm::ES256 => {
-            if !on_nist_curve(&x, &y, &P256_P, &P256_B) {
+            if !on_nist_curve::<{ crypto_bigint::U256::LIMBS }>(&x, &y, &P256_P, &P256_B) {
                 return Err(not_on_curve());
             }
             KeyMaterial::P256(ring::signature::UnparsedPublicKey::new(
@@ -571,7 +590,7 @@ fn parse_ec(
             ))
         }
         Algorithm::ES384 => {
-            if !on_nist_curve(&x, &y, &P384_P, &P384_B) {
+            if !on_nist_curve::<{ crypto_bigint::U384::LIMBS }>(&x, &y, &P384_P, &P384_B) {
                 return Err(not_on_curve());
             }
             KeyMaterial::P384(ring::signature::UnparsedPublicKey::new(
@@ -611,20 +630,24 @@ const P384_B: [u8; 48] = [
 /// True if the affine point (x, y), big-endian, lies on the NIST curve
 /// y^2 = x^3 - 3x + b over GF(p), with x, y < p. P-256 and P-384 have prime order
 /// (cofactor 1), so every such point is a valid public key, and the identity has
-/// no affine form. Load time only: the `rsa` crate's bignum, no curve crate.
-fn on_nist_curve(x: &[u8], y: &[u8], p: &[u8], b: &[u8]) -> bool {
-    use rsa::BigUint;
-    let (x, y, p) = (
-        BigUint::from_bytes_be(x),
-        BigUint::from_bytes_be(y),
-        BigUint::from_bytes_be(p),
+/// no affine form. Load time only, with the fixed-size integers of crypto-bigint
+/// (already linked by p521 and k256): no curve crate. Every slice is exactly
+/// `L` limbs long (the callers checked the coordinate sizes).
+fn on_nist_curve<const L: usize>(x: &[u8], y: &[u8], p: &[u8], b: &[u8]) -> bool {
+    use crypto_bigint::Uint;
+    let p = Uint::<L>::from_be_slice(p);
+    let (x, y, b) = (
+        Uint::<L>::from_be_slice(x),
+        Uint::<L>::from_be_slice(y),
+        Uint::<L>::from_be_slice(b),
     );
     if x >= p || y >= p {
         return false;
     }
-    let three_x = (&x * 3u32) % &p;
-    let rhs = ((&x * &x % &p) * &x + &p - three_x + BigUint::from_bytes_be(b)) % &p;
-    (&y * &y) % &p == rhs
+    let mul = |u: &Uint<L>, v: &Uint<L>| Uint::const_rem_wide(u.mul_wide(v), &p).0;
+    let three_x = x.add_mod(&x, &p).add_mod(&x, &p);
+    let rhs = mul(&mul(&x, &x), &x).sub_mod(&three_x, &p).add_mod(&b, &p);
+    mul(&y, &y) == rhs
 }
 
 fn parse_okp(
