@@ -18,8 +18,10 @@
 //! JSON Schema is evaluated by [`boon`] (drafts 2020-12 and 7 pass 100% of the
 //! required JSON-Schema-Test-Suite; see `tests/conformance_schema.rs`). It was chosen
 //! over `jsonschema` for module size: +1.4 MB of Wasm against +2.8 MB (measurements in
-//! the closing note of issue 5). Its `pattern` engine is the `regex` crate, whose
-//! matching time is linear in the input (no catastrophic backtracking).
+//! the closing note of issue 5). Its `pattern` engine is regex-lite, through a shim
+//! that stands in for the `regex` crate boon asks for (`vendor/regex-lite-shim`, to
+//! save 0.69 MB of module); matching time is linear in the input (no catastrophic
+//! backtracking).
 //!
 //! ## Threat limits
 //! A request body is scanned once, byte by byte, before any `serde_json::Value` is
@@ -40,8 +42,9 @@
 //! 2020-12 unless it has a `$schema`: give draft-7-only entries one.)
 //!
 //! `format` is an annotation in 2020-12 (the spec's default) unless the route sets
-//! `assert_formats: true`; draft 7 schemas always assert it. `pattern`s use the
-//! `regex` crate: look-around and back-references are refused at configure time.
+//! `assert_formats: true`; draft 7 schemas always assert it. `pattern`s use
+//! regex-lite: look-around, back-references, Unicode properties other than
+//! General_Category values and class set operations are refused at configure time.
 //!
 //! Known upstream bug (boon 0.6.1 and its master branch): a failure found by `items`
 //! after `prefixItems` (or by `additionalItems` after an `items` array, draft 7) gets
@@ -1964,7 +1967,7 @@ mod tests {
              "routes[0].request.schema: json-pointer in #/$defs/missing not found"),
             (json!({ "schema": { "pattern": "(" } }), &no_schemas,
              "routes[0].request.schema: not a valid JSON Schema: at '/pattern': '(' is not valid regex: regex parse error: ( ^ error: unclosed group"),
-            // Look-around and back-references are refused: the `regex` engine is linear-time.
+            // Look-around and back-references are refused: the regex engine is linear-time.
             (json!({ "schema": { "properties": { "a": { "pattern": "^(?!admin)" } } } }), &no_schemas,
              "routes[0].request.schema: not a valid JSON Schema: at '/properties/a/pattern': '^(?!admin)' is not valid regex: regex parse error: ^(?!admin) ^^^ error: look-around, including look-ahead and look-behind, is not supported"),
             // Valid ECMA-262 that the regex-lite engine cannot run: refused at load.

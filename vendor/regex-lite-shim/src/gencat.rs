@@ -10,7 +10,7 @@ pub const LEAVES: [&str; 30] = [
 /// `start << 5 | leaf`, ascending; a run ends where the next one starts, the
 /// last one at U+10FFFF.
 #[rustfmt::skip]
-pub const RUNS: [u32; 4099] = [
+pub static RUNS: [u32; 4099] = [
     0x00000019, 0x00000416, 0x00000431, 0x00000493, 0x000004b1, 0x0000050d, 0x0000052e, 0x00000551,
     0x00000572, 0x00000591, 0x000005ac, 0x000005d1, 0x00000608, 0x00000751, 0x00000792, 0x000007f1,
     0x00000820, 0x00000b6d, 0x00000b91, 0x00000bae, 0x00000bd4, 0x00000beb, 0x00000c14, 0x00000c21,
