@@ -11,14 +11,14 @@
 //! become one flat class; ECMA-262 `\p{..}`/`\P{..}` with a General_Category value
 //! (`\p{Letter}`, `\p{L}`, `\p{gc=Lu}`, `\p{General_Category=Decimal_Number}`,
 //! `\p{digit}`, as JSON-Schema-Test-Suite requires) become explicit classes from a
-//! 16 KB table ([`gencat`], Unicode 16.0). Other properties (`Script=`,
+//! 16 KB table (`gencat.rs`, Unicode 16.0). Other properties (`Script=`,
 //! `Script_Extensions=`, binary ones such as `Alphabetic`) and class set operations
 //! (`&&`, `--`, `~~`) are refused with an [`Error`] when the schema is compiled, so
 //! at configuration load, never on a request.
 //!
 //! Matching: regex-lite runs a PikeVM, which made schema validation about a
 //! quarter slower than with `regex`. Patterns of the shape schemas mostly use are
-//! matched by a greedy single pass instead ([`Sequence`]), the rest by regex-lite.
+//! matched by a greedy single pass instead (`Sequence`), the rest by regex-lite.
 
 mod gencat;
 
