@@ -47,13 +47,13 @@ run: build ## Start Envoy on 127.0.0.1:10000 with the demo config and upstream; 
 	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM)
 
 fmt-check:
-	cargo fmt --check
+	cargo fmt --all --check
 
 clippy:
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
-unit: ## Unit tests (native)
-	cargo test --lib
+unit: ## Unit tests (native), the regex shim's included
+	cargo test --workspace --lib
 
 conformance: ## Wycheproof JWS/JWK and JSON-Schema-Test-Suite runs, with counts (reads ../shared/conformance)
 	cargo test --test conformance_jws --test conformance_schema -- --nocapture

@@ -18,6 +18,7 @@ Every wait has a deadline; the whole run stops starting scenarios after --budget
 seconds and reports what it measured.
 """
 import argparse
+import base64
 import datetime
 import http.client
 import json
@@ -43,6 +44,7 @@ import report  # noqa: E402
 WORK = os.path.join(HERE, "work")
 RESULTS = os.path.join(HERE, "results")
 CONFIGS = ("none", "noop", "native", "ours")
+HOSTCALL_PROBE_CALLS = 50  # calls per request in a --hostcalls probe
 ENVOY_CPU, LOAD_CPU = 0, 1
 THROUGHPUT_CONNECTIONS = 32
 PACE_PERIOD_MS = 20  # mean pause per paced connection (uniform 10..30 ms)
@@ -66,15 +68,16 @@ PINNING = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
 
 # -- building the no-op module ------------------------------------------------------
 
-def build_noop():
-    """bench/noop -> bench/work/noop.wasm, built and shrunk like the filter."""
-    manifest = os.path.join(HERE, "noop", "Cargo.toml")
-    target_dir = os.path.join(WORK, "noop-target")
+def build_module(name):
+    """bench/<name> -> bench/work/<name>.wasm, built and shrunk like the filter: `noop`
+    (the floor) and `hostcalls` (host-call probe and signature check alone)."""
+    manifest = os.path.join(HERE, name, "Cargo.toml")
+    target_dir = os.path.join(WORK, f"{name}-target")
     subprocess.run(["cargo", "build", "--quiet", "--release", "--target", "wasm32-wasip1",
                     "--manifest-path", manifest, "--target-dir", target_dir],
-                   check=True, timeout=600)
-    raw = os.path.join(target_dir, "wasm32-wasip1", "release", "noop.wasm")
-    out = os.path.join(WORK, "noop.wasm")
+                   check=True, timeout=900, cwd=ROOT)
+    raw = os.path.join(target_dir, "wasm32-wasip1", "release", f"{name}.wasm")
+    out = os.path.join(WORK, f"{name}.wasm")
     if shutil.which("wasm-opt"):
         flags = os.environ.get("WASM_OPT_FLAGS", DEFAULT_WASM_OPT_FLAGS).split()
         subprocess.run(["wasm-opt", *flags, raw, "-o", out], check=True, timeout=300)
@@ -217,7 +220,8 @@ def native_buffer():
 
 class Scenario:
     def __init__(self, name, title, method, path, ours, native, native_note="", headers=None,
-                 body=None, token=None, tokens_file=None, checks=(), target=None, configs=CONFIGS):
+                 body=None, token=None, tokens_file=None, checks=(), target=None, configs=CONFIGS,
+                 wasm=None, calls=None, sigonly=None):
         self.name, self.title = name, title
         self.method, self.path = method, path
         self.headers = dict(headers or {})
@@ -228,6 +232,10 @@ class Scenario:
         self.checks = list(checks)
         self.target = target
         self.configs = configs
+        self.wasm = wasm  # a module measured in place of api-guard (--hostcalls)
+        self.calls = calls  # host calls per request made by that module
+        # Plugin configuration of the probe that checks this scenario's signature alone.
+        self.sigonly = sigonly
 
     def request_headers(self):
         h = dict(self.headers)
@@ -296,6 +304,37 @@ def diagnostic_scenarios(keys, token_files):
     ]
 
 
+def hostcall_scenarios(probe_wasm):
+    """`--hostcalls`: the price of one host call of each kind in V8 (the probe makes
+    HOSTCALL_PROBE_CALLS of them per request; the difference to the no-op filter, divided)."""
+    kinds = {
+        "get_header": "read one request header (proxy_get_header_map_value)",
+        "get_headers": "read the request header map (proxy_get_header_map_pairs)",
+        "set_header": "replace one response header (proxy_replace_header_map_value)",
+        "metric": "increment a counter (proxy_increment_metric)",
+        "time": "read the clock (proxy_get_current_time_nanoseconds)",
+        "shared_get": "read a shared-data key (proxy_get_shared_data)",
+    }
+    n = HOSTCALL_PROBE_CALLS
+    return [Scenario(f"hostcall-{k}", f"{n} calls per request: {title}", "GET", "/api/items/42",
+                     ours=f"{k} {n}", native=None, configs=("noop", "ours"), wasm=probe_wasm, calls=n)
+            for k, title in kinds.items()]
+
+
+def signature_only(keys, alg, token):
+    """Probe configuration that checks `token`'s signature alone (bench/hostcalls)."""
+    jwk = fixtures.public_jwk(keys, alg)
+    header, payload, sig = token.split(".")
+    if alg == "ES256":
+        key = fixtures.b64u(b"\x04" + base64.urlsafe_b64decode(jwk["x"] + "==")
+                            + base64.urlsafe_b64decode(jwk["y"] + "=="))
+    elif alg == "RS256":
+        key = f"{jwk['n']}:{jwk['e']}"
+    else:
+        key = jwk["x"] if alg == "EdDSA" else jwk["k"]
+    return f"verify {alg} {key} {header}.{payload} {sig}"
+
+
 def build_scenarios(keys, token_files):
     small, large = fixtures.order_body(615), fixtures.order_body(10240)
     bad = fixtures.invalid_order_body()
@@ -315,14 +354,16 @@ def build_scenarios(keys, token_files):
             ours = {"providers": {"idp": provider(jwk[alg])},
                     "routes": [{"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
                                 "auth": {"requires": "idp"}}]}
+            token = fixtures.first_token(token_files[alg])
             out.append(Scenario(
                 f"jwt-{alg.lower()}-{'fresh' if fresh else 'repeat'}",
                 f"JWT {alg}, {'fresh token per request' if fresh else 'repeated token'}",
                 "GET", "/api/orders/7", ours=ours, native=[native_jwt(jwk[alg])],
-                token=fixtures.first_token(token_files[alg]),
-                tokens_file=token_files[alg] if fresh else None,
+                token=token, tokens_file=token_files[alg] if fresh else None,
                 checks=[({"ours", "native"}, "a request without token is refused", {"headers": {}}, 401, None, False)],
-                target=None if fresh else ("jwt", 0.95, 0.90)))
+                target=("fresh", 1.2) if fresh else ("jwt", 0.95, 0.90),
+                configs=CONFIGS + ("sigonly",) if fresh else CONFIGS,
+                sigonly=signature_only(keys, alg, token) if fresh else None))
 
     out.append(Scenario(
         "quota", "quota (limit never reached)", "GET", "/api/items/42",
@@ -510,23 +551,25 @@ def probe(sc, cfg, envoy):
     return None, notes
 
 
-def filters_for(sc, cfg, noop_wasm, wasm):
+def filters_for(sc, cfg, modules, wasm):
     if cfg == "none":
         return []
     if cfg == "noop":
-        return [harness.wasm_filter({}, wasm=noop_wasm)]
+        return [harness.wasm_filter({}, wasm=modules["noop"])]
     if cfg == "native":
         return sc.native
-    return [harness.wasm_filter(sc.ours, wasm=wasm)]
+    if cfg == "sigonly":
+        return [harness.wasm_filter(sc.sigonly, wasm=modules["hostcalls"])] if sc.sigonly else None
+    return [harness.wasm_filter(sc.ours, wasm=sc.wasm or wasm)]
 
 
-def run_scenario(sc, args, upstream_port, noop_wasm, rundir):
+def run_scenario(sc, args, upstream_port, modules, rundir):
     res = {"name": sc.name, "title": sc.title, "native_note": sc.native_note, "configs": {},
-           "notes": [], "target": sc.target}
+           "notes": [], "target": sc.target, "calls": sc.calls}
     fronts = {}
     try:
         for cfg in sc.configs:
-            filters = filters_for(sc, cfg, noop_wasm, args.wasm)
+            filters = filters_for(sc, cfg, modules, args.wasm)
             if filters is None:
                 continue
             doc = harness.bootstrap(None, upstream_port, http_filters=filters)
@@ -619,6 +662,8 @@ def main():
     ap.add_argument("--budget", type=float, default=840, help="seconds; no scenario starts after it")
     ap.add_argument("--diagnose", action="store_true",
                     help="instead of the scenarios: api-guard variants (features switched off) vs no-op")
+    ap.add_argument("--hostcalls", action="store_true",
+                    help="instead of the scenarios: the price of one host call of each kind vs no-op")
     ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--rate-fraction", type=float, default=0.5,
                     help="latency phase: this fraction of the scenario's lowest max throughput")
@@ -637,12 +682,14 @@ def main():
     if PINNING:  # this script and its children (wrk, minting, probes) stay off the Envoy CPU
         os.sched_setaffinity(0, {LOAD_CPU})
     info = machine_info(args.envoy)
-    log(f"building the no-op module; minting tokens ({tokens} per algorithm)")
-    noop_wasm = build_noop()
+    log(f"building the no-op and probe modules; minting tokens ({tokens} per algorithm)")
+    modules = {name: build_module(name) for name in ("noop", "hostcalls")}
     keys, token_files = fixtures.keys_and_tokens(WORK, tokens, log)
     scenarios = build_scenarios(keys, token_files)
     if args.diagnose:
         scenarios = diagnostic_scenarios(keys, token_files)
+    if args.hostcalls:
+        scenarios = hostcall_scenarios(modules["hostcalls"])
     if args.only:
         wanted = args.only.split(",")
         scenarios = [s for s in scenarios if any(s.name.startswith(w) for w in wanted)]
@@ -663,7 +710,7 @@ def main():
                 results.append({"name": "skipped", "skipped": [s.name for s in scenarios[i:]]})
                 break
             log(f"[{i + 1}/{len(scenarios)}] {sc.name}: {sc.title}")
-            r = run_scenario(sc, args, upstream.port, noop_wasm, rundir)
+            r = run_scenario(sc, args, upstream.port, modules, rundir)
             for cfg, c in r["configs"].items():
                 log(f"  {cfg:6} {c['rps']:8.0f} req/s  {c['cpu_us']:6.1f} us CPU/req  "
                     f"p50 {c['p50_us']}us p99 {c['p99_us']}us  rss {c['rss_mb']:.0f} MB  errors {c['errors']}  "
@@ -675,7 +722,7 @@ def main():
     info["duration_s"] = round(time.time() - start)
     info["mode"] = "quick" if args.quick else "full"
     info["note"] = args.note
-    info["sizes"] = {"api_guard.wasm": os.path.getsize(args.wasm), "noop.wasm": os.path.getsize(noop_wasm)}
+    info["sizes"] = {"api_guard.wasm": os.path.getsize(args.wasm), "noop.wasm": os.path.getsize(modules["noop"])}
     info["params"] = {"warmup_s": args.warmup, "throughput_s": args.seconds, "rounds": args.rounds,
                       "latency_s": args.latency_seconds, "connections": THROUGHPUT_CONNECTIONS,
                       "rate_fraction": args.rate_fraction, "tokens_per_alg": tokens}

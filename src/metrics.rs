@@ -11,15 +11,72 @@
 //!
 //! Envoy prefixes Wasm-defined stats with `wasmcustom.` internally and strips it
 //! again in the admin output, so Prometheus sees `apiguard_...`.
+//!
+//! Batching: a host call costs about as much as a whole no-op filter callback in
+//! V8, so counts are added up per worker in Wasm memory and handed to Envoy by
+//! [`flush`], which the root context calls every `metrics_flush_ms` (default 1 s).
+//! With `metrics_flush_ms: 0` every count is added at once.
 
 use crate::policy::Route;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+/// (provider, counter, metric id).
+type ProviderMetric = (Box<str>, Box<str>, u32);
 
 thread_local! {
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// Counts not yet handed to Envoy: `(metric id, amount)`, one entry per id.
+    static PENDING: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Provider counter ids by (provider, counter): a handful per provider.
+    static PROVIDER_IDS: RefCell<Vec<ProviderMetric>> = const { RefCell::new(Vec::new()) };
+    /// Whether counts are batched (set from the policy by the root context).
+    static BATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Distinct counters held between flushes before they are flushed at once (a
+/// bound on memory; a worker normally touches a few dozen).
+const MAX_PENDING: usize = 512;
+
+/// Batch counts until [`flush`] (`true`), or add each at once (`false`).
+pub fn set_batching(on: bool) {
+    if !on {
+        flush();
+    }
+    BATCHING.with(|b| b.set(on));
+}
+
+/// Hands every pending count to Envoy.
+pub fn flush() {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for (id, n) in pending {
+        increment(id, n);
+    }
+}
+
+fn increment(id: u32, n: u64) {
+    let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Counts `n` for counter `id`: at once, or at the next flush.
+fn count(id: u32, n: u64) {
+    if !BATCHING.with(Cell::get) {
+        increment(id, n);
+        return;
+    }
+    let full = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, total)) => *total = total.saturating_add(n),
+            None => p.push((id, n)),
+        }
+        p.len() >= MAX_PENDING
+    });
+    if full {
+        flush();
+    }
 }
 
 fn id(kind: MetricType, name: &str) -> Option<u32> {
@@ -43,7 +100,7 @@ fn id(kind: MetricType, name: &str) -> Option<u32> {
 /// Adds `n` to a counter.
 pub fn add(name: &str, n: u64) {
     if let Some(id) = id(MetricType::Counter, name) {
-        let _ = hostcalls::increment_metric(id, n as i64);
+        count(id, n);
     }
 }
 
@@ -89,10 +146,28 @@ pub fn route_counter(route: &Route, area: &'static str, counter: &str, n: u64) {
             id
         }
     };
-    let _ = hostcalls::increment_metric(id, n as i64);
+    count(id, n);
 }
 
-/// `apiguard.provider.<provider>.<counter>`.
+/// `apiguard.provider.<provider>.<counter>`. Ids are remembered per worker by
+/// (provider, counter), so a request does not format the name.
 pub fn provider_counter(provider: &str, counter: &str) {
-    inc(&format!("apiguard.provider.{provider}.{counter}"));
+    let cached = PROVIDER_IDS.with(|ids| {
+        ids.borrow()
+            .iter()
+            .find(|(p, c, _)| &**p == provider && &**c == counter)
+            .map(|(_, _, id)| *id)
+    });
+    let id = match cached {
+        Some(id) => id,
+        None => {
+            let name = format!("apiguard.provider.{provider}.{counter}");
+            let Some(id) = id(MetricType::Counter, &name) else {
+                return;
+            };
+            PROVIDER_IDS.with(|ids| ids.borrow_mut().push((provider.into(), counter.into(), id)));
+            id
+        }
+    };
+    count(id, 1);
 }

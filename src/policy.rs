@@ -15,6 +15,7 @@ use crate::schema::{RequestPolicy, SchemaRegistry};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Longest route name (used in metric names).
 pub const MAX_ROUTE_NAME: usize = 64;
@@ -84,6 +85,9 @@ pub struct Policy {
     /// `forward_payload_header`): removed from every request first, so a client
     /// can never forge them.
     pub output_headers: Vec<String>,
+    /// Period of the metrics flush (`metrics_flush_ms`); `None`: every count is
+    /// added to Envoy's stats at once.
+    pub metrics_flush: Option<Duration>,
 }
 
 impl Policy {
@@ -186,6 +190,7 @@ impl Policy {
             client_ip: cfg.client_ip,
             providers,
             output_headers,
+            metrics_flush: compile_metrics_flush(cfg.metrics_flush_ms)?,
         })
     }
 
@@ -218,6 +223,26 @@ impl Policy {
             None => RouteMatch::Unmatched,
         }
     }
+}
+
+/// Smallest non-zero `metrics_flush_ms`: a shorter tick costs CPU on every worker
+/// for no benefit to a scraper.
+const MIN_METRICS_FLUSH_MS: u64 = 10;
+
+fn compile_metrics_flush(ms: u64) -> Result<Option<Duration>, ConfigError> {
+    if ms == 0 {
+        return Ok(None);
+    }
+    if !(MIN_METRICS_FLUSH_MS..=config::MAX_METRICS_FLUSH_MS).contains(&ms) {
+        return Err(ConfigError::new(
+            "metrics_flush_ms",
+            format!(
+                "must be 0 or between {MIN_METRICS_FLUSH_MS} and {}",
+                config::MAX_METRICS_FLUSH_MS
+            ),
+        ));
+    }
+    Ok(Some(Duration::from_millis(ms)))
 }
 
 fn compile_security_headers(c: &SecurityHeadersConfig) -> Result<SecurityHeaders, ConfigError> {
@@ -366,6 +391,29 @@ mod tests {
         for (json, want) in cases {
             let e = policy(json).err().unwrap_or_default();
             assert!(e.starts_with(want), "want {want:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_flush_period() {
+        let period = |json: &str| policy(json).map(|p| p.metrics_flush);
+        assert_eq!(
+            period(r#"{"routes":[]}"#),
+            Ok(Some(Duration::from_millis(1000)))
+        );
+        assert_eq!(period(r#"{"routes":[],"metrics_flush_ms":0}"#), Ok(None));
+        assert_eq!(
+            period(r#"{"routes":[],"metrics_flush_ms":250}"#),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        for bad in [5, 60_001] {
+            let Err(e) = period(&format!(r#"{{"routes":[],"metrics_flush_ms":{bad}}}"#)) else {
+                unreachable!("metrics_flush_ms {bad} accepted");
+            };
+            assert!(
+                e.starts_with("metrics_flush_ms: must be 0 or between 10 and 60000"),
+                "{e}"
+            );
         }
     }
 

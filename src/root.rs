@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Tick period while remote key sets are configured.
+/// Longest tick period while remote key sets are configured. The tick also
+/// flushes batched metrics (`metrics_flush_ms`), so with remote key sets the
+/// counts reach Envoy at least this often.
 const TICK: Duration = Duration::from_secs(1);
 
 /// Authentication state shared by the root and the request contexts of one VM.
@@ -88,6 +90,13 @@ impl Root {
 }
 
 impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        // The plugin is going away (configuration change, shutdown): hand over
+        // the counts of the last period.
+        metrics::flush();
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -152,12 +161,21 @@ impl RootContext for Root {
                     cache: RefCell::new(TokenCache::default()),
                 }));
                 self.pending.clear();
+                metrics::set_batching(policy.metrics_flush.is_some());
+                let tick = match (policy.metrics_flush, remote) {
+                    (Some(flush), true) => Some(flush.min(TICK)),
+                    (Some(flush), false) => Some(flush),
+                    (None, true) => Some(TICK),
+                    (None, false) => None,
+                };
                 self.policy = Some(Rc::new(policy));
                 if remote {
                     // Start fetching now, so the fail-closed window before the first
                     // key set is as short as the identity provider allows.
                     self.fetch_due_keys();
-                    host::set_tick_period(TICK);
+                }
+                if let Some(period) = tick {
+                    host::set_tick_period(period);
                 }
                 true
             }
@@ -169,6 +187,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        metrics::flush();
         self.fetch_due_keys();
     }
 

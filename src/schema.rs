@@ -18,8 +18,10 @@
 //! JSON Schema is evaluated by [`boon`] (drafts 2020-12 and 7 pass 100% of the
 //! required JSON-Schema-Test-Suite; see `tests/conformance_schema.rs`). It was chosen
 //! over `jsonschema` for module size: +1.4 MB of Wasm against +2.8 MB (measurements in
-//! the closing note of issue 5). Its `pattern` engine is the `regex` crate, whose
-//! matching time is linear in the input (no catastrophic backtracking).
+//! the closing note of issue 5). Its `pattern` engine is regex-lite, through a shim
+//! that stands in for the `regex` crate boon asks for (`vendor/regex-lite-shim`, to
+//! save 0.69 MB of module); matching time is linear in the input (no catastrophic
+//! backtracking).
 //!
 //! ## Threat limits
 //! A request body is parsed once, byte by byte, by a strict non-recursive parser
@@ -42,8 +44,9 @@
 //! 2020-12 unless it has a `$schema`: give draft-7-only entries one.)
 //!
 //! `format` is an annotation in 2020-12 (the spec's default) unless the route sets
-//! `assert_formats: true`; draft 7 schemas always assert it. `pattern`s use the
-//! `regex` crate: look-around and back-references are refused at configure time.
+//! `assert_formats: true`; draft 7 schemas always assert it. `pattern`s use
+//! regex-lite: look-around, back-references, Unicode properties other than
+//! General_Category values and class set operations are refused at configure time.
 //!
 //! Known upstream bug (boon 0.6.1 and its master branch): a failure found by `items`
 //! after `prefixItems` (or by `additionalItems` after an `items` array, draft 7) gets
@@ -55,7 +58,8 @@ use crate::config::{ConfigError, JsonLimitsConfig, RequestConfig, DEFAULT_MAX_BO
 use crate::reply::{Rejection, SchemaError};
 use crate::strict_json::{self, JsonError};
 use boon::{CompileError, Compiler, Draft, ErrorKind, InstanceLocation, InstanceToken, Schemas};
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 use std::fmt::{self, Write as _};
 use std::rc::Rc;
 
@@ -744,6 +748,81 @@ pub fn parse_body(body: &[u8], limits: &JsonLimits) -> Result<Value, Rejection> 
     })
 }
 
+/// A `serde_json::Value` that refuses duplicate member names, for the plugin
+/// configuration ([`crate::config::parse`]). Request bodies go through
+/// [`crate::strict_json`] instead (limits inline, one pass).
+pub(crate) struct StrictValue(pub(crate) Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(de::Error::custom("duplicate member name in an object"));
+            }
+            let StrictValue(value) = map.next_value()?;
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
+    }
+}
+
 /// Compiles a route schema against the registry.
 fn compile_schema(
     schema: &Value,
@@ -807,6 +886,11 @@ fn describe_compile_error(error: &CompileError) -> String {
         }
         CompileError::UnsupportedUrlScheme { url } => {
             format!("cannot resolve \"{url}\": remote references are never fetched")
+        }
+        // boon files a `pattern` its regex engine refuses under `Bug`; the engine is
+        // regex-lite (vendor/regex-lite-shim), with syntax limits of its own.
+        CompileError::Bug(src) if src.is::<pattern_regex::Error>() => {
+            format!("a `pattern` uses regex syntax that is not supported: {src}")
         }
         other => format!("{other:#}"),
     };
@@ -1691,7 +1775,7 @@ mod tests {
     #[test]
     fn configuration_errors_name_the_field() {
         let no_schemas = json!([]);
-        let cases: [(Value, &Value, &str); 20] = [
+        let cases: [(Value, &Value, &str); 22] = [
             (json!({ "max_body_bytes": 0 }), &no_schemas,
              "routes[0].request.max_body_bytes: must be between 1 and 67108864"),
             (json!({ "max_body_bytes": 67_108_865 }), &no_schemas,
@@ -1726,9 +1810,14 @@ mod tests {
              "routes[0].request.schema: json-pointer in #/$defs/missing not found"),
             (json!({ "schema": { "pattern": "(" } }), &no_schemas,
              "routes[0].request.schema: not a valid JSON Schema: at '/pattern': '(' is not valid regex: regex parse error: ( ^ error: unclosed group"),
-            // Look-around and back-references are refused: the `regex` engine is linear-time.
+            // Look-around and back-references are refused: the regex engine is linear-time.
             (json!({ "schema": { "properties": { "a": { "pattern": "^(?!admin)" } } } }), &no_schemas,
              "routes[0].request.schema: not a valid JSON Schema: at '/properties/a/pattern': '^(?!admin)' is not valid regex: regex parse error: ^(?!admin) ^^^ error: look-around, including look-ahead and look-behind, is not supported"),
+            // Valid ECMA-262 that the regex-lite engine cannot run: refused at load.
+            (json!({ "schema": { "pattern": "^\\p{Script=Greek}+$" } }), &no_schemas,
+             "routes[0].request.schema: a `pattern` uses regex syntax that is not supported: Unicode property \\p{Script=Greek} is not supported (only General_Category values such as \\p{Letter} or \\p{Lu})"),
+            (json!({ "schema": { "patternProperties": { "^\\p{Alphabetic}": true } } }), &no_schemas,
+             "routes[0].request.schema: invalid regex '^\\\\p{Alphabetic}' at #/patternProperties: Unicode property \\p{Alphabetic} is not supported (only General_Category values such as \\p{Letter} or \\p{Lu})"),
             (json!({ "schema": { "$id": "https://x.example/a.json#" } }), &json!([{ "$id": "https://x.example/a.json" }]),
              "routes[0].request.schema.$id: \"https://x.example/a.json#\" is already the $id of schemas[0]; use {\"$ref\": \"https://x.example/a.json#\"} to reuse it"),
             (json!({ "schema": { "$ref": "https://x.example/a.json#/$defs/nope" } }), &json!([{ "$id": "https://x.example/a.json" }]),

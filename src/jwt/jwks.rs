@@ -1,8 +1,8 @@
 //! JWK and JWKS parsing (RFC 7517, RFC 7518 §6, RFC 8037): from JSON to verifying keys.
 //!
 //! A key is compiled once, when the configuration is loaded or a remote JWKS arrives,
-//! into a [`VerifyingKey`]: the key material ready for the signature check (for the
-//! `ring` or the RustCrypto backend, see [`crate::jwt::verify`]) and the one
+//! into a [`VerifyingKey`]: the key material ready for the signature check (ring,
+//! or `p521`/`k256`, see [`crate::jwt::verify`]) and the one
 //! [`Algorithm`] it may verify. The algorithm comes from the JWK `alg` member when
 //! present (and must agree with `kty`/`crv`), otherwise from the key type:
 //!
@@ -14,7 +14,8 @@
 //! | `OKP` `Ed25519` | `EdDSA` |
 //!
 //! Keys that cannot be used safely are refused with a message, never silently
-//! ignored: an RSA modulus under `min_rsa_bits` (2048 by default) or over 8192 bits, a
+//! ignored: an RSA modulus under `min_rsa_bits` (2048 by default) or over 8192 bits
+//! (under 2048 bits, any algorithm but RS256 and RS512, which ring cannot verify), a
 //! public exponent that is even or below 3, a modulus with the ROCA fingerprint
 //! (CVE-2017-15361), an EC point not on its curve or of the wrong size, a small-order
 //! Ed25519 key, an HMAC secret shorter than its hash (RFC 7518 §3.2), a key for
@@ -41,8 +42,9 @@ pub const MAX_RSA_BITS: usize = 8192;
 pub const MIN_RSA_BITS_FLOOR: u32 = 1024;
 /// Default `min_rsa_bits`.
 pub const DEFAULT_MIN_RSA_BITS: u32 = 2048;
-/// Smallest RSA modulus verified with ring (its `*_2048_8192_*` parameters); smaller
-/// keys go to the `rsa` crate.
+/// Smallest RSA modulus of ring's `*_2048_8192_*` parameters. Smaller keys (down to
+/// `min_rsa_bits`) verify with its legacy PKCS#1 v1.5 parameters, which exist for
+/// RS256 and RS512 only.
 pub const RING_MIN_RSA_BITS: usize = 2048;
 
 /// A JWS signature algorithm (RFC 7518 §3, RFC 8037 §3.1, RFC 8812 §3.2).
@@ -151,14 +153,15 @@ impl fmt::Display for Algorithm {
 /// [`VerifyingKey`]).
 #[derive(Clone)]
 pub(crate) enum KeyMaterial {
-    /// HMAC secret.
-    Hmac(Vec<u8>),
-    /// RSA public key of [`RING_MIN_RSA_BITS`]..=[`MAX_RSA_BITS`] bits, verified with
-    /// ring: modulus and exponent big-endian without leading zeros.
-    RsaRing(ring::signature::RsaPublicKeyComponents<Vec<u8>>),
-    /// RSA public key under [`RING_MIN_RSA_BITS`] (allowed by `min_rsa_bits`), which
-    /// ring's JWS parameters refuse: verified with the `rsa` crate.
-    Rsa(rsa::RsaPublicKey),
+    /// HMAC secret, keyed for the key's hash.
+    Hmac(ring::hmac::Key),
+    /// RSA public key (modulus and exponent big-endian without leading zeros) and
+    /// the ring parameters of the key's algorithm: `*_2048_8192_*` from
+    /// [`RING_MIN_RSA_BITS`], the legacy PKCS#1 v1.5 ones below (RS256, RS512).
+    Rsa {
+        key: ring::signature::RsaPublicKeyComponents<Vec<u8>>,
+        params: &'static ring::signature::RsaParameters,
+    },
     /// P-256 public key (uncompressed SEC1 point, on the curve), verified with ring.
     P256(ring::signature::UnparsedPublicKey<Vec<u8>>),
     /// P-384 public key (uncompressed SEC1 point, on the curve), verified with ring.
@@ -450,7 +453,12 @@ fn parse_oct(
             alg.hash_len()
         ));
     }
-    Ok((alg, KeyMaterial::Hmac(k)))
+    let hash = match alg {
+        Algorithm::HS256 => ring::hmac::HMAC_SHA256,
+        Algorithm::HS384 => ring::hmac::HMAC_SHA384,
+        _ => ring::hmac::HMAC_SHA512,
+    };
+    Ok((alg, KeyMaterial::Hmac(ring::hmac::Key::new(hash, &k))))
 }
 
 fn parse_rsa(
@@ -500,20 +508,31 @@ fn parse_rsa(
                 .to_string(),
         );
     }
-    let key = rsa::RsaPublicKey::new_with_max_size(
-        rsa::BigUint::from_bytes_be(&n),
-        rsa::BigUint::from_bytes_be(&e),
-        MAX_RSA_BITS,
-    )
-    .map_err(|e| format!("unusable RSA key: {e}"))?;
-    // The checks above (and the `rsa` crate's) are all of ring's too: odd modulus
-    // without leading zeros, at most 8192 bits, odd exponent in 3..2^33.
-    let material = if bits >= RING_MIN_RSA_BITS {
-        KeyMaterial::RsaRing(ring::signature::RsaPublicKeyComponents { n, e })
-    } else {
-        KeyMaterial::Rsa(key)
+    use ring::signature as rs;
+    // The checks above are all of ring's too: odd modulus without leading zeros,
+    // at most 8192 bits, odd exponent in 3..2^33.
+    let params: &'static rs::RsaParameters = match (alg, bits >= RING_MIN_RSA_BITS) {
+        (Algorithm::RS256, true) => &rs::RSA_PKCS1_2048_8192_SHA256,
+        (Algorithm::RS384, true) => &rs::RSA_PKCS1_2048_8192_SHA384,
+        (Algorithm::RS512, true) => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (Algorithm::PS256, true) => &rs::RSA_PSS_2048_8192_SHA256,
+        (Algorithm::PS384, true) => &rs::RSA_PSS_2048_8192_SHA384,
+        (Algorithm::PS512, true) => &rs::RSA_PSS_2048_8192_SHA512,
+        (Algorithm::RS256, false) => &rs::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+        (Algorithm::RS512, false) => &rs::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        _ => {
+            return Err(format!(
+                "RSA modulus is {bits} bits; {alg} needs at least {RING_MIN_RSA_BITS} (keys under {RING_MIN_RSA_BITS} bits verify RS256 or RS512 only)"
+            ))
+        }
     };
-    Ok((alg, material))
+    Ok((
+        alg,
+        KeyMaterial::Rsa {
+            key: rs::RsaPublicKeyComponents { n, e },
+            params,
+        },
+    ))
 }
 
 fn parse_ec(
@@ -554,20 +573,26 @@ fn parse_ec(
     sec1.push(0x04);
     sec1.extend_from_slice(&x);
     sec1.extend_from_slice(&y);
-    // from_sec1_bytes checks the point is on the curve and not the identity. P-256
-    // and P-384 keys are then verified with ring over the same SEC1 bytes
-    // (`*_FIXED`: the signature is R || S, as in JWS).
-    let bad = |_| format!("the point (x, y) is not on curve {crv}");
+    // The point must be on the curve (Wycheproof's invalid-curve keys): P-256 and
+    // P-384 are checked here and verified with ring over the same SEC1 bytes
+    // (`*_FIXED`: the signature is R || S, as in JWS); p521/k256's from_sec1_bytes
+    // check their own.
+    let not_on_curve = || format!("the point (x, y) is not on curve {crv}");
+    let bad = |_| not_on_curve();
     let material = match curve_alg {
         Algorithm::ES256 => {
-            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            if !on_nist_curve::<{ crypto_bigint::U256::LIMBS }>(&x, &y, &P256_P, &P256_B) {
+                return Err(not_on_curve());
+            }
             KeyMaterial::P256(ring::signature::UnparsedPublicKey::new(
                 &ring::signature::ECDSA_P256_SHA256_FIXED,
                 sec1,
             ))
         }
         Algorithm::ES384 => {
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?;
+            if !on_nist_curve::<{ crypto_bigint::U384::LIMBS }>(&x, &y, &P384_P, &P384_B) {
+                return Err(not_on_curve());
+            }
             KeyMaterial::P384(ring::signature::UnparsedPublicKey::new(
                 &ring::signature::ECDSA_P384_SHA384_FIXED,
                 sec1,
@@ -579,6 +604,50 @@ fn parse_ec(
         _ => KeyMaterial::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?),
     };
     Ok((curve_alg, material))
+}
+
+// NIST P-256 and P-384 (SEC 2 §2.4.2, §2.5.1): field prime p and coefficient b of
+// y^2 = x^3 - 3x + b.
+const P256_P: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+];
+const P256_B: [u8; 32] = [
+    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc,
+    0x65, 0x1d, 0x06, 0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
+];
+const P384_P: [u8; 48] = [
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe,
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff,
+];
+const P384_B: [u8; 48] = [
+    0xb3, 0x31, 0x2f, 0xa7, 0xe2, 0x3e, 0xe7, 0xe4, 0x98, 0x8e, 0x05, 0x6b, 0xe3, 0xf8, 0x2d, 0x19,
+    0x18, 0x1d, 0x9c, 0x6e, 0xfe, 0x81, 0x41, 0x12, 0x03, 0x14, 0x08, 0x8f, 0x50, 0x13, 0x87, 0x5a,
+    0xc6, 0x56, 0x39, 0x8d, 0x8a, 0x2e, 0xd1, 0x9d, 0x2a, 0x85, 0xc8, 0xed, 0xd3, 0xec, 0x2a, 0xef,
+];
+
+/// True if the affine point (x, y), big-endian, lies on the NIST curve
+/// y^2 = x^3 - 3x + b over GF(p), with x, y < p. P-256 and P-384 have prime order
+/// (cofactor 1), so every such point is a valid public key, and the identity has
+/// no affine form. Load time only, with the fixed-size integers of crypto-bigint
+/// (already linked by p521 and k256): no curve crate. Every slice is exactly
+/// `L` limbs long (the callers checked the coordinate sizes).
+fn on_nist_curve<const L: usize>(x: &[u8], y: &[u8], p: &[u8], b: &[u8]) -> bool {
+    use crypto_bigint::Uint;
+    let p = Uint::<L>::from_be_slice(p);
+    let (x, y, b) = (
+        Uint::<L>::from_be_slice(x),
+        Uint::<L>::from_be_slice(y),
+        Uint::<L>::from_be_slice(b),
+    );
+    if x >= p || y >= p {
+        return false;
+    }
+    let mul = |u: &Uint<L>, v: &Uint<L>| Uint::const_rem_wide(u.mul_wide(v), &p).0;
+    let three_x = x.add_mod(&x, &p).add_mod(&x, &p);
+    let rhs = mul(&mul(&x, &x), &x).sub_mod(&three_x, &p).add_mod(&b, &p);
+    mul(&y, &y) == rhs
 }
 
 fn parse_okp(
@@ -797,6 +866,29 @@ mod tests {
         for (jwk, want) in cases {
             let e = err_of(jwk.clone());
             assert!(e.contains(want), "{jwk}: got {e:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn nist_points_must_be_on_the_curve_and_in_the_field() {
+        for (alg, p) in [
+            (Algorithm::ES256, &P256_P[..]),
+            (Algorithm::ES384, &P384_P[..]),
+        ] {
+            let good = testkeys::ec_jwk(alg, None);
+            assert!(parse_jwk(&good, &KeyRules::default()).is_ok(), "{alg}");
+            let y = b64url_decode_lenient(good["y"].as_str().unwrap_or_default());
+            let mut y = y.unwrap_or_default();
+            if let Some(last) = y.last_mut() {
+                *last ^= 1;
+            }
+            let mut off = good.clone();
+            off["y"] = json!(crate::jwt::b64url_encode(&y));
+            let mut outside = good.clone();
+            outside["x"] = json!(crate::jwt::b64url_encode(p));
+            for bad in [off, outside] {
+                assert!(err_of(bad).contains("is not on curve"), "{alg}");
+            }
         }
     }
 

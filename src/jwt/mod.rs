@@ -26,10 +26,10 @@
 //! (RFC 7519 §7.2 step 10) from a bad signature, accepts what its struct accepts
 //! (e.g. it has its own rules for `crit`, `aud` and time types) and chooses the key
 //! by the token's header. [`verify`] instead implements RFC 7515 §5.2 step by step and
-//! checks the signature over the exact `header.payload` bytes with the primitives
-//! jwt-simple itself is built on (`rsa`, `p256`, `p384`, `k256`, `ed25519-compact`,
-//! `hmac`/`sha2`), plus `p521` for ES512. jwt-simple remains useful to the tests as an
-//! independent implementation that mints tokens.
+//! checks the signature over the exact `header.payload` bytes with `ring` (HMAC,
+//! RSA, ES256, ES384, EdDSA) and, for what ring lacks, the RustCrypto curves
+//! jwt-simple is built on (`k256` for ES256K) plus `p521` for ES512. jwt-simple
+//! remains useful to the tests as an independent implementation that mints tokens.
 //!
 //! # Security rules in one place
 //! - The algorithm is fixed by the key ([`jwks`]): the token's `alg` must equal the

@@ -459,11 +459,15 @@ mod tests {
     #[test]
     fn config_errors_name_the_field() {
         let remote = |r: Value| json!({"issuer": "i", "jwks": {"remote": r}});
+        let mut ps1024 = testkeys::rsa1024_jwk();
+        ps1024["alg"] = json!("PS256");
         let cases: Vec<(Value, &str)> = vec![
             (json!({"main": inline(json!({"issuer": ""}))}), "providers.main.issuer: must not be empty"),
             (json!({"main": inline(json!({"audiences": ["a", ""]}))}), "providers.main.audiences[1]: must not be empty"),
             (json!({"main": {"issuer": "i", "jwks": {"inline": {"keys": [testkeys::rsa1024_jwk()]}}}}),
              "providers.main.jwks.inline.keys[0]: RSA modulus is 1024 bits; at least 2048 required (set min_rsa_bits to allow)"),
+            (json!({"main": {"issuer": "i", "min_rsa_bits": 1024, "jwks": {"inline": {"keys": [ps1024]}}}}),
+             "providers.main.jwks.inline.keys[0]: RSA modulus is 1024 bits; PS256 needs at least 2048 (keys under 2048 bits verify RS256 or RS512 only)"),
             (json!({"main": {"issuer": "i", "jwks": {"inline": {"keys": [testkeys::jwk_for(Algorithm::ES256), {"kty": "EC", "crv": "P-256", "x": "!", "y": "A"}]}}}}),
              "providers.main.jwks.inline.keys[1]: `x` is not valid base64url"),
             (json!({"main": {"issuer": "i", "jwks": {"inline": {"keys": []}}}}), "providers.main.jwks.inline.keys: must contain at least one key"),

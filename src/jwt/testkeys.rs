@@ -90,8 +90,8 @@ pub fn rsa1024_jwk() -> Value {
     json!({"kty": "RSA", "n": b64url_encode(&n), "e": b64url_encode(&e)})
 }
 
-/// A token signed with the 1024-bit RSA key (RS256 or PS256), for the `rsa` crate
-/// path that keys under 2048 bits take.
+/// A token signed with the 1024-bit RSA key (RS256 or RS512), for ring's legacy
+/// parameters that keys under 2048 bits take.
 pub fn mint_rsa1024(alg: Algorithm, claims: &Value) -> String {
     let input = format!(
         "{}.{}",
@@ -103,8 +103,8 @@ pub fn mint_rsa1024(alg: Algorithm, claims: &Value) -> String {
         Algorithm::RS256 => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)
             .sign(input.as_bytes())
             .to_vec(),
-        Algorithm::PS256 => rsa::pss::SigningKey::<sha2::Sha256>::new(key)
-            .sign_with_rng(&mut rand::thread_rng(), input.as_bytes())
+        Algorithm::RS512 => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(key)
+            .sign(input.as_bytes())
             .to_vec(),
         other => panic!("no 1024-bit minting for {other}"),
     };

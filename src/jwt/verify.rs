@@ -11,11 +11,13 @@
 //!    and among them only keys whose algorithm equals the header's `alg`; without a
 //!    `kid`, the first [`MAX_KEYS_TRIED_WITHOUT_KID`] keys of that algorithm. Header
 //!    members such as `jwk`, `jku`, `x5u`, `x5c` are never used to find a key;
-//! 4. signature, with the primitive of the key's algorithm: `ring` for RSA keys of
-//!    2048..=8192 bits (RS*, PS*), ES256, ES384 and EdDSA (in V8 about 1.5-2x
-//!    faster than the pure-Rust crates, ES384 about even); RustCrypto for RSA keys under 2048 bits (which
-//!    ring's parameters refuse), ES512, ES256K and HMAC. Both refuse signatures of the
-//!    wrong length and accept high-S ECDSA signatures (RFC 7518 does not forbid them);
+//! 4. signature, with the primitive of the key's algorithm: `ring` for HMAC, RSA
+//!    (RS*/PS* from 2048 bits; under that, down to `min_rsa_bits`, RS256 and RS512
+//!    with its legacy PKCS#1 v1.5 parameters), ES256, ES384 and EdDSA (in V8 about
+//!    1.5-2x faster than the pure-Rust crates, ES384 about even); the RustCrypto
+//!    `p521` and `k256` for ES512 and ES256K, over ring's digests. Both refuse
+//!    signatures of the wrong length and accept high-S ECDSA signatures (RFC 7518
+//!    does not forbid them);
 //! 5. only then the payload: a JSON object, numeric `exp`/`nbf`/`iat`, `iss`, the
 //!    times with `clock_skew_seconds`, `max_lifetime_seconds`, and last `aud` (so an
 //!    expired token is a 401, not a 403).
@@ -27,10 +29,7 @@ use crate::authz::Claims;
 use crate::jwt::jwks::{Algorithm, KeyMaterial, KeySet, VerifyingKey};
 use crate::jwt::{b64url_decode, MAX_TOKEN_BYTES};
 use crate::reply::Rejection;
-use hmac::{Hmac, Mac};
-use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256, Sha384, Sha512};
 use std::fmt;
 
 /// Largest decoded JOSE header accepted, in bytes.
@@ -396,57 +395,15 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>, VerifyError>
 
 /// Checks `sig` over `msg` with `key`, under the key's own algorithm.
 fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
-    use p256::ecdsa::signature::Verifier;
+    use p521::ecdsa::signature::hazmat::PrehashVerifier;
+    use ring::digest;
     match (&key.material, key.alg()) {
-        (KeyMaterial::Hmac(k), Algorithm::HS256) => hmac_verify::<Hmac<Sha256>>(k, msg, sig),
-        (KeyMaterial::Hmac(k), Algorithm::HS384) => hmac_verify::<Hmac<Sha384>>(k, msg, sig),
-        (KeyMaterial::Hmac(k), Algorithm::HS512) => hmac_verify::<Hmac<Sha512>>(k, msg, sig),
-        (KeyMaterial::RsaRing(pk), alg) => {
-            use ring::signature as rs;
-            // ring checks the length too (RFC 8017 §8.2.2 step 1); PSS with MGF1 of
-            // the same hash and a salt as long as the hash (RFC 7518 §3.5).
-            if sig.len() != pk.n.len() {
-                return false;
-            }
-            let params: &rs::RsaParameters = match alg {
-                Algorithm::RS256 => &rs::RSA_PKCS1_2048_8192_SHA256,
-                Algorithm::RS384 => &rs::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &rs::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &rs::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &rs::RSA_PSS_2048_8192_SHA384,
-                Algorithm::PS512 => &rs::RSA_PSS_2048_8192_SHA512,
-                _ => return false,
-            };
-            pk.verify(params, msg, sig).is_ok()
-        }
-        (KeyMaterial::Rsa(pk), alg) => {
-            // The signature is exactly the modulus size (RFC 8017 §8.2.2 step 1).
-            if sig.len() != pk.size() {
-                return false;
-            }
-            let res = match alg {
-                Algorithm::RS256 => pk.verify(
-                    rsa::Pkcs1v15Sign::new::<Sha256>(),
-                    &Sha256::digest(msg),
-                    sig,
-                ),
-                Algorithm::RS384 => pk.verify(
-                    rsa::Pkcs1v15Sign::new::<Sha384>(),
-                    &Sha384::digest(msg),
-                    sig,
-                ),
-                Algorithm::RS512 => pk.verify(
-                    rsa::Pkcs1v15Sign::new::<Sha512>(),
-                    &Sha512::digest(msg),
-                    sig,
-                ),
-                // RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash.
-                Algorithm::PS256 => pk.verify(rsa::Pss::new::<Sha256>(), &Sha256::digest(msg), sig),
-                Algorithm::PS384 => pk.verify(rsa::Pss::new::<Sha384>(), &Sha384::digest(msg), sig),
-                Algorithm::PS512 => pk.verify(rsa::Pss::new::<Sha512>(), &Sha512::digest(msg), sig),
-                _ => return false,
-            };
-            res.is_ok()
+        // Constant-time comparison of the full tag (a truncated tag never passes).
+        (KeyMaterial::Hmac(k), _) => ring::hmac::verify(k, msg, sig).is_ok(),
+        // The parameters were chosen with the key (src/jwt/jwks.rs). ring checks the
+        // length too (RFC 8017 §8.2.2 step 1).
+        (KeyMaterial::Rsa { key, params }, _) => {
+            sig.len() == key.n.len() && key.verify(params, msg, sig).is_ok()
         }
         // ECDSA signatures are R || S, each the field size (RFC 7518 §3.4). ring's
         // `*_FIXED` and the RustCrypto `from_slice` refuse other lengths (so DER) and
@@ -454,27 +411,24 @@ fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
         (KeyMaterial::P256(pk), Algorithm::ES256) | (KeyMaterial::P384(pk), Algorithm::ES384) => {
             pk.verify(msg, sig).is_ok()
         }
+        // The RustCrypto curves get ring's digest, so no second SHA-2 is linked.
         (KeyMaterial::P521(vk), Algorithm::ES512) => {
-            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| vk.verify(msg, &s).is_ok())
+            let hash = digest::digest(&digest::SHA512, msg);
+            p521::ecdsa::Signature::from_slice(sig)
+                .is_ok_and(|s| vk.verify_prehash(hash.as_ref(), &s).is_ok())
         }
         // k256 refuses high-S signatures (a Bitcoin rule); JOSE (RFC 8812) does not
         // require low S, so normalise first: (r, s) and (r, n - s) are equally valid.
-        (KeyMaterial::K256(vk), Algorithm::ES256K) => k256::ecdsa::Signature::from_slice(sig)
-            .is_ok_and(|s| vk.verify(msg, &s.normalize_s().unwrap_or(s)).is_ok()),
+        (KeyMaterial::K256(vk), Algorithm::ES256K) => {
+            let hash = digest::digest(&digest::SHA256, msg);
+            k256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| {
+                vk.verify_prehash(hash.as_ref(), &s.normalize_s().unwrap_or(s))
+                    .is_ok()
+            })
+        }
         // ring refuses signatures that are not 64 bytes and S >= L (RFC 8032 §5.1.7).
         (KeyMaterial::Ed25519(pk), Algorithm::EdDSA) => pk.verify(msg, sig).is_ok(),
         _ => false,
-    }
-}
-
-/// Constant-time HMAC check (`verify_slice` also requires the full tag length).
-fn hmac_verify<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    match <M as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(msg);
-            mac.verify_slice(sig).is_ok()
-        }
-        Err(_) => false,
     }
 }
 
@@ -942,18 +896,17 @@ mod tests {
     }
 
     #[test]
-    fn rsa_keys_under_2048_bits_verify_with_the_rsa_crate() {
-        // ring's parameters start at 2048 bits; a key allowed by `min_rsa_bits`
-        // below that must still verify (and refuse) tokens.
+    fn rsa_keys_under_2048_bits_verify_rs256_and_rs512() {
+        // ring's JWS parameters start at 2048 bits; under that (allowed by
+        // `min_rsa_bits`) its legacy PKCS#1 v1.5 parameters verify RS256 and RS512.
         let lowered = KeyRules {
             min_rsa_bits: 1024,
             allow_symmetric: false,
         };
-        for alg in [Algorithm::RS256, Algorithm::PS256] {
+        for alg in [Algorithm::RS256, Algorithm::RS512] {
             let mut jwk = testkeys::rsa1024_jwk();
             jwk["alg"] = json!(alg.name());
             let keys: Vec<VerifyingKey> = parse_jwk(&jwk, &lowered).into_iter().collect();
-            assert!(matches!(keys[0].material, KeyMaterial::Rsa(_)));
             let keys = KeySet::new(keys);
             let token = testkeys::mint_rsa1024(alg, &good_claims());
             assert!(verify_jwt(&token, &keys, &rules(), NOW).is_ok(), "{alg}");
@@ -963,9 +916,15 @@ mod tests {
             let bad = format!("{input}.{flipped}{}", &sig[1..]);
             assert!(verify_jwt(&bad, &keys, &rules(), NOW).is_err(), "{alg}");
         }
-        // 2048 bits and up go to ring.
-        let keys = testkeys::keyset(&[Algorithm::RS256]);
-        assert!(matches!(keys.keys()[0].material, KeyMaterial::RsaRing(_)));
+        // The other RSA algorithms have no parameters that small: refused at load.
+        for alg in [Algorithm::RS384, Algorithm::PS256, Algorithm::PS512] {
+            let mut jwk = testkeys::rsa1024_jwk();
+            jwk["alg"] = json!(alg.name());
+            assert_eq!(
+                parse_jwk(&jwk, &lowered).err(),
+                Some(format!("RSA modulus is 1024 bits; {alg} needs at least 2048 (keys under 2048 bits verify RS256 or RS512 only)"))
+            );
+        }
     }
 
     #[test]

@@ -167,14 +167,27 @@ class Envoy:
         with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
             return r.read().decode()
 
-    def stats(self):
-        """All counters and gauges, `wasmcustom.` prefix removed."""
+    def _read_stats(self):
         doc = json.loads(self.admin_get("/stats?format=json"))
         out = {}
         for s in doc.get("stats", []):
             if "name" in s and "value" in s:
                 out[s["name"].removeprefix("wasmcustom.")] = s["value"]
         return out
+
+    def stats(self):
+        """All counters and gauges, `wasmcustom.` prefix removed. The filter hands
+        its counts to Envoy on a tick (`metrics_flush_ms`, which start_envoy sets to
+        FLUSH_MS): read until two reads several ticks apart agree."""
+        counters = self.admin_get("/stats?format=json&type=Counters&filter=apiguard")
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            time.sleep(STATS_SETTLE_S)
+            again = self.admin_get("/stats?format=json&type=Counters&filter=apiguard")
+            if again == counters:
+                break
+            counters = again
+        return self._read_stats()
 
     def stat(self, name):
         return self.stats().get(name, 0)
@@ -230,6 +243,16 @@ def stop_process(proc):
             proc.wait()
 
 
+def poll(fn, ok, timeout, interval=0.2):
+    """Calls fn until ok(result) or timeout seconds; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fn()
+        if ok(out) or time.monotonic() > deadline:
+            return out
+        time.sleep(interval)
+
+
 def tail_file(path, n=60):
     """The last `n` lines of a log file (for error messages)."""
     try:
@@ -237,6 +260,12 @@ def tail_file(path, n=60):
             return "".join(f.readlines()[-n:])
     except OSError:
         return "<no log>"
+
+
+# The filter's metrics flush period in the tests (the default is 1000 ms), and how
+# long counters must stay unchanged before `Envoy.stats()` trusts them.
+FLUSH_MS = 100
+STATS_SETTLE_S = 0.35
 
 
 @contextlib.contextmanager
@@ -249,6 +278,8 @@ def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=
     overrides {path_prefix: fn(handler, request) -> (status, headers, body)};
     make_bootstrap: fn(upstream_port) -> bootstrap dict, replacing the generated one.
     """
+    if isinstance(plugin_config, dict) and "metrics_flush_ms" not in plugin_config:
+        plugin_config = dict(plugin_config, metrics_flush_ms=FLUSH_MS)
     recorder = demo_upstream.Recorder()
     upstream = demo_upstream.serve(recorder=recorder, responders=responders)
     workdir = tempfile.mkdtemp(prefix="apiguard-e2e-")

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from harness import ROOT, WASM, start_envoy
+from harness import ROOT, WASM, poll, start_envoy
 
 
 def demo_bootstrap(upstream_port):
@@ -34,7 +34,9 @@ def test_demo_config_serves_and_exports_labelled_metrics():
         assert r.headers["strict-transport-security"] == "max-age=31536000"
         assert env.request("DELETE", "/shops/s1/orders/1").status == 405
         assert env.get("/nope").status == 404
-        prom = env.admin_get("/stats/prometheus")
+        # The demo keeps the default metrics_flush_ms (1 s): wait for the flush.
+        prom = poll(lambda: env.admin_get("/stats/prometheus"),
+                    lambda p: "apiguard_unmatched_not_found{} 1" in p, 5)
         assert 'apiguard_route_decision{route="health",decision="allowed"} 1' in prom, prom[-2000:]
         assert 'apiguard_route_decision{route="get-order",decision="method"} 1' in prom
         assert "apiguard_unmatched_not_found{} 1" in prom

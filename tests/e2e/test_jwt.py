@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from harness import cluster, start_envoy
+from harness import cluster, poll, start_envoy
 from idp import IdP
 
 ISS = "https://idp.e2e.test/"
@@ -170,16 +170,6 @@ def rejected(env, path, status, token=None, headers=None, www="invalid_token"):
     if token:
         assert token not in r.body.decode() and token not in (challenge or ""), "token echoed"
     return doc
-
-
-def poll(fn, ok, timeout, interval=0.2):
-    """Calls fn until ok(result) or timeout seconds; returns the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = fn()
-        if ok(out) or time.monotonic() > deadline:
-            return out
-        time.sleep(interval)
 
 
 class Delta:
