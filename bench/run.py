@@ -279,6 +279,8 @@ def diagnostic_scenarios(keys, token_files):
     two = ("noop", "ours")
     limit = {"limit": 1000000000, "window_seconds": 1}
     return [
+        Scenario("diag-open", "unprotected route, default configuration (as `open`)", "GET", "/api/items/42",
+                 ours={"routes": [items]}, native=None, configs=two),
         Scenario("diag-open-nosec", "unprotected route, security headers off", "GET", "/api/items/42",
                  ours={"routes": [items], "security_headers": off}, native=None, configs=two),
         Scenario("diag-open-unmatched-allow", "no route matches, unmatched: allow (path normalisation only)",
@@ -311,6 +313,9 @@ def hostcall_scenarios(probe_wasm):
         "get_header": "read one request header (proxy_get_header_map_value)",
         "get_headers": "read the request header map (proxy_get_header_map_pairs)",
         "set_header": "replace one response header (proxy_replace_header_map_value)",
+        "add_headers": "set distinct new response headers, 8 names (proxy_replace_header_map_value)",
+        "remove_absent": "remove response headers that are absent, 8 names (proxy_remove_header_map_value)",
+        "set_pairs": "read the response header map and write it back (get + set_header_map_pairs)",
         "metric": "increment a counter (proxy_increment_metric)",
         "time": "read the clock (proxy_get_current_time_nanoseconds)",
         "shared_get": "read a shared-data key (proxy_get_shared_data)",

@@ -5,6 +5,11 @@
 //! - `get_header`: read `:path` (`proxy_get_header_map_value`);
 //! - `get_headers`: read the whole request header map (`proxy_get_header_map_pairs`);
 //! - `set_header`: replace one response header (`proxy_replace_header_map_value`);
+//! - `add_headers`: set `n` distinct new response headers (the same call);
+//! - `remove_absent`: remove `n` distinct response headers that are not there
+//!   (`proxy_remove_header_map_value`);
+//! - `set_pairs`: read the response header map and write it back with one more
+//!   header (`proxy_get_header_map_pairs` + `proxy_set_header_map_pairs`);
 //! - `metric`: increment a counter (`proxy_increment_metric`);
 //! - `time`: read the clock (`proxy_get_current_time_nanoseconds`);
 //! - `shared_get`: read one shared-data key (`proxy_get_shared_data`).
@@ -92,6 +97,9 @@ enum Kind {
     GetHeader,
     GetHeaders,
     SetHeader,
+    AddHeaders,
+    RemoveAbsent,
+    SetPairs,
     Metric,
     Time,
     SharedGet,
@@ -132,6 +140,9 @@ impl RootContext for Root {
             "get_header" => Kind::GetHeader,
             "get_headers" => Kind::GetHeaders,
             "set_header" => Kind::SetHeader,
+            "add_headers" => Kind::AddHeaders,
+            "remove_absent" => Kind::RemoveAbsent,
+            "set_pairs" => Kind::SetPairs,
             "metric" => Kind::Metric,
             "time" => Kind::Time,
             "shared_get" => Kind::SharedGet,
@@ -189,13 +200,61 @@ impl HttpContext for Filter {
                         return Action::Pause;
                     }
                 }
-                Kind::SetHeader | Kind::None => break,
+                Kind::SetHeader
+                | Kind::AddHeaders
+                | Kind::RemoveAbsent
+                | Kind::SetPairs
+                | Kind::None => break,
             }
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        const NAMES: [&str; 8] = [
+            "x-probe-0",
+            "x-probe-1",
+            "x-probe-2",
+            "x-probe-3",
+            "x-probe-4",
+            "x-probe-5",
+            "x-probe-6",
+            "x-probe-7",
+        ];
+        let names = NAMES.iter().cycle().take(self.0.n as usize);
+        match self.0.kind {
+            Kind::AddHeaders => {
+                for name in names {
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpResponseHeaders,
+                        name,
+                        Some(b"1"),
+                    );
+                }
+            }
+            Kind::RemoveAbsent => {
+                for name in names {
+                    let _ =
+                        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None);
+                }
+            }
+            Kind::SetPairs => {
+                for _ in 0..self.0.n {
+                    let Ok(mut pairs) = hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
+                    else {
+                        break;
+                    };
+                    pairs.retain(|(k, _)| k != "x-probe");
+                    pairs.push(("x-probe".to_string(), b"1".to_vec()));
+                    let view: Vec<(&str, &[u8])> = pairs
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_slice()))
+                        .collect();
+                    let _ = hostcalls::set_map_bytes(MapType::HttpResponseHeaders, view);
+                }
+            }
+            _ => {}
+        }
         if self.0.kind == Kind::SetHeader {
             for _ in 0..self.0.n {
                 let _ = hostcalls::set_map_value_bytes(
