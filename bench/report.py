@@ -25,11 +25,15 @@ def derive(sc, open_ours_cpu=None):
     if "native" in c and "none" in c:
         d["native_added_cpu_us"] = c["native"]["cpu_us"] - c["none"]["cpu_us"]
     if ours and "noop" in c and "sigonly" in c:
-        # Fresh token: api-guard's whole verification vs the same signature check
-        # alone (bench/hostcalls), each over the no-op filter.
+        # Fresh token: what verifying it costs (api-guard here minus api-guard on
+        # the unprotected route, so routing and security headers are not counted)
+        # vs the same signature check alone (bench/hostcalls) over the no-op filter.
+        # The whole request's cost over the no-op filter is given too.
         d["sigonly_cpu_us"] = c["sigonly"]["cpu_us"] - c["noop"]["cpu_us"]
         if d["sigonly_cpu_us"] > 0:
-            d["ratio_sigonly"] = d["added_cpu_us"] / d["sigonly_cpu_us"]
+            d["ratio_sigonly_request"] = d["added_cpu_us"] / d["sigonly_cpu_us"]
+            if "feature_cpu_us" in d:
+                d["ratio_sigonly"] = d["feature_cpu_us"] / d["sigonly_cpu_us"]
     if ours and sc.get("calls") and "added_cpu_us" in d:
         d["per_call_us"] = d["added_cpu_us"] / sc["calls"]
     t = sc.get("target")
@@ -41,11 +45,13 @@ def derive(sc, open_ours_cpu=None):
             d["target"] = f"÷ no-op ≥ {t[1]}, ÷ native ≥ {t[2]}"
             d["met"] = d["ratio_noop"] >= t[1] and d["ratio_native"] >= t[2]
         elif t[0] == "fresh" and "ratio_sigonly" in d:
-            d["target"] = f"≤ {t[1]}× signature alone"
+            d["target"] = f"verification ≤ {t[1]}× signature alone"
             d["met"] = d["ratio_sigonly"] <= t[1]
-        elif t[0] == "added_us" and "added_cpu_us" in d:
-            d["target"] = f"≤ {t[1]} µs added"
-            d["met"] = d["added_cpu_us"] <= t[1]
+        elif t[0] == "added_us" and "feature_cpu_us" in d:
+            # What the protection adds: api-guard here minus api-guard on the
+            # unprotected route, whose own cost has its own target (÷ no-op).
+            d["target"] = f"≤ {t[1]} µs over the open route ({d['feature_cpu_us']:.1f})"
+            d["met"] = d["feature_cpu_us"] <= t[1]
     return d
 
 
@@ -118,8 +124,9 @@ def markdown(doc):
             notes.append(f"native minus no filter: {d['native_added_cpu_us']:.1f} µs CPU/req")
         if "sigonly_cpu_us" in d:
             notes.append(f"the signature check alone in V8 (ring, bench/hostcalls) adds "
-                         f"{d['sigonly_cpu_us']:.1f} µs CPU/req; api-guard's whole verification is "
-                         f"{_f(d.get('ratio_sigonly'))}× that")
+                         f"{d['sigonly_cpu_us']:.1f} µs CPU/req; api-guard's verification (here minus "
+                         f"the unprotected route) is {_f(d.get('ratio_sigonly'))}× that, and the whole "
+                         f"request over the no-op filter {_f(d.get('ratio_sigonly_request'))}×")
         if "per_call_us" in d:
             notes.append(f"**one call: {d['per_call_us']:.2f} µs** of Envoy CPU ({s['calls']} per request)")
         for k in ("native", "ours"):

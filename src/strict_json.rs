@@ -575,9 +575,8 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::schema::StrictValue;
     use rand::{Rng, SeedableRng};
-    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    use std::fmt;
 
     /// Limits that never fire (within serde_json's own recursion limit of 128).
     const OPEN: JsonLimits = JsonLimits {
@@ -589,64 +588,10 @@ mod tests {
     };
 
     /// The oracle: serde_json with the duplicate-refusing visitor the filter used
-    /// before this parser (serde_json alone keeps the last duplicate).
-    struct Strict(Value);
-
-    impl<'de> Deserialize<'de> for Strict {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(StrictVisitor).map(Strict)
-        }
-    }
-
-    struct StrictVisitor;
-
-    impl<'de> Visitor<'de> for StrictVisitor {
-        type Value = Value;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-            Ok(Value::Bool(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-            Ok(Value::Number(v.into()))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-            Ok(Value::Number(v.into()))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-            Number::from_f64(v)
-                .map(Value::Number)
-                .ok_or_else(|| E::custom("number out of range"))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-            Ok(Value::String(v.to_owned()))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-            let mut items = Vec::new();
-            while let Some(Strict(item)) = seq.next_element()? {
-                items.push(item);
-            }
-            Ok(Value::Array(items))
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            let mut members = Map::new();
-            while let Some(name) = map.next_key::<String>()? {
-                if members.contains_key(&name) {
-                    return Err(de::Error::custom("duplicate member name in an object"));
-                }
-                let Strict(value) = map.next_value()?;
-                members.insert(name, value);
-            }
-            Ok(Value::Object(members))
-        }
-    }
-
+    /// before this parser, kept for the configuration (serde_json alone keeps the
+    /// last duplicate).
     fn oracle(text: &str) -> Option<Value> {
-        serde_json::from_str::<Strict>(text).ok().map(|s| s.0)
+        serde_json::from_str::<StrictValue>(text).ok().map(|s| s.0)
     }
 
     /// Same verdict as the oracle, and the same value when accepted.
