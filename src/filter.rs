@@ -640,9 +640,9 @@ impl HttpContext for Filter {
         };
         let sec = &policy.security_headers;
         // Measured in V8 (`make bench ARGS=--hostcalls`): reading a header map costs
-        // about 1.5 µs (Envoy calls back into Wasm to allocate the copy), removing a
-        // header about 0.3 µs. So disclosure headers are removed blindly, unless
-        // masking needs the response headers anyway.
+        // about 1.4 µs (Envoy calls back into Wasm to allocate the copy), removing a
+        // header under 0.1 µs when it is absent. So disclosure headers are removed
+        // blindly, unless masking needs the response headers anyway.
         let headers = if self.mask_response {
             Headers::response()
         } else {

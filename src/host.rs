@@ -42,7 +42,7 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
 /// A snapshot of a header map, read with one host call: every later lookup is
 /// a scan of Wasm memory instead of another call into Envoy (`make bench
 /// ARGS=--hostcalls`: reading one header costs about 1 µs in V8, the whole map
-/// 1.5 µs). The host's serialized map is kept as it came, and lookups borrow
+/// 1.4 µs). The host's serialized map is kept as it came, and lookups borrow
 /// from it: two allocations per read, not two per header. Names are lowercase,
 /// as Envoy keeps them; a map that is not valid UTF-8 (obs-text bytes in a
 /// value) is converted lossily, once.
