@@ -20,7 +20,6 @@ seconds and reports what it measured.
 import argparse
 import base64
 import datetime
-import http.client
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, HERE)
 import fixtures  # noqa: E402
-import harness  # noqa: E402  (bootstrap(), wasm_filter(), cluster())
+import harness  # noqa: E402  (bootstrap(), wasm_filter(), http_request(), wait_ready())
 import report  # noqa: E402
 
 WORK = os.path.join(HERE, "work")
@@ -511,29 +510,11 @@ def run_wrk(sc, envoy, seconds, connections, tag, pace_ms=None):
 
 # -- one scenario -------------------------------------------------------------------
 
-def http_request(port, method, path, headers, body):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        hdrs = dict(headers)
-        if body is not None:
-            hdrs["content-length"] = str(len(body))
-        for k, v in hdrs.items():
-            conn.putheader(k, v)
-        conn.endheaders()
-        if body is not None:
-            conn.send(body)
-        resp = conn.getresponse()
-        return harness.Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-    finally:
-        conn.close()
-
-
 def probe(sc, cfg, envoy):
     """Returns (error or None, notes). The measured request must succeed, and the
     protection must really act (a request without token is refused, ...)."""
     notes = []
-    r = http_request(envoy.port, sc.method, sc.path, sc.request_headers(), sc.body)
+    r = harness.http_request(envoy.port, sc.method, sc.path, sc.request_headers(), sc.body)
     if r.status != 200:
         return f"measured request got {r.status}: {r.body[:300]!r}", notes
     for configs, what, over, status, fn, soft in sc.checks:
@@ -542,7 +523,7 @@ def probe(sc, cfg, envoy):
         headers = over.get("headers", sc.request_headers())
         if sc.body is not None:
             headers = dict(headers, **{"content-type": "application/json"})
-        r = http_request(envoy.port, sc.method, over.get("path", sc.path), headers, over.get("body", sc.body))
+        r = harness.http_request(envoy.port, sc.method, over.get("path", sc.path), headers, over.get("body", sc.body))
         err = None
         if r.status != status:
             err = f"check failed: {what}: expected {status}, got {r.status}"

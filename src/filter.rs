@@ -107,7 +107,7 @@ impl Filter {
     fn reject(&mut self, rejection: Rejection) -> Action {
         match self.route() {
             Some(r) => metrics::route_decision(r, rejection.reason()),
-            None => metrics::inc(&format!("apiguard.unmatched.{}", rejection.reason())),
+            None => metrics::unmatched(rejection.reason()),
         }
         self.send_problem(&rejection)
     }
@@ -115,10 +115,9 @@ impl Filter {
     /// Sends the problem document for `rejection` as a local reply.
     fn send_problem(&mut self, rejection: &Rejection) -> Action {
         let reply = rejection.render();
-        let route_name = self.route().map(|r| r.name.clone());
         log::debug!(
             "api-guard: route={} rejected status={} reason={}",
-            route_name.as_deref().unwrap_or("-"),
+            self.route().map_or("-", |r| r.name.as_str()),
             reply.status,
             rejection.reason()
         );
@@ -587,7 +586,7 @@ fn is_json_media_type(value: &str) -> bool {
 
 /// Counts a request to an undeclared endpoint and logs its pattern once per worker.
 fn note_shadow_endpoint(method: &str, path: &route::NormalizedPath) {
-    metrics::inc("apiguard.unmatched.allowed");
+    metrics::unmatched("allowed");
     let pattern = shadow_pattern_key(method, path);
     SHADOW_SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();

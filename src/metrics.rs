@@ -23,15 +23,16 @@ use proxy_wasm::types::MetricType;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-/// (provider, counter, metric id).
-type ProviderMetric = (Box<str>, Box<str>, u32);
+/// (family, scope, counter, metric id) of a counter named
+/// `<family>.<scope>.<counter>` (`<family>.<counter>` when the scope is empty).
+type ScopedMetric = (&'static str, Box<str>, Box<str>, u32);
 
 thread_local! {
     static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
     /// Counts not yet handed to Envoy: `(metric id, amount)`, one entry per id.
     static PENDING: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
-    /// Provider counter ids by (provider, counter): a handful per provider.
-    static PROVIDER_IDS: RefCell<Vec<ProviderMetric>> = const { RefCell::new(Vec::new()) };
+    /// Provider and unmatched counter ids: a handful per provider.
+    static SCOPED_IDS: RefCell<Vec<ScopedMetric>> = const { RefCell::new(Vec::new()) };
     /// Whether counts are batched (set from the policy by the root context).
     static BATCHING: Cell<bool> = const { Cell::new(false) };
 }
@@ -97,18 +98,6 @@ fn id(kind: MetricType, name: &str) -> Option<u32> {
     })
 }
 
-/// Adds `n` to a counter.
-pub fn add(name: &str, n: u64) {
-    if let Some(id) = id(MetricType::Counter, name) {
-        count(id, n);
-    }
-}
-
-/// Adds one to a counter.
-pub fn inc(name: &str) {
-    add(name, 1);
-}
-
 /// Sets a gauge.
 pub fn gauge(name: &str, value: u64) {
     if let Some(id) = id(MetricType::Gauge, name) {
@@ -149,23 +138,40 @@ pub fn route_counter(route: &Route, area: &'static str, counter: &str, n: u64) {
     count(id, n);
 }
 
-/// `apiguard.provider.<provider>.<counter>`. Ids are remembered per worker by
-/// (provider, counter), so a request does not format the name.
+/// `apiguard.provider.<provider>.<counter>`.
 pub fn provider_counter(provider: &str, counter: &str) {
-    let cached = PROVIDER_IDS.with(|ids| {
+    scoped_counter("apiguard.provider", provider, counter);
+}
+
+/// `apiguard.unmatched.<decision>`: a request that matched no route.
+pub fn unmatched(decision: &str) {
+    scoped_counter("apiguard.unmatched", "", decision);
+}
+
+/// Adds one to `<family>.<scope>.<counter>`. Ids are remembered per worker by
+/// (family, scope, counter), so a request neither formats nor hashes the name.
+fn scoped_counter(family: &'static str, scope: &str, counter: &str) {
+    let cached = SCOPED_IDS.with(|ids| {
         ids.borrow()
             .iter()
-            .find(|(p, c, _)| &**p == provider && &**c == counter)
-            .map(|(_, _, id)| *id)
+            .find(|(f, s, c, _)| *f == family && &**s == scope && &**c == counter)
+            .map(|(_, _, _, id)| *id)
     });
     let id = match cached {
         Some(id) => id,
         None => {
-            let name = format!("apiguard.provider.{provider}.{counter}");
+            let name = if scope.is_empty() {
+                format!("{family}.{counter}")
+            } else {
+                format!("{family}.{scope}.{counter}")
+            };
             let Some(id) = id(MetricType::Counter, &name) else {
                 return;
             };
-            PROVIDER_IDS.with(|ids| ids.borrow_mut().push((provider.into(), counter.into(), id)));
+            SCOPED_IDS.with(|ids| {
+                ids.borrow_mut()
+                    .push((family, scope.into(), counter.into(), id));
+            });
             id
         }
     };

@@ -43,6 +43,31 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:300]!r}>"
 
 
+def http_request(port, method, path, headers=None, body=None, timeout=10):
+    """One HTTP/1.1 request to 127.0.0.1:`port`, exactly as given (no implicit
+    Accept-Encoding); repeated response headers are joined with ", "."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        hdrs = dict(headers or {})
+        if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
+            hdrs["content-length"] = str(len(body))
+        for k, v in hdrs.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        if body is not None:
+            conn.send(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        merged = {}
+        for k, v in resp.getheaders():
+            k = k.lower()
+            merged[k] = f"{merged[k]}, {v}" if k in merged else v
+        return Response(resp.status, merged, data)
+    finally:
+        conn.close()
+
+
 def cluster(name, port, http2=False):
     c = {
         "name": name,
@@ -135,26 +160,7 @@ class Envoy:
 
     # -- traffic ---------------------------------------------------------
     def request(self, method, path, headers=None, body=None, timeout=10):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            hdrs = dict(headers or {})
-            if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k in hdrs):
-                hdrs["content-length"] = str(len(body))
-            for k, v in hdrs.items():
-                conn.putheader(k, v)
-            conn.endheaders()
-            if body is not None:
-                conn.send(body)
-            resp = conn.getresponse()
-            data = resp.read()
-            merged = {}
-            for k, v in resp.getheaders():
-                k = k.lower()
-                merged[k] = f"{merged[k]}, {v}" if k in merged else v
-            return Response(resp.status, merged, data)
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, headers, body, timeout)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)

@@ -221,21 +221,18 @@ impl HttpContext for Filter {
             "x-probe-6",
             "x-probe-7",
         ];
-        let names = NAMES.iter().cycle().take(self.0.n as usize);
-        match self.0.kind {
-            Kind::AddHeaders => {
-                for name in names {
-                    let _ = hostcalls::set_map_value_bytes(
-                        MapType::HttpResponseHeaders,
-                        name,
-                        Some(b"1"),
-                    );
-                }
-            }
-            Kind::RemoveAbsent => {
-                for name in names {
+        let kind = self.0.kind;
+        match kind {
+            Kind::SetHeader | Kind::AddHeaders | Kind::RemoveAbsent => {
+                let value: Option<&[u8]> = (kind != Kind::RemoveAbsent).then_some(b"1");
+                for i in 0..self.0.n as usize {
+                    // `set_header` replaces one header; the others cycle through 8 names.
+                    let name = match kind {
+                        Kind::SetHeader => "x-probe",
+                        _ => NAMES[i % NAMES.len()],
+                    };
                     let _ =
-                        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, None);
+                        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, value);
                 }
             }
             Kind::SetPairs => {
@@ -254,15 +251,6 @@ impl HttpContext for Filter {
                 }
             }
             _ => {}
-        }
-        if self.0.kind == Kind::SetHeader {
-            for _ in 0..self.0.n {
-                let _ = hostcalls::set_map_value_bytes(
-                    MapType::HttpResponseHeaders,
-                    "x-probe",
-                    Some(b"1"),
-                );
-            }
         }
         Action::Continue
     }
