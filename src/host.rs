@@ -10,8 +10,11 @@
 //! byte. We only use the `_bytes` variants and convert lossily: a value that was
 //! not UTF-8 cannot match a token, media type or claim anyway.
 
+use crate::quota::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{MapType, Status};
+
+pub use proxy_wasm::types::{BufferType, MetricType};
 use std::ops::Range;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -308,44 +311,50 @@ pub fn dispatch_http_call(
     hostcalls::dispatch_http_call(cluster, headers, None, Vec::new(), timeout)
 }
 
-/// Shared-data read: value and CAS token.
-pub fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
-    hostcalls::get_shared_data(key)
+/// Defines a metric (idempotent in Envoy: the same name gives the same id).
+pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(s) => {
+            log::warn!("api-guard: defining metric {name} failed: {s:?}");
+            None
+        }
+    }
 }
 
-/// Shared-data write with optional CAS token.
-pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(value), cas)
+/// Adds `n` to a counter.
+pub fn increment_metric(id: u32, n: u64) {
+    let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Sets a gauge.
+pub fn record_metric(id: u32, value: u64) {
+    let _ = hostcalls::record_metric(id, value);
 }
 
 /// Proxy-wasm shared data (one store per Envoy process, shared by all workers)
-/// as the quota module's [`crate::quota::SharedStore`].
+/// as the quota module's [`SharedStore`].
 pub struct HostStore;
 
-impl crate::quota::SharedStore for HostStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), crate::quota::StoreError> {
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
         match hostcalls::get_shared_data(key) {
             Ok(v) => Ok(v),
             Err(Status::NotFound) => Ok((None, None)),
             Err(s) => {
                 log::warn!("api-guard: shared data read failed: {s:?}");
-                Err(crate::quota::StoreError::Unavailable)
+                Err(StoreError::Unavailable)
             }
         }
     }
 
-    fn set(
-        &mut self,
-        key: &str,
-        value: &[u8],
-        cas: Option<u32>,
-    ) -> Result<(), crate::quota::StoreError> {
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(crate::quota::StoreError::CasMismatch),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
             Err(s) => {
                 log::warn!("api-guard: shared data write failed: {s:?}");
-                Err(crate::quota::StoreError::Unavailable)
+                Err(StoreError::Unavailable)
             }
         }
     }

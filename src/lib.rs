@@ -6,35 +6,41 @@
 //! against JSON Schemas, masks sensitive fields in JSON responses, and answers every
 //! rejection with `application/problem+json`.
 //!
-//! Modules, in the order a request meets them:
-//! - [`config`]: the raw JSON contract (JSON or, via [`pbstruct`], YAML); [`policy`]:
-//!   its compiled runtime view.
+//! Modules, in the order a request meets them (README, "Design", has the map):
+//! - [`root`] and [`filter`]: the proxy-wasm contexts; the filter only routes
+//!   callbacks to the modules below and keeps the request's state.
+//! - [`config`]: the raw JSON contract and the checks its fields share;
+//!   [`policy`]: its compiled runtime view.
 //! - [`route`]: path templates, normalisation and method sets.
-//! - [`jwt`]: token extraction, JWKS, verification; [`authz`]: claim rules and binding.
+//! - [`jwt`]: token extraction, key sets, verification, the per-route auth policy;
+//!   [`authz`]: claim rules and binding.
 //! - [`quota`]: rate limiting over proxy-wasm shared data.
-//! - [`schema`]: request body limits and JSON Schema validation; [`strict_json`]: the
-//!   bounded request-body JSON parser it uses.
-//! - [`mask`]: response masking and sensitive-data detection.
+//! - [`request`]: media types, body limits and JSON Schema validation, over the
+//!   strict parser in [`json`].
+//! - [`mask`]: the response side: when to hold a response, masking, detectors.
 //! - [`reply`]: the only place statuses and problem documents are made.
-//! - [`metrics`]: Envoy stats; [`host`]: the seam to the proxy-wasm host.
-//! - [`root`] and [`filter`]: the proxy-wasm contexts that tie it together.
+//! - [`metrics`]: Envoy stats; [`host`]: the only module that calls the host.
+//!
+//! Every module is private to the crate, so `rustc` reports what nothing uses;
+//! [`api`] is the small surface that benches and conformance tests drive.
 
-pub mod authz;
-pub mod config;
-pub mod jwt;
-pub mod mask;
-pub mod quota;
-pub mod reply;
-pub mod schema;
-pub mod strict_json;
+mod authz;
+mod config;
+mod filter;
+mod host;
+mod http;
+mod json;
+mod jwt;
+mod mask;
+mod metrics;
+mod policy;
+mod quota;
+mod reply;
+mod request;
+mod root;
+mod route;
 
-pub mod filter;
-pub mod host;
-pub mod metrics;
-pub mod pbstruct;
-pub mod policy;
-pub mod root;
-pub mod route;
+pub mod api;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);

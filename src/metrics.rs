@@ -17,9 +17,7 @@
 //! [`flush`], which the root context calls every `metrics_flush_ms` (default 1 s).
 //! With `metrics_flush_ms: 0` every count is added at once.
 
-use crate::policy::Route;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::host::{self, MetricType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
@@ -58,7 +56,7 @@ pub fn flush() {
 }
 
 fn increment(id: u32, n: u64) {
-    let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+    host::increment_metric(id, n);
 }
 
 /// Counts `n` for counter `id`: at once, or at the next flush.
@@ -85,57 +83,67 @@ fn id(kind: MetricType, name: &str) -> Option<u32> {
         if let Some(id) = ids.borrow().get(name) {
             return Some(*id);
         }
-        match hostcalls::define_metric(kind, name) {
-            Ok(id) => {
-                ids.borrow_mut().insert(name.to_string(), id);
-                Some(id)
-            }
-            Err(s) => {
-                log::warn!("api-guard: defining metric {name} failed: {s:?}");
-                None
-            }
-        }
+        let id = host::define_metric(kind, name)?;
+        ids.borrow_mut().insert(name.to_string(), id);
+        Some(id)
     })
 }
 
 /// Sets a gauge.
 pub fn gauge(name: &str, value: u64) {
     if let Some(id) = id(MetricType::Gauge, name) {
-        let _ = hostcalls::record_metric(id, value);
+        host::record_metric(id, value);
     }
 }
 
-/// `apiguard.route.<route>.decision.<decision>`.
-pub fn route_decision(route: &Route, decision: &str) {
-    route_counter(route, "decision", decision, 1);
+/// One route's counters: `apiguard.route.<route>.<area>.<counter>`. Metric ids
+/// are cached here, filled on first use, so a later request neither formats nor
+/// hashes a full metric name.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: String,
+    ids: RefCell<HashMap<&'static str, HashMap<String, u32>>>,
 }
 
-/// Adds `n` to `apiguard.route.<route>.<area>.<counter>`. The metric id is cached
-/// in the route, so only the first use formats the name.
-pub fn route_counter(route: &Route, area: &'static str, counter: &str, n: u64) {
-    let cached = route
-        .metric_ids
-        .borrow()
-        .get(area)
-        .and_then(|by_counter| by_counter.get(counter))
-        .copied();
-    let id = match cached {
-        Some(id) => id,
-        None => {
-            let name = format!("apiguard.route.{}.{area}.{counter}", route.name);
-            let Some(id) = id(MetricType::Counter, &name) else {
-                return;
-            };
-            route
-                .metric_ids
-                .borrow_mut()
-                .entry(area)
-                .or_default()
-                .insert(counter.to_string(), id);
-            id
+impl RouteMetrics {
+    /// The counters of route `route`.
+    pub fn new(route: &str) -> Self {
+        RouteMetrics {
+            route: route.to_string(),
+            ids: RefCell::new(HashMap::new()),
         }
-    };
-    count(id, n);
+    }
+
+    /// `apiguard.route.<route>.decision.<decision>`: one per request.
+    pub fn decision(&self, decision: &str) {
+        self.count("decision", decision, 1);
+    }
+
+    /// Adds `n` to `apiguard.route.<route>.<area>.<counter>`.
+    pub fn count(&self, area: &'static str, counter: &str, n: u64) {
+        let cached = self
+            .ids
+            .borrow()
+            .get(area)
+            .and_then(|by_counter| by_counter.get(counter))
+            .copied();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let name = format!("apiguard.route.{}.{area}.{counter}", self.route);
+                let Some(id) = id(MetricType::Counter, &name) else {
+                    return;
+                };
+                self.ids
+                    .borrow_mut()
+                    .entry(area)
+                    .or_default()
+                    .insert(counter.to_string(), id);
+                id
+            }
+        };
+        count(id, n);
+    }
 }
 
 /// `apiguard.provider.<provider>.<counter>`.

@@ -4,21 +4,18 @@
 //! `Policy::compile` checks everything a config can get wrong and names the field;
 //! after it succeeds, nothing is parsed or compiled on the request path.
 
+use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
     self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched,
 };
 use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::ResponsePolicy;
+use crate::metrics::RouteMetrics;
 use crate::quota::QuotaPolicy;
+use crate::request::{RequestPolicy, SchemaRegistry};
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
-use crate::schema::{RequestPolicy, SchemaRegistry};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// Longest route name (used in metric names).
-pub const MAX_ROUTE_NAME: usize = 64;
 
 /// A compiled route.
 #[derive(Debug)]
@@ -29,8 +26,6 @@ pub struct Route {
     pub template: PathTemplate,
     /// Allowed methods; `None` = any.
     pub methods: Option<Vec<String>>,
-    /// Whether the route authenticates (for `Cache-Control: no-store`).
-    pub authenticated: bool,
     /// Authentication and authorization.
     pub auth: Option<AuthPolicy>,
     /// Rate limit.
@@ -39,10 +34,8 @@ pub struct Route {
     pub request: Option<RequestPolicy>,
     /// Response masking and sensitive-data detection.
     pub response: Option<ResponsePolicy>,
-    /// Envoy metric ids of this route's counters by area and counter name, filled
-    /// on first use (see [`crate::metrics::route_counter`]): a later request
-    /// neither formats nor hashes a full metric name.
-    pub metric_ids: RefCell<HashMap<&'static str, HashMap<String, u32>>>,
+    /// The route's counters.
+    pub metrics: RouteMetrics,
 }
 
 /// Result of matching a request against the routes.
@@ -115,17 +108,12 @@ impl Policy {
         let mut routes: Vec<Rc<Route>> = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
-            let name_ok = !r.name.is_empty()
-                && r.name.len() <= MAX_ROUTE_NAME
-                && r.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !name_ok {
-                return Err(ConfigError::new(
-                    format!("{base}.name"),
-                    format!("{:?} must be 1-{MAX_ROUTE_NAME} letters, digits, '-' or '_' (it is used in metric names)", r.name),
-                ));
-            }
+            check::metric_name(
+                &r.name,
+                MAX_METRIC_NAME,
+                NameChars::Mixed,
+                &format!("{base}.name"),
+            )?;
             if let Some(j) = routes.iter().position(|o| o.name == r.name) {
                 return Err(ConfigError::new(
                     format!("{base}.name"),
@@ -175,12 +163,11 @@ impl Policy {
                 name: r.name.clone(),
                 template,
                 methods,
-                authenticated: r.auth.is_some(),
                 auth,
                 quota,
                 request,
                 response,
-                metric_ids: RefCell::new(HashMap::new()),
+                metrics: RouteMetrics::new(&r.name),
             }));
         }
         Ok(Policy {
@@ -233,15 +220,18 @@ fn compile_metrics_flush(ms: u64) -> Result<Option<Duration>, ConfigError> {
     if ms == 0 {
         return Ok(None);
     }
-    if !(MIN_METRICS_FLUSH_MS..=config::MAX_METRICS_FLUSH_MS).contains(&ms) {
-        return Err(ConfigError::new(
-            "metrics_flush_ms",
-            format!(
-                "must be 0 or between {MIN_METRICS_FLUSH_MS} and {}",
-                config::MAX_METRICS_FLUSH_MS
-            ),
-        ));
-    }
+    // 0 is a setting of its own, so the message names both forms.
+    let ms = check::in_range(ms, MIN_METRICS_FLUSH_MS, config::MAX_METRICS_FLUSH_MS, "").map_err(
+        |_| {
+            ConfigError::new(
+                "metrics_flush_ms",
+                format!(
+                    "must be 0 or between {MIN_METRICS_FLUSH_MS} and {}",
+                    config::MAX_METRICS_FLUSH_MS
+                ),
+            )
+        },
+    )?;
     Ok(Some(Duration::from_millis(ms)))
 }
 
@@ -249,26 +239,17 @@ fn compile_security_headers(c: &SecurityHeadersConfig) -> Result<SecurityHeaders
     if !c.enabled {
         return Ok(SecurityHeaders::default());
     }
-    let check = |field: &str, v: &str| -> Result<(), ConfigError> {
-        if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            Ok(())
-        } else {
-            Err(ConfigError::new(
-                format!("security_headers.{field}"),
-                "must be printable ASCII",
-            ))
-        }
-    };
+    let value = |field: &str, v: &str| check::header_value(v, &format!("security_headers.{field}"));
     let mut add = Vec::new();
     if c.nosniff {
         add.push(("x-content-type-options".to_string(), "nosniff".to_string()));
     }
     if !c.frame_options.is_empty() {
-        check("frame_options", &c.frame_options)?;
+        value("frame_options", &c.frame_options)?;
         add.push(("x-frame-options".to_string(), c.frame_options.clone()));
     }
     if !c.referrer_policy.is_empty() {
-        check("referrer_policy", &c.referrer_policy)?;
+        value("referrer_policy", &c.referrer_policy)?;
         add.push(("referrer-policy".to_string(), c.referrer_policy.clone()));
     }
     if let Some(age) = c.hsts_max_age_seconds {
@@ -280,19 +261,10 @@ fn compile_security_headers(c: &SecurityHeadersConfig) -> Result<SecurityHeaders
     }
     let mut remove = Vec::new();
     for (i, h) in c.remove.iter().enumerate() {
-        let lower = h.to_ascii_lowercase();
-        if lower.is_empty()
-            || lower.starts_with(':')
-            || !lower
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError::new(
-                format!("security_headers.remove[{i}]"),
-                format!("{h:?} is not a header name"),
-            ));
-        }
-        remove.push(lower);
+        remove.push(check::header_name(
+            h,
+            &format!("security_headers.remove[{i}]"),
+        )?);
     }
     Ok(SecurityHeaders {
         add,
@@ -381,7 +353,7 @@ mod tests {
             ),
             (
                 r#"{"routes":[],"security_headers":{"remove":["x y"]}}"#,
-                "security_headers.remove[0]: \"x y\" is not a header name",
+                "security_headers.remove[0]: \"x y\" is not a valid HTTP header name",
             ),
             (
                 r#"{"routes":[],"security_headers":{"frame_options":"DENY\n"}}"#,

@@ -114,7 +114,7 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 impl Rejection {
     /// HTTP status of this rejection.
-    pub fn status(&self) -> u32 {
+    pub(crate) fn status(&self) -> u32 {
         match self {
             Rejection::NotFound => 404,
             Rejection::MethodNotAllowed { .. } => 405,
@@ -212,7 +212,7 @@ impl Rejection {
     }
 
     /// Status, headers and problem+json body for this rejection.
-    pub fn render(&self) -> Reply {
+    pub(crate) fn render(&self) -> Reply {
         let (slug, title) = self.slug_and_title();
         let status = self.status();
         let mut doc = json!({

@@ -10,13 +10,12 @@
 //! Each worker VM keeps its own key set (no cross-thread sharing of parsed keys).
 
 use crate::filter::Filter;
-use crate::host;
-use crate::jwt::{KeyStore, TokenCache};
+use crate::host::{self, BufferType};
+use crate::jwt::AuthState;
 use crate::metrics;
 use crate::policy::Policy;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
-use std::cell::RefCell;
+use proxy_wasm::types::ContextType;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,14 +24,6 @@ use std::time::Duration;
 /// flushes batched metrics (`metrics_flush_ms`), so with remote key sets the
 /// counts reach Envoy at least this often.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Authentication state shared by the root and the request contexts of one VM.
-pub struct AuthState {
-    /// Current key sets and the fetch schedule.
-    pub keys: RefCell<KeyStore>,
-    /// Verified-token cache.
-    pub cache: RefCell<TokenCache>,
-}
 
 /// Root context of the plugin.
 #[derive(Default)]
@@ -153,13 +144,9 @@ impl RootContext for Root {
                     policy.routes.len(),
                     policy.providers.len()
                 );
-                let keys = KeyStore::new(&policy.providers, now_s());
-                let remote = keys.remote_providers().next().is_some();
-                // A new configuration starts with a fresh cache and key store.
-                self.auth = Some(Rc::new(AuthState {
-                    keys: RefCell::new(keys),
-                    cache: RefCell::new(TokenCache::default()),
-                }));
+                let auth = AuthState::new(&policy.providers, now_s());
+                let remote = auth.keys.borrow().remote_providers().next().is_some();
+                self.auth = Some(Rc::new(auth));
                 self.pending.clear();
                 metrics::set_batching(policy.metrics_flush.is_some());
                 let tick = match (policy.metrics_flush, remote) {

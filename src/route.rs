@@ -98,11 +98,6 @@ impl PathTemplate {
         })
     }
 
-    /// The template as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
     /// Names of the parameters, in order.
     pub fn param_names(&self) -> Vec<String> {
         self.segments

@@ -14,8 +14,7 @@
 //! fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use api_guard::jwt::verify::{verify_jws, verify_jwt, ClaimsRules};
-use api_guard::jwt::{KeyRules, KeySet};
+use api_guard::api::{verify_jws, verify_jwt, ClaimsRules, KeyRules, KeySet};
 use serde_json::{json, Value};
 
 const DIR: &str = concat!(

@@ -17,9 +17,7 @@
 //!
 //! `cargo test --test conformance_schema -- --nocapture` prints the counts.
 
-use api_guard::config::RequestConfig;
-use api_guard::reply::Rejection;
-use api_guard::schema::{RequestPolicy, SchemaRegistry};
+use api_guard::api::{request_policy, Rejection, SchemaRegistry};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +39,7 @@ const OPTIONAL_FLOOR_DRAFT7: usize = 736;
 /// The registry the filter would build from an empty `schemas`, plus a loader that
 /// serves the suite's `remotes/` folder for `http://localhost:1234/...`.
 fn registry() -> SchemaRegistry {
-    SchemaRegistry::compile(&[]).unwrap().with_loader(|url| {
+    SchemaRegistry::default().with_loader(|url| {
         let rest = url.strip_prefix(REMOTES_URL)?;
         if rest.split('/').any(|segment| segment == "..") {
             return None;
@@ -102,12 +100,11 @@ fn run_file(
                     .or_insert_with(|| json!(DRAFT7_URI));
             }
         }
-        let cfg: RequestConfig = serde_json::from_value(json!({
+        let cfg = json!({
             "schema": schema,
             "assert_formats": assert_formats,
-        }))
-        .unwrap();
-        let policy = RequestPolicy::compile(&cfg, registry, "conformance");
+        });
+        let policy = request_policy(&cfg, registry);
         for test in group["tests"].as_array().unwrap() {
             let want = test["valid"].as_bool().unwrap();
             let body = serde_json::to_vec(&test["data"]).unwrap();

@@ -80,8 +80,6 @@ pub struct TokenCache {
     /// Bytes of the keys in `map`.
     key_bytes: usize,
     seq: u64,
-    hits: u64,
-    misses: u64,
 }
 
 impl Default for TokenCache {
@@ -99,31 +97,19 @@ impl TokenCache {
             capacity,
             key_bytes: 0,
             seq: 0,
-            hits: 0,
-            misses: 0,
         }
     }
 
     /// Number of cached tokens.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
     }
 
     /// True if nothing is cached.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.map.is_empty()
-    }
-
-    /// Drops every entry.
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.key_bytes = 0;
-    }
-
-    /// `(hits, misses)` since creation, for metrics.
-    pub fn stats(&self) -> (u64, u64) {
-        (self.hits, self.misses)
     }
 
     fn key(provider: &str, token: &str) -> Vec<u8> {
@@ -156,7 +142,6 @@ impl TokenCache {
         let key = Self::key(provider, token);
         let fresh = match self.map.get(key.as_slice()) {
             None => {
-                self.misses += 1;
                 return None;
             }
             Some(e) => {
@@ -166,13 +151,11 @@ impl TokenCache {
             }
         };
         if fresh {
-            self.hits += 1;
             self.map.get(key.as_slice()).map(|e| Rc::clone(&e.claims))
         } else {
             // Expired, revoked by a key refresh, or not valid at this `now`: verify
             // afresh (which re-inserts it if it is still valid).
             self.remove(&key);
-            self.misses += 1;
             None
         }
     }
@@ -263,7 +246,6 @@ mod tests {
             "expired at exp + skew"
         );
         assert!(c.is_empty(), "expired entries are dropped");
-        assert_eq!(c.stats(), (2, 1));
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Algorithm {
     ];
 
     /// The JOSE name (`"RS256"`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Algorithm::HS256 => "HS256",
             Algorithm::HS384 => "HS384",
@@ -123,12 +123,12 @@ impl Algorithm {
 
     /// Parses a JOSE name, case-sensitively (RFC 7515 §4.1.1). `none` and unknown
     /// names are `None`.
-    pub fn from_name(name: &str) -> Option<Algorithm> {
+    pub(crate) fn from_name(name: &str) -> Option<Algorithm> {
         Algorithm::ALL.iter().copied().find(|a| a.name() == name)
     }
 
     /// True for the HMAC algorithms (a shared secret, `kty: oct`).
-    pub fn is_symmetric(self) -> bool {
+    pub(crate) fn is_symmetric(self) -> bool {
         matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
     }
 
@@ -184,12 +184,12 @@ pub struct VerifyingKey {
 
 impl VerifyingKey {
     /// The JWK `kid`, if any.
-    pub fn kid(&self) -> Option<&str> {
+    pub(crate) fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
 
     /// The one algorithm this key verifies.
-    pub fn alg(&self) -> Algorithm {
+    pub(crate) fn alg(&self) -> Algorithm {
         self.alg
     }
 }
@@ -212,7 +212,7 @@ pub struct KeySet {
 
 impl KeySet {
     /// Builds a set from compiled keys (use [`parse_jwks`] for JSON).
-    pub fn new(keys: Vec<VerifyingKey>) -> KeySet {
+    pub(crate) fn new(keys: Vec<VerifyingKey>) -> KeySet {
         KeySet { keys }
     }
 
@@ -231,23 +231,18 @@ impl KeySet {
     }
 
     /// The keys, in document order.
-    pub fn keys(&self) -> &[VerifyingKey] {
+    pub(crate) fn keys(&self) -> &[VerifyingKey] {
         &self.keys
     }
 
     /// Number of keys.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
     /// True if the set has no key.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    /// True if some key has this `kid`.
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid() == Some(kid))
     }
 }
 
@@ -301,7 +296,7 @@ pub struct ParsedJwks {
 /// refused keys are listed in [`ParsedJwks::rejected`]. Keys sharing a `kid` are all
 /// refused (which of them is meant is ambiguous), and when a set mixes `oct` and
 /// asymmetric keys the `oct` keys are refused.
-pub fn parse_jwks(doc: &Value, rules: &KeyRules) -> Result<ParsedJwks, String> {
+pub(crate) fn parse_jwks(doc: &Value, rules: &KeyRules) -> Result<ParsedJwks, String> {
     let Some(obj) = doc.as_object() else {
         return Err("must be a JWKS object: {\"keys\": [...]}".to_string());
     };
@@ -373,7 +368,7 @@ pub fn parse_jwks(doc: &Value, rules: &KeyRules) -> Result<ParsedJwks, String> {
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
 
 /// Compiles one JWK. The error is a safe message (no key material).
-pub fn parse_jwk(key: &Value, rules: &KeyRules) -> Result<VerifyingKey, String> {
+pub(crate) fn parse_jwk(key: &Value, rules: &KeyRules) -> Result<VerifyingKey, String> {
     let Some(obj) = key.as_object() else {
         return Err("must be a JSON object".to_string());
     };
@@ -736,7 +731,7 @@ const ROCA_PRIMES: [u32; 38] = [
 ];
 
 /// True if the big-endian modulus has the ROCA fingerprint (CVE-2017-15361).
-pub fn roca_fingerprint(n_be: &[u8]) -> bool {
+pub(crate) fn roca_fingerprint(n_be: &[u8]) -> bool {
     ROCA_PRIMES.iter().all(|&p| {
         let r = n_be
             .iter()

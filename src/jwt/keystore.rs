@@ -220,11 +220,6 @@ impl KeyStore {
         true
     }
 
-    /// The provider's current key set; `None` before a remote provider's first one.
-    pub fn key_set(&self, provider: &str) -> Option<&Rc<KeySet>> {
-        self.entries.get(provider).and_then(|e| e.keys.as_ref())
-    }
-
     /// Seconds since a remote provider's key set was fetched (for a gauge); `None`
     /// for inline providers and before the first successful fetch.
     pub fn key_set_age(&self, provider: &str, now: u64) -> Option<u64> {
@@ -240,9 +235,9 @@ impl KeyStore {
             .map(|(n, _)| n.as_str())
     }
 
-    /// The earliest time a fetch will be due, for the glue's timer; `None` without
-    /// remote providers.
-    pub fn next_fetch_at(&self) -> Option<u64> {
+    /// The earliest time a fetch will be due; `None` without remote providers.
+    #[cfg(test)]
+    fn next_fetch_at(&self) -> Option<u64> {
         self.entries
             .values()
             .filter_map(|e| e.remote.as_ref())
@@ -304,8 +299,8 @@ fn parse_answer(
 mod tests {
     use super::*;
     use crate::config::ProviderConfig;
+    use crate::jwt::jwks::Algorithm;
     use crate::jwt::testkeys;
-    use crate::jwt::Algorithm;
     use serde_json::json;
 
     fn providers() -> Providers {

@@ -50,23 +50,39 @@ pub mod verify;
 #[cfg(test)]
 pub(crate) mod testkeys;
 
-pub use auth::{
-    AuthFailure, AuthOutcome, AuthPolicy, StripPlan, VerifiedIdentity, MAX_CLAIM_HEADER_BYTES,
-    MAX_REQUIREMENT_DEPTH, MAX_TOKENS_PER_REQUEST,
-};
-pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES, MAX_CACHE_ENTRY_AGE_SECONDS};
-pub use extract::{remove_cookies, remove_query_params, RequestTokens, TokenLocation, TokenSource};
-pub use jwks::{Algorithm, KeyRules, KeySet, VerifyingKey};
-pub use keystore::{
-    FetchRequest, KeyStore, MAX_JWKS_BODY_BYTES, MAX_RETRY_SECONDS, UNKNOWN_KID_REFETCH_SECONDS,
-};
-pub use provider::{KeySource, Provider, Providers, RemoteJwks};
-pub use verify::{ClaimsRules, VerifiedToken, VerifyError};
+pub use auth::AuthPolicy;
+pub use cache::TokenCache;
+pub use extract::{remove_cookies, remove_query_params, RequestTokens};
+pub use jwks::{KeyRules, KeySet};
+pub use keystore::KeyStore;
+pub use provider::Providers;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use std::cell::RefCell;
+
+/// Authentication state of one worker's VM, shared by the root context (which
+/// fetches key sets into it) and every request (which verifies against it). A new
+/// configuration gets a new one: fresh key store, empty cache.
+pub struct AuthState {
+    /// Current key sets and the fetch schedule.
+    pub keys: RefCell<KeyStore>,
+    /// Verified-token cache.
+    pub cache: RefCell<TokenCache>,
+}
+
+impl AuthState {
+    /// The state for `providers` at `now` (Unix seconds): inline key sets loaded,
+    /// remote ones due for their first fetch.
+    pub fn new(providers: &Providers, now: u64) -> AuthState {
+        AuthState {
+            keys: RefCell::new(KeyStore::new(providers, now)),
+            cache: RefCell::new(TokenCache::default()),
+        }
+    }
+}
 
 /// Largest token accepted, in bytes, checked before anything is decoded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;

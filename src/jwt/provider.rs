@@ -4,8 +4,9 @@
 //! Inline key sets are parsed here, at configuration time; any unusable inline key is
 //! a configuration error naming it (`providers.main.jwks.inline.keys[0]: ...`).
 
-use crate::config::ConfigError;
-use crate::config::{JwksConfig, ProviderConfig};
+use crate::config::check::{self, in_range, NameChars, MAX_METRIC_NAME};
+use crate::config::{ConfigError, JwksConfig, ProviderConfig};
+use crate::http;
 use crate::jwt::extract::TokenSource;
 use crate::jwt::jwks::{KeyRules, KeySet, MAX_RSA_BITS, MIN_RSA_BITS_FLOOR};
 use crate::jwt::verify::ClaimsRules;
@@ -134,11 +135,6 @@ impl Providers {
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
-
-    /// True if there is no provider.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
 }
 
 fn check_not_a_source(
@@ -166,17 +162,12 @@ fn check_not_a_source(
 
 fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigError> {
     let at = |field: &str| format!("providers.{name}.{field}");
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(ConfigError::new(
-            format!("providers.{name}"),
-            "provider names are 1 to 64 letters, digits, `_` or `-` (they appear in metric names)",
-        ));
-    }
+    check::metric_name(
+        name,
+        MAX_METRIC_NAME,
+        NameChars::Mixed,
+        &format!("providers.{}", check::clip(name)),
+    )?;
     if p.issuer.is_empty() {
         return Err(ConfigError::new(at("issuer"), "must not be empty"));
     }
@@ -188,21 +179,21 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
             ));
         }
     }
-    if p.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
-        return Err(ConfigError::new(
-            at("clock_skew_seconds"),
-            format!("must be <= {MAX_CLOCK_SKEW_SECONDS}"),
-        ));
+    in_range(
+        p.clock_skew_seconds,
+        0,
+        MAX_CLOCK_SKEW_SECONDS,
+        &at("clock_skew_seconds"),
+    )?;
+    if let Some(lifetime) = p.max_lifetime_seconds {
+        in_range(lifetime, 1, u64::MAX, &at("max_lifetime_seconds"))?;
     }
-    if p.max_lifetime_seconds == Some(0) {
-        return Err(ConfigError::new(at("max_lifetime_seconds"), "must be >= 1"));
-    }
-    if p.min_rsa_bits < MIN_RSA_BITS_FLOOR || p.min_rsa_bits as usize > MAX_RSA_BITS {
-        return Err(ConfigError::new(
-            at("min_rsa_bits"),
-            format!("must be between {MIN_RSA_BITS_FLOOR} and {MAX_RSA_BITS}"),
-        ));
-    }
+    in_range(
+        p.min_rsa_bits as usize,
+        MIN_RSA_BITS_FLOOR as usize,
+        MAX_RSA_BITS,
+        &at("min_rsa_bits"),
+    )?;
 
     let mut sources = Vec::new();
     match &p.from_headers {
@@ -212,7 +203,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         }),
         Some(list) => {
             for (i, h) in list.iter().enumerate() {
-                let name = header_name(&h.name, &at(&format!("from_headers[{i}].name")))?;
+                let name = check::header_name(&h.name, &at(&format!("from_headers[{i}].name")))?;
                 sources.push(TokenSource::Header {
                     name,
                     prefix: h.value_prefix.clone().filter(|p| !p.is_empty()),
@@ -230,7 +221,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         sources.push(TokenSource::Param(param.clone()));
     }
     for (i, cookie) in p.from_cookies.iter().enumerate() {
-        if cookie.is_empty() || !cookie.bytes().all(is_tchar) {
+        if cookie.is_empty() || !http::is_token(cookie) {
             return Err(ConfigError::new(
                 at(&format!("from_cookies[{i}]")),
                 "must be a non-empty cookie name (RFC 6265 token characters)",
@@ -333,15 +324,8 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                     "must not contain spaces or control characters",
                 ));
             }
-            if r.refresh_seconds < 1 {
-                return Err(ConfigError::new(rp("refresh_seconds"), "must be >= 1"));
-            }
-            if r.timeout_ms < 1 || r.timeout_ms > MAX_FETCH_TIMEOUT_MS {
-                return Err(ConfigError::new(
-                    rp("timeout_ms"),
-                    format!("must be between 1 and {MAX_FETCH_TIMEOUT_MS}"),
-                ));
-            }
+            in_range(r.refresh_seconds, 1, u64::MAX, &rp("refresh_seconds"))?;
+            in_range(r.timeout_ms, 1, MAX_FETCH_TIMEOUT_MS, &rp("timeout_ms"))?;
             let authority = match &r.authority {
                 Some(a)
                     if a.is_empty()
@@ -381,19 +365,6 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     })
 }
 
-/// RFC 9110 §5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A header name from the configuration, lowercased; pseudo-headers refused.
-fn header_name(name: &str, path: &str) -> Result<String, ConfigError> {
-    if name.is_empty() || !name.bytes().all(is_tchar) {
-        return Err(ConfigError::new(path, "must be a valid HTTP header name"));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
 /// Headers the filter must never write: framing, routing and the token headers.
 const RESERVED_OUTPUT_HEADERS: [&str; 9] = [
     "host",
@@ -408,7 +379,7 @@ const RESERVED_OUTPUT_HEADERS: [&str; 9] = [
 ];
 
 fn output_header(name: &str, path: &str) -> Result<String, ConfigError> {
-    let h = header_name(name, path)?;
+    let h = check::header_name(name, path)?;
     if RESERVED_OUTPUT_HEADERS.contains(&h.as_str()) {
         return Err(ConfigError::new(
             path,
@@ -422,8 +393,8 @@ fn output_header(name: &str, path: &str) -> Result<String, ConfigError> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::jwt::jwks::Algorithm;
     use crate::jwt::testkeys;
-    use crate::jwt::Algorithm;
     use serde_json::{json, Value};
 
     fn compile_json(providers: Value) -> Result<Providers, String> {
@@ -473,16 +444,16 @@ mod tests {
             (json!({"main": {"issuer": "i", "jwks": {"inline": {"keys": []}}}}), "providers.main.jwks.inline.keys: must contain at least one key"),
             (json!({"main": {"issuer": "i", "jwks": {"inline": {"kty": "EC"}}}}), "providers.main.jwks.inline.keys: missing; a JWKS object is {\"keys\": [...]}"),
             (json!({"main": {"issuer": "i", "jwks": {"inline": "x"}}}), "providers.main.jwks.inline: must be a JWKS object: {\"keys\": [...]}"),
-            (json!({"p": remote(json!({"cluster": "c", "path": "/j", "refresh_seconds": 0}))}), "providers.p.jwks.remote.refresh_seconds: must be >= 1"),
+            (json!({"p": remote(json!({"cluster": "c", "path": "/j", "refresh_seconds": 0}))}), "providers.p.jwks.remote.refresh_seconds: must be > 0"),
             (json!({"p": remote(json!({"cluster": "", "path": "/j"}))}), "providers.p.jwks.remote.cluster: must not be empty"),
             (json!({"p": remote(json!({"cluster": "c", "path": "j"}))}), "providers.p.jwks.remote.path: must start with `/`"),
-            (json!({"p": remote(json!({"cluster": "c", "path": "/j", "timeout_ms": 0}))}), "providers.p.jwks.remote.timeout_ms: must be between 1 and 60000"),
+            (json!({"p": remote(json!({"cluster": "c", "path": "/j", "timeout_ms": 0}))}), "providers.p.jwks.remote.timeout_ms: must be > 0"),
             (json!({"p": remote(json!({"cluster": "c", "path": "/j", "authority": ""}))}), "providers.p.jwks.remote.authority: must be a host[:port]"),
-            (json!({"main": inline(json!({"min_rsa_bits": 512}))}), "providers.main.min_rsa_bits: must be between 1024 and 8192"),
+            (json!({"main": inline(json!({"min_rsa_bits": 512}))}), "providers.main.min_rsa_bits: must be >= 1024"),
             (json!({"main": inline(json!({"clock_skew_seconds": 7200}))}), "providers.main.clock_skew_seconds: must be <= 3600"),
-            (json!({"main": inline(json!({"max_lifetime_seconds": 0}))}), "providers.main.max_lifetime_seconds: must be >= 1"),
+            (json!({"main": inline(json!({"max_lifetime_seconds": 0}))}), "providers.main.max_lifetime_seconds: must be > 0"),
             (json!({"main": inline(json!({"from_headers": []}))}), "providers.main.from_headers: the provider has no token source"),
-            (json!({"main": inline(json!({"from_headers": [{"name": "bad header"}]}))}), "providers.main.from_headers[0].name: must be a valid HTTP header name"),
+            (json!({"main": inline(json!({"from_headers": [{"name": "bad header"}]}))}), "providers.main.from_headers[0].name: \"bad header\" is not a valid HTTP header name"),
             (json!({"main": inline(json!({"from_params": ["a=b"]}))}), "providers.main.from_params[0]: must be a non-empty query parameter name"),
             (json!({"main": inline(json!({"from_cookies": ["a b"]}))}), "providers.main.from_cookies[0]: must be a non-empty cookie name"),
             (json!({"main": inline(json!({"from_params": ["t", "t"]}))}), "providers.main: token source Param(\"t\") is listed twice"),
@@ -492,7 +463,7 @@ mod tests {
             (json!({"main": inline(json!({"claim_to_headers": [{"claim": "a", "header": "x"}], "forward_payload_header": "x"}))}), "providers.main.forward_payload_header: header `x` is also in claim_to_headers"),
             (json!({"a": inline(json!({"from_headers": [{"name": "x-token"}]})), "b": inline(json!({"forward_payload_header": "X-Token"}))}),
              "providers.b.forward_payload_header: `x-token` is where provider `a` reads tokens; choose another header"),
-            (json!({"bad name": inline(json!({}))}), "providers.bad name: provider names are 1 to 64 letters"),
+            (json!({"bad name": inline(json!({}))}), "providers.bad name: \"bad name\" must be 1-64 letters, digits, '-' or '_'"),
         ];
         for (cfg, want) in cases {
             let got = compile_json(cfg.clone()).err().unwrap_or_default();

@@ -76,7 +76,7 @@ impl VerifyError {
     }
 
     /// Safe text for `error_description` and the problem `detail`.
-    pub fn description(&self) -> &'static str {
+    pub(crate) fn description(&self) -> &'static str {
         match self {
             VerifyError::Malformed(d)
             | VerifyError::BadSignature(d)
@@ -91,7 +91,7 @@ impl VerifyError {
 
     /// The rejection to answer with: 403 for an audience mismatch, 503 while keys are
     /// unavailable, 401 `invalid_token` otherwise.
-    pub fn to_rejection(&self) -> Rejection {
+    pub(crate) fn to_rejection(&self) -> Rejection {
         match self {
             VerifyError::Audience => Rejection::Forbidden {
                 reason: self.reason(),
@@ -121,8 +121,6 @@ pub struct DecodedJws<'a> {
     pub kid: Option<String>,
     /// `BASE64URL(header) '.' BASE64URL(payload)`, the signed bytes.
     pub signing_input: &'a str,
-    /// The encoded payload, as in the token.
-    pub payload_b64: &'a str,
     /// The decoded payload bytes (not yet trusted).
     pub payload: Vec<u8>,
     /// The decoded signature.
@@ -130,7 +128,7 @@ pub struct DecodedJws<'a> {
 }
 
 /// Splits and decodes a compact JWS and checks its header (steps 1–2 above).
-pub fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
+pub(crate) fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::Malformed("the token is too large"));
     }
@@ -199,14 +197,13 @@ pub fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
         alg,
         kid,
         signing_input,
-        payload_b64,
         payload,
         signature,
     })
 }
 
 /// Checks the signature of a decoded JWS with `keys` (steps 3–4 above).
-pub fn verify_signature(jws: &DecodedJws<'_>, keys: &KeySet) -> Result<(), VerifyError> {
+pub(crate) fn verify_signature(jws: &DecodedJws<'_>, keys: &KeySet) -> Result<(), VerifyError> {
     let mut tried = 0usize;
     let mut verified = false;
     let mut kid_matched = false;
@@ -304,7 +301,7 @@ pub fn verify_jwt(
 }
 
 /// Checks a verified payload (step 5 above).
-pub fn check_claims(
+pub(crate) fn check_claims(
     payload: &[u8],
     rules: &ClaimsRules,
     now: u64,
@@ -340,7 +337,11 @@ pub fn check_claims(
 }
 
 /// The time checks: also run on every cache hit, since they depend on `now`.
-pub fn check_times(times: &TimeClaims, rules: &ClaimsRules, now: u64) -> Result<(), VerifyError> {
+pub(crate) fn check_times(
+    times: &TimeClaims,
+    rules: &ClaimsRules,
+    now: u64,
+) -> Result<(), VerifyError> {
     let now = i128::from(now);
     let skew = i128::from(rules.clock_skew_seconds);
     match times.exp {

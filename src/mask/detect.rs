@@ -26,6 +26,7 @@
 //!
 //! Numbers, booleans and object keys are not scanned: only string values.
 
+use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{ConfigError, DetectAction, DetectConfig};
 use regex_lite::{Regex, RegexBuilder};
 use std::borrow::Cow;
@@ -43,7 +44,6 @@ pub const BUILTIN_NAMES: [&str; 6] = [
 /// Compiled-program size limit for a user pattern (bytes, `regex-lite` units).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 /// Longest accepted user pattern name (it becomes part of a metric name).
-const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Builtin {
@@ -136,17 +136,12 @@ impl Detectors {
         for (i, p) in cfg.patterns.iter().enumerate() {
             let at = format!("{path}.patterns[{i}]");
             let name = &p.name;
-            if name.is_empty()
-                || name.len() > MAX_NAME_LEN
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
-                return Err(ConfigError::new(
-                    format!("{at}.name"),
-                    format!("must be 1 to {MAX_NAME_LEN} characters of a-z, 0-9 and _"),
-                ));
-            }
+            check::metric_name(
+                name,
+                MAX_METRIC_NAME,
+                NameChars::Lower,
+                &format!("{at}.name"),
+            )?;
             if BUILTIN_NAMES.contains(&name.as_str()) {
                 return Err(ConfigError::new(
                     format!("{at}.name"),
@@ -828,7 +823,7 @@ mod tests {
             (&["card", "card"], &[], "routes[0].response.detect.builtin[1]: `card` is listed twice"),
             (&[], &[("x", "(")], "routes[0].response.detect.patterns[0].regex: invalid regex-lite pattern: "),
             (&[], &[("x", "a*")], "routes[0].response.detect.patterns[0].regex: pattern matches the empty string; it would flag every value"),
-            (&[], &[("Bad-Name", "a")], "routes[0].response.detect.patterns[0].name: must be 1 to 64 characters of a-z, 0-9 and _"),
+            (&[], &[("Bad-Name", "a")], "routes[0].response.detect.patterns[0].name: \"Bad-Name\" must be 1-64 a-z, 0-9 or '_' (it is used in metric names)"),
             (&[], &[("email", "a")], "routes[0].response.detect.patterns[0].name: `email` is the name of a built-in detector"),
             (&[], &[("a", "a"), ("a", "b")], "routes[0].response.detect.patterns[1].name: `a` is already used by another pattern"),
         ];

@@ -33,20 +33,23 @@
 
 mod actions;
 mod detect;
-pub mod path;
+mod path;
+mod plan;
 mod walk;
 
-pub use actions::{MIN_SALT_BYTES, REDACTED};
-pub use detect::BUILTIN_NAMES;
-pub use walk::MAX_DEPTH;
+pub use plan::{ResponseHead, ResponsePlan};
+
+pub use actions::MIN_SALT_BYTES;
 
 use crate::authz::{ClaimRule, Claims};
+use crate::config::check::in_range;
 use crate::config::{
     ConfigError, FailureMode, MaskAction, ResponseConfig, DEFAULT_MAX_RESPONSE_BYTES,
 };
 use crate::reply::Rejection;
 use actions::{Action, KeyedHash};
 use detect::Detectors;
+use plan::withheld;
 use walk::{Fault, Rule, Walker};
 
 /// Largest accepted `response.max_body_bytes` (64 MiB): the body is buffered
@@ -78,17 +81,10 @@ pub struct MaskOutcome {
     pub detector_hits: Vec<(String, u32)>,
 }
 
-fn withheld(reason: &'static str, description: &str) -> Rejection {
-    Rejection::ResponseWithheld {
-        reason,
-        description: description.to_string(),
-    }
-}
-
 impl ResponsePolicy {
     /// Compiles `cfg`. `salt` is the top-level `mask_salt`; `path` is the config
     /// path of the section (`routes[0].response`) used in error messages.
-    pub fn compile(
+    pub(crate) fn compile(
         cfg: &ResponseConfig,
         salt: Option<&str>,
         path: &str,
@@ -166,19 +162,12 @@ impl ResponsePolicy {
             None => None,
             Some(d) => Some(Detectors::compile(d, &format!("{path}.detect"))?),
         };
-        let max_body_bytes = cfg.max_body_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
-        if max_body_bytes == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.max_body_bytes"),
-                "must be > 0",
-            ));
-        }
-        if max_body_bytes > MAX_RESPONSE_BYTES_LIMIT {
-            return Err(ConfigError::new(
-                format!("{path}.max_body_bytes"),
-                format!("must be at most {MAX_RESPONSE_BYTES_LIMIT}"),
-            ));
-        }
+        let max_body_bytes = in_range(
+            cfg.max_body_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            1,
+            MAX_RESPONSE_BYTES_LIMIT,
+            &format!("{path}.max_body_bytes"),
+        )?;
         Ok(ResponsePolicy {
             rules,
             unmasked_for,
@@ -192,7 +181,7 @@ impl ResponsePolicy {
 
     /// True if `mask` rules apply to this caller: there are rules and the caller
     /// does not satisfy `unmasked_for`. No claims (no token) never satisfies it.
-    pub fn masks_for(&self, claims: Option<&Claims>) -> bool {
+    pub(crate) fn masks_for(&self, claims: Option<&Claims>) -> bool {
         if self.rules.is_empty() {
             return false;
         }
@@ -205,39 +194,19 @@ impl ResponsePolicy {
     /// True if the response body must be buffered and passed to [`Self::apply`]
     /// for this caller: mask rules apply to them, or detectors are configured
     /// (detectors apply to every caller, `unmasked_for` included).
-    pub fn applies_to(&self, claims: Option<&Claims>) -> bool {
+    pub(crate) fn applies_to(&self, claims: Option<&Claims>) -> bool {
         self.detectors.is_some() || self.masks_for(claims)
     }
 
     /// True if a response with this status is processed: 2xx always, any other
     /// status only with `mask_errors` (default true).
-    pub fn applies_to_status(&self, status: u32) -> bool {
+    pub(crate) fn applies_to_status(&self, status: u32) -> bool {
         (200..300).contains(&status) || self.mask_errors
-    }
-
-    /// `mask_errors`: process non-2xx responses too.
-    pub fn mask_errors(&self) -> bool {
-        self.mask_errors
-    }
-
-    /// Largest body buffered for processing (`max_body_bytes`, default 4 MiB).
-    pub fn max_body_bytes(&self) -> u64 {
-        self.max_body_bytes
-    }
-
-    /// What to do with a body that cannot be processed (default closed).
-    pub fn failure_mode(&self) -> FailureMode {
-        self.failure_mode
-    }
-
-    /// Number of `mask` rules.
-    pub fn rule_count(&self) -> usize {
-        self.rules.len()
     }
 
     /// Detector kinds (built-in names and pattern names) in the order they run
     /// and are reported: define one metric per kind at configure time.
-    pub fn detector_kinds(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn detector_kinds(&self) -> impl Iterator<Item = &str> {
         self.detectors.iter().flat_map(Detectors::kinds)
     }
 
@@ -257,10 +226,7 @@ impl ResponsePolicy {
             return Ok(MaskOutcome::default());
         }
         if u64::try_from(body.len()).unwrap_or(u64::MAX) > self.max_body_bytes {
-            return Err(withheld(
-                "too_large",
-                "the upstream response is larger than this route may buffer for masking",
-            ));
+            return Err(self.too_large());
         }
         if body
             .iter()
@@ -271,7 +237,7 @@ impl ResponsePolicy {
         let not_json = || {
             withheld(
                 "not_json",
-                "the upstream response is not valid JSON and this route masks responses",
+                "the upstream response is not valid JSON and this route masks responses".into(),
             )
         };
         let text = std::str::from_utf8(body).map_err(|_| not_json())?;
@@ -282,17 +248,17 @@ impl ResponsePolicy {
         let body = walker.run().map_err(|fault| match fault {
             Fault::TooDeep => withheld(
                 "not_json",
-                "the upstream response nests deeper than 128 levels and cannot be masked",
+                "the upstream response nests deeper than 128 levels and cannot be masked".into(),
             ),
             Fault::Malformed => not_json(),
             Fault::Blocked(i) => {
                 let kind = self.detector_kinds().nth(i).unwrap_or("pattern");
-                Rejection::ResponseWithheld {
-                    reason: "sensitive_data",
-                    description: format!(
+                withheld(
+                    "sensitive_data",
+                    format!(
                         "the upstream response contained sensitive data ({kind}) and was withheld"
                     ),
-                }
+                )
             }
         })?;
         let detector_hits = self

@@ -1,6 +1,8 @@
 //! Policy-level tests: compile errors, each action through `apply`, detectors,
 //! refusals, and a randomized cross-check against a tree-based reference.
 
+use super::actions::REDACTED;
+use super::walk::MAX_DEPTH;
 use super::*;
 use crate::config::ResponseConfig;
 use serde_json::{json, Value};
@@ -518,8 +520,8 @@ fn size_cap_and_status_helpers() {
     let p = policy(
         json!({"mask": [{"path": "$.a", "action": "redact"}], "max_body_bytes": 10, "mask_errors": false, "failure_mode": "open"}),
     );
-    assert_eq!(p.max_body_bytes(), 10);
-    assert_eq!(p.failure_mode(), FailureMode::Open);
+    assert_eq!(p.max_body_bytes, 10);
+    assert_eq!(p.failure_mode, FailureMode::Open);
     assert!(matches!(
         p.apply(br#"{"a":"0123456789"}"#, None),
         Err(Rejection::ResponseWithheld {
@@ -530,10 +532,10 @@ fn size_cap_and_status_helpers() {
     assert!(p.applies_to_status(200) && p.applies_to_status(299));
     assert!(!p.applies_to_status(404) && !p.applies_to_status(500) && !p.applies_to_status(302));
     let d = policy(json!({"mask": [{"path": "$.a", "action": "redact"}]}));
-    assert!(d.applies_to_status(500) && d.mask_errors());
-    assert_eq!(d.max_body_bytes(), DEFAULT_MAX_RESPONSE_BYTES);
-    assert_eq!(d.failure_mode(), FailureMode::Closed);
-    assert_eq!(d.rule_count(), 1);
+    assert!(d.applies_to_status(500) && d.mask_errors);
+    assert_eq!(d.max_body_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+    assert_eq!(d.failure_mode, FailureMode::Closed);
+    assert_eq!(d.rules.len(), 1);
     // Nothing configured: nothing applies.
     let none = policy(json!({}));
     assert!(!none.applies_to(None));
@@ -571,7 +573,7 @@ fn config_errors_name_the_field() {
         (json!({"mask": [{"path": "$.a", "action": "redact"}], "max_body_bytes": 0}), Some(SALT),
          "routes[0].response.max_body_bytes: must be > 0"),
         (json!({"mask": [{"path": "$.a", "action": "redact"}], "max_body_bytes": 67108865}), Some(SALT),
-         "routes[0].response.max_body_bytes: must be at most 67108864"),
+         "routes[0].response.max_body_bytes: must be <= 67108864"),
     ];
     for (cfg, salt, want) in cases {
         let got = compile_err(cfg.clone(), *salt);

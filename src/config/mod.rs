@@ -1,11 +1,15 @@
-//! Raw plugin configuration: the public JSON contract (`shared/CONFIG.md`), as
-//! serde structs.
+//! Raw plugin configuration: the public JSON contract (`docs/configuration.md`), as
+//! serde structs, and the checks its compilation shares ([`check`]).
 //!
 //! Every struct denies unknown fields so a typo is a load error, not a silently
 //! ignored protection. Parsing goes through `serde_path_to_error`, so the message
 //! names the field (`routes[1].match.path: ...`). Nothing here is used on the
-//! request path: [`crate::policy::Policy::compile`] turns it into the runtime view.
+//! request path: the policy compiles it into the runtime view.
 
+pub mod check;
+mod pbstruct;
+
+use crate::json;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -57,7 +61,7 @@ impl fmt::Display for ConfigError {
 ///
 /// Accepts JSON (a `google.protobuf.StringValue` configuration, or Istio's
 /// `pluginConfig`) and the binary `google.protobuf.Struct` that Envoy passes when
-/// the configuration is written as YAML (see [`crate::pbstruct`]). Errors name the
+/// the configuration is written as YAML (see [`pbstruct`]). Errors name the
 /// field path where deserialization stopped.
 pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     let trimmed = bytes.trim_ascii();
@@ -68,7 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
         ));
     }
     if !trimmed.starts_with(b"{") {
-        if let Ok(value) = crate::pbstruct::decode_struct(bytes) {
+        if let Ok(value) = pbstruct::decode_struct(bytes) {
             let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(value);
             return parsed.map_err(|e| path_error(e.path().to_string(), &e.inner().to_string()));
         }
@@ -76,10 +80,13 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     // JSON text becomes a `Value` first, so the configuration structs are
     // deserialized from one input type only: each format of its own (`Value` and
     // `&[u8]`) instantiated every struct's deserializer again, about 145 KB of the
-    // module. The parse refuses duplicate member names (serde's "duplicate field"
-    // check does not see them in a `Value`); its errors name the line and column,
-    // and type errors after it name the field path.
-    let crate::schema::StrictValue(value) = serde_json::from_slice(bytes)
+    // module. The strict parser refuses duplicate member names (serde's "duplicate
+    // field" check does not see them in a `Value`); its errors name the line and
+    // column, and type errors after it name the field path.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ConfigError::new("", format!("not valid UTF-8 (at byte {})", e.valid_up_to()))
+    })?;
+    let value = json::parse(text, &json::CONFIG_LIMITS)
         .map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
     let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(value);
     parsed.map_err(|e| path_error(e.path().to_string(), &e.inner().to_string()))

@@ -92,12 +92,19 @@
 //! trustworthy as the header: a client that sets the header itself can rotate values
 //! (use it for headers set by a trusted hop). For `ip`, see [`client_ip`].
 
-use crate::authz::{lookup_claim, scalar_text, Claims};
+mod key;
+mod slot;
+mod store;
+
+pub use key::{client_ip, CallerKey, KeyBy, KeyInputs};
+pub use store::{MemoryStore, SharedStore, StoreError};
+
+use crate::config::check::in_range;
 use crate::config::{ConfigError, FailureMode, QuotaConfig, QuotaSettings};
 use crate::reply::Rejection;
-use std::collections::HashMap;
+use key::{derive_hash_key, parse_by, DEFAULT_HASH_KEY};
+use slot::SlotState;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 
 /// Prefix of every slot key: `apiguard.q.<route>.<slot>`.
 pub const KEY_PREFIX: &str = "apiguard.q.";
@@ -114,72 +121,6 @@ pub const MAX_KEYS_PER_ROUTE: u32 = 1_000_000;
 pub const MAX_CAS_RETRIES: u32 = 1_000;
 /// Shortest accepted `quota_settings.key_salt`.
 pub const MIN_KEY_SALT_LEN: usize = 16;
-
-/// Version byte of the slot value layout.
-const SLOT_VERSION: u8 = 1;
-/// Length of an encoded slot value: version, owner, TAT ms, TAT fraction.
-const SLOT_LEN: usize = 1 + 8 + 8 + 4;
-/// SipHash key used when no `key_salt` is configured (and to derive one from it).
-const DEFAULT_HASH_KEY: (u64, u64) = (0x6170_692d_6775_6172, 0x642e_7175_6f74_612e);
-/// Longest `by` value echoed back in a configuration error.
-const MAX_ECHO: usize = 64;
-
-// ---------------------------------------------------------------------------
-// Store seam
-// ---------------------------------------------------------------------------
-
-/// Why a shared-data operation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    /// The CAS token no longer matches (another worker wrote the key); also what
-    /// [`QuotaPolicy::check`] reports once its retries are exhausted.
-    CasMismatch,
-    /// Any other host failure.
-    Unavailable,
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::CasMismatch => f.write_str("shared data CAS retries exhausted"),
-            StoreError::Unavailable => f.write_str("shared data unavailable"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-/// The shared-data operations the quota needs, mirroring proxy-wasm's
-/// `get_shared_data` / `set_shared_data`.
-///
-/// Implementations must keep proxy-wasm-cpp-host's semantics, on which exact
-/// counting relies: every successful `set` gives the key a new CAS token, unique
-/// across all keys; `set` with `Some(cas)` fails with [`StoreError::CasMismatch`] if
-/// the key exists with another token and *creates* the key if it is missing; `set`
-/// with `None` writes unconditionally.
-pub trait SharedStore {
-    /// The value and CAS token of `key`; `(None, None)` if the key does not exist.
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
-    /// Writes `value`, conditionally on `cas` (see the trait docs).
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
-}
-
-// ---------------------------------------------------------------------------
-// Compiled policy
-// ---------------------------------------------------------------------------
-
-/// What a quota counts by (`quota.by`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyBy {
-    /// The client address ([`client_ip`]).
-    Ip,
-    /// One bucket for the whole route.
-    Route,
-    /// A verified claim (dotted names reach nested objects).
-    Claim(String),
-    /// A request header, name lowercased.
-    Header(String),
-}
 
 /// Exact GCRA parameters, in units of `1/limit` ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,33 +156,19 @@ impl QuotaPolicy {
     /// config path of the quota object (`routes[1].quota`), used in error messages
     /// (`routes[1].quota.window_seconds: must be > 0`); errors in `settings` name
     /// `quota_settings.*`.
-    pub fn compile(
+    pub(crate) fn compile(
         cfg: &QuotaConfig,
         settings: &QuotaSettings,
         route_name: &str,
         path: &str,
     ) -> Result<QuotaPolicy, ConfigError> {
-        if cfg.limit == 0 {
-            return Err(ConfigError::new(format!("{path}.limit"), "must be > 0"));
-        }
-        if cfg.limit > MAX_LIMIT {
-            return Err(ConfigError::new(
-                format!("{path}.limit"),
-                format!("must be <= {MAX_LIMIT}"),
-            ));
-        }
-        if cfg.window_seconds == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.window_seconds"),
-                "must be > 0",
-            ));
-        }
-        if cfg.window_seconds > MAX_WINDOW_SECONDS {
-            return Err(ConfigError::new(
-                format!("{path}.window_seconds"),
-                format!("must be <= {MAX_WINDOW_SECONDS} (365 days)"),
-            ));
-        }
+        in_range(cfg.limit, 1, MAX_LIMIT, &format!("{path}.limit"))?;
+        in_range(
+            cfg.window_seconds,
+            1,
+            MAX_WINDOW_SECONDS,
+            &format!("{path}.window_seconds"),
+        )?;
         let by = parse_by(&cfg.by, &format!("{path}.by"))?;
         validate_settings(settings)?;
 
@@ -277,37 +204,43 @@ impl QuotaPolicy {
     }
 
     /// Route name the policy belongs to.
-    pub fn route(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn route(&self) -> &str {
         &self.route
     }
 
     /// Requests allowed per window (and the burst size).
-    pub fn limit(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Window length in seconds.
-    pub fn window_seconds(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn window_seconds(&self) -> u64 {
         self.window_seconds
     }
 
     /// What the quota counts by.
-    pub fn by(&self) -> &KeyBy {
+    pub(crate) fn by(&self) -> &KeyBy {
         &self.by
     }
 
     /// What happens when the store fails.
-    pub fn failure_mode(&self) -> FailureMode {
+    #[cfg(test)]
+    pub(crate) fn failure_mode(&self) -> FailureMode {
         self.failure_mode
     }
 
     /// Whether admitted responses carry `RateLimit-*` headers.
-    pub fn headers_on_success(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn headers_on_success(&self) -> bool {
         self.headers_on_success
     }
 
     /// Number of slots (shared-data keys) this route can ever use.
-    pub fn slots(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> u32 {
         self.slots
     }
 
@@ -317,74 +250,11 @@ impl QuotaPolicy {
         format!("{}{}", self.key_prefix, key.slot % self.slots.max(1))
     }
 
-    // -----------------------------------------------------------------------
-    // Keys
-    // -----------------------------------------------------------------------
-
     /// Derives the caller's key from the request. A missing value (claim, header,
     /// address) gives the route's anonymous key (see the module docs).
     pub fn caller_key(&self, inputs: &KeyInputs<'_>) -> CallerKey {
-        let mut h = SipHasher24::new(self.hash_key.0, self.hash_key.1);
-        write_field(&mut h, self.route.as_bytes());
-        let found = match &self.by {
-            KeyBy::Route => {
-                h.write(&[KIND_ROUTE]);
-                true
-            }
-            KeyBy::Ip => match inputs.client_ip.and_then(parse_ip) {
-                Some(ip) => {
-                    h.write(&[KIND_IP]);
-                    match ip {
-                        IpAddr::V4(v4) => h.write(&v4.octets()),
-                        IpAddr::V6(v6) => h.write(&v6.octets()),
-                    }
-                    true
-                }
-                None => false,
-            },
-            KeyBy::Claim(name) => match inputs.claims.and_then(|c| lookup_claim(c, name)) {
-                Some(value) => {
-                    match scalar_text(value) {
-                        Some(text) => {
-                            h.write(&[KIND_CLAIM]);
-                            h.write(text.as_bytes());
-                        }
-                        // Arrays and objects: their canonical JSON text (serde_json
-                        // maps are sorted), tagged apart from strings.
-                        None => {
-                            h.write(&[KIND_CLAIM_JSON]);
-                            h.write(value.to_string().as_bytes());
-                        }
-                    }
-                    true
-                }
-                None => false,
-            },
-            KeyBy::Header(name) => match (inputs.header)(name) {
-                Some(value) => {
-                    h.write(&[KIND_HEADER]);
-                    h.write(value.as_bytes());
-                    true
-                }
-                None => false,
-            },
-        };
-        if !found {
-            h.write(&[KIND_ANONYMOUS]);
-        }
-        let hash = h.finish();
-        // Multiply-shift maps the hash onto 0..slots without modulo bias.
-        let slot = ((u128::from(hash) * u128::from(self.slots.max(1))) >> 64) as u32;
-        CallerKey {
-            slot,
-            fingerprint: hash,
-            anonymous: !found,
-        }
+        CallerKey::derive(&self.by, &self.route, self.hash_key, self.slots, inputs)
     }
-
-    // -----------------------------------------------------------------------
-    // Decision
-    // -----------------------------------------------------------------------
 
     /// Counts one request of `key` at `now_ms` (Unix ms, or any monotonic ms clock
     /// shared by all workers) and decides. Exact under concurrent workers; see the
@@ -549,15 +419,11 @@ impl QuotaPolicy {
         }
     }
 
-    // -----------------------------------------------------------------------
-    // Mapping to the reply
-    // -----------------------------------------------------------------------
-
     /// The rejection for `decision`, or `None` to let the request continue:
     /// [`Rejection::TooManyRequests`] when limited; on a store error
     /// [`Rejection::QuotaUnavailable`] under `failure_mode: closed`, `None` under
     /// `open` (the glue counts store errors either way).
-    pub fn rejection(&self, decision: &QuotaDecision) -> Option<Rejection> {
+    pub(crate) fn rejection(&self, decision: &QuotaDecision) -> Option<Rejection> {
         match decision {
             QuotaDecision::Admitted { .. } => None,
             QuotaDecision::Limited {
@@ -578,7 +444,10 @@ impl QuotaPolicy {
 
     /// `RateLimit-*` headers for an admitted response, if `headers_on_success` is
     /// set (rejections get theirs from [`Rejection::render`]).
-    pub fn success_headers(&self, decision: &QuotaDecision) -> Option<[(&'static str, String); 3]> {
+    pub(crate) fn success_headers(
+        &self,
+        decision: &QuotaDecision,
+    ) -> Option<[(&'static str, String); 3]> {
         if self.headers_on_success {
             decision.rate_limit_headers()
         } else {
@@ -605,179 +474,28 @@ impl fmt::Debug for QuotaPolicy {
 
 /// Checks `quota_settings`; errors name `quota_settings.<field>`.
 fn validate_settings(settings: &QuotaSettings) -> Result<(), ConfigError> {
-    let path = "quota_settings";
-    if settings.max_keys_per_route == 0 {
-        return Err(ConfigError::new(
-            format!("{path}.max_keys_per_route"),
-            "must be > 0",
-        ));
-    }
-    if settings.max_keys_per_route > MAX_KEYS_PER_ROUTE {
-        return Err(ConfigError::new(
-            format!("{path}.max_keys_per_route"),
-            format!("must be <= {MAX_KEYS_PER_ROUTE}"),
-        ));
-    }
-    if settings.max_cas_retries > MAX_CAS_RETRIES {
-        return Err(ConfigError::new(
-            format!("{path}.max_cas_retries"),
-            format!("must be <= {MAX_CAS_RETRIES}"),
-        ));
-    }
+    in_range(
+        settings.max_keys_per_route,
+        1,
+        MAX_KEYS_PER_ROUTE,
+        "quota_settings.max_keys_per_route",
+    )?;
+    in_range(
+        settings.max_cas_retries,
+        0,
+        MAX_CAS_RETRIES,
+        "quota_settings.max_cas_retries",
+    )?;
     if let Some(salt) = &settings.key_salt {
         if salt.len() < MIN_KEY_SALT_LEN {
             return Err(ConfigError::new(
-                format!("{path}.key_salt"),
+                "quota_settings.key_salt",
                 format!("must be at least {MIN_KEY_SALT_LEN} bytes"),
             ));
         }
     }
     Ok(())
 }
-
-/// Parses `quota.by`; `path` is the field path for errors.
-fn parse_by(by: &str, path: &str) -> Result<KeyBy, ConfigError> {
-    let bad = |why: &str| {
-        let shown: String = by.chars().take(MAX_ECHO).collect();
-        ConfigError::new(path, format!("{why}, got `{shown}`"))
-    };
-    match by {
-        "ip" => Ok(KeyBy::Ip),
-        "route" => Ok(KeyBy::Route),
-        _ => {
-            if let Some(name) = by.strip_prefix("claim:") {
-                if name.is_empty() || name.trim() != name {
-                    return Err(bad("expected a claim name after `claim:`"));
-                }
-                Ok(KeyBy::Claim(name.to_string()))
-            } else if let Some(name) = by.strip_prefix("header:") {
-                if name.is_empty() || !name.bytes().all(is_tchar) {
-                    return Err(bad(
-                        "expected a header name (RFC 9110 token) after `header:`",
-                    ));
-                }
-                Ok(KeyBy::Header(name.to_ascii_lowercase()))
-            } else {
-                Err(bad(
-                    "expected `ip`, `route`, `claim:<name>` or `header:<name>`",
-                ))
-            }
-        }
-    }
-}
-
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-// ---------------------------------------------------------------------------
-// Keys
-// ---------------------------------------------------------------------------
-
-const KIND_ANONYMOUS: u8 = 0;
-const KIND_IP: u8 = 1;
-const KIND_ROUTE: u8 = 2;
-const KIND_CLAIM: u8 = 3;
-const KIND_CLAIM_JSON: u8 = 4;
-const KIND_HEADER: u8 = 5;
-
-/// What [`QuotaPolicy::caller_key`] may look at, gathered by the glue.
-pub struct KeyInputs<'a> {
-    /// The client address, as returned by [`client_ip`] (an `ip:port` form is
-    /// accepted too; the port is ignored).
-    pub client_ip: Option<&'a str>,
-    /// Verified claims, if the request carried a valid token.
-    pub claims: Option<&'a Claims>,
-    /// Request header lookup by lowercase name (first value, or all values joined
-    /// by `,`). Called only for `by: header:<name>`.
-    pub header: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl fmt::Debug for KeyInputs<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never prints claim values.
-        f.debug_struct("KeyInputs")
-            .field("client_ip", &self.client_ip)
-            .field("claims", &self.claims.map(|c| c.len()))
-            .finish_non_exhaustive()
-    }
-}
-
-/// A caller's identity for one route's quota: its slot and fingerprint (a keyed
-/// hash; the raw value is not kept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CallerKey {
-    slot: u32,
-    fingerprint: u64,
-    anonymous: bool,
-}
-
-impl CallerKey {
-    /// Slot index in the route's table.
-    pub fn slot(&self) -> u32 {
-        self.slot
-    }
-
-    /// 64-bit keyed hash identifying the caller within the route.
-    pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
-    }
-
-    /// True if the request had no value for `by` and counts in the route's
-    /// anonymous bucket.
-    pub fn is_anonymous(&self) -> bool {
-        self.anonymous
-    }
-}
-
-/// The client address for `by: ip`, canonical (`1.2.3.4`, `2001:db8::1`;
-/// IPv4-mapped IPv6 as IPv4), or `None` if there is none (then the request is
-/// counted as anonymous).
-///
-/// `source_address` is Envoy's `source.address` attribute (`127.0.0.1:54321`,
-/// `[::1]:5432`). With `trusted_hops == 0` (default) it is the answer and
-/// `X-Forwarded-For` is ignored. With `N` trusted hops, the answer is the `N`th
-/// entry from the right of `xff` (all `X-Forwarded-For` lines joined by `,` in
-/// order): the entries to its right were appended by the trusted proxies, and it was
-/// appended by the farthest one, so the client cannot choose it. If Envoy itself
-/// appends to `X-Forwarded-For` (`use_remote_address: true`), that append is one of
-/// the `N`. If the header has fewer than `N` entries (the request bypassed a proxy)
-/// or the `N`th is not an address, the answer falls back to `source_address`:
-/// never to an entry the client wrote.
-pub fn client_ip(
-    source_address: Option<&str>,
-    xff: Option<&str>,
-    trusted_hops: u32,
-) -> Option<String> {
-    let from_xff = match (trusted_hops, xff) {
-        (0, _) | (_, None) => None,
-        (n, Some(xff)) => xff.rsplit(',').nth(n as usize - 1).and_then(parse_ip),
-    };
-    from_xff
-        .or_else(|| source_address.and_then(parse_ip))
-        .map(|ip| ip.to_string())
-}
-
-/// Parses `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]` or `[::1]:80`; canonical form.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    let ip = if let Ok(sa) = text.parse::<SocketAddr>() {
-        sa.ip()
-    } else if let Ok(ip) = text.parse::<IpAddr>() {
-        ip
-    } else {
-        text.strip_prefix('[')?
-            .strip_suffix(']')?
-            .parse::<IpAddr>()
-            .ok()?
-    };
-    Some(ip.to_canonical())
-}
-
-// ---------------------------------------------------------------------------
-// Decisions
-// ---------------------------------------------------------------------------
 
 /// The quota's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -806,7 +524,7 @@ pub enum QuotaDecision {
 
 impl QuotaDecision {
     /// Metric label: `admitted`, `limited` or `store_error`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             QuotaDecision::Admitted { .. } => "admitted",
             QuotaDecision::Limited { .. } => "limited",
@@ -816,7 +534,7 @@ impl QuotaDecision {
 
     /// `ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset` (lowercase names,
     /// draft-ietf-httpapi-ratelimit-headers) for an admitted request; `None` otherwise.
-    pub fn rate_limit_headers(&self) -> Option<[(&'static str, String); 3]> {
+    pub(crate) fn rate_limit_headers(&self) -> Option<[(&'static str, String); 3]> {
         match self {
             QuotaDecision::Admitted {
                 limit,
@@ -896,288 +614,6 @@ fn ceil_div(a: u128, b: u128) -> u128 {
 
 fn to_u64(v: u128) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
-}
-
-// ---------------------------------------------------------------------------
-// Slot values
-// ---------------------------------------------------------------------------
-
-/// Decoded slot value (layout version 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SlotState {
-    /// Fingerprint of the caller the slot belongs to.
-    owner: u64,
-    /// TAT, whole milliseconds.
-    tat_ms: u64,
-    /// TAT, fraction of a millisecond in `1/limit` units.
-    tat_frac: u32,
-}
-
-impl SlotState {
-    fn encode(&self) -> [u8; SLOT_LEN] {
-        let mut out = [0u8; SLOT_LEN];
-        out[0] = SLOT_VERSION;
-        out[1..9].copy_from_slice(&self.owner.to_le_bytes());
-        out[9..17].copy_from_slice(&self.tat_ms.to_le_bytes());
-        out[17..21].copy_from_slice(&self.tat_frac.to_le_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<SlotState> {
-        let b: &[u8; SLOT_LEN] = bytes.try_into().ok()?;
-        if b[0] != SLOT_VERSION {
-            return None;
-        }
-        Some(SlotState {
-            owner: u64::from_le_bytes([b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]]),
-            tat_ms: u64::from_le_bytes([b[9], b[10], b[11], b[12], b[13], b[14], b[15], b[16]]),
-            tat_frac: u32::from_le_bytes([b[17], b[18], b[19], b[20]]),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Hashing
-// ---------------------------------------------------------------------------
-
-/// Hashes a length-prefixed field, so `("ab", "c")` and `("a", "bc")` differ.
-fn write_field(h: &mut SipHasher24, bytes: &[u8]) {
-    h.write(&(bytes.len() as u64).to_le_bytes());
-    h.write(bytes);
-}
-
-/// The 128-bit SipHash key derived from `quota_settings.key_salt`.
-fn derive_hash_key(salt: &[u8]) -> (u64, u64) {
-    let half = |label: u8| {
-        let mut h = SipHasher24::new(DEFAULT_HASH_KEY.0, DEFAULT_HASH_KEY.1);
-        h.write(&[label]);
-        h.write(salt);
-        h.finish()
-    };
-    (half(0), half(1))
-}
-
-/// SipHash-2-4 (Aumasson & Bernstein), written out so the slot of a caller is the
-/// same in every worker and across Rust versions (std's hasher promises neither).
-#[derive(Debug, Clone)]
-struct SipHasher24 {
-    v0: u64,
-    v1: u64,
-    v2: u64,
-    v3: u64,
-    tail: u64,
-    ntail: u32,
-    length: u64,
-}
-
-impl SipHasher24 {
-    fn new(k0: u64, k1: u64) -> Self {
-        SipHasher24 {
-            v0: k0 ^ 0x736f_6d65_7073_6575,
-            v1: k1 ^ 0x646f_7261_6e64_6f6d,
-            v2: k0 ^ 0x6c79_6765_6e65_7261,
-            v3: k1 ^ 0x7465_6462_7974_6573,
-            tail: 0,
-            ntail: 0,
-            length: 0,
-        }
-    }
-
-    fn round(&mut self) {
-        self.v0 = self.v0.wrapping_add(self.v1);
-        self.v1 = self.v1.rotate_left(13) ^ self.v0;
-        self.v0 = self.v0.rotate_left(32);
-        self.v2 = self.v2.wrapping_add(self.v3);
-        self.v3 = self.v3.rotate_left(16) ^ self.v2;
-        self.v0 = self.v0.wrapping_add(self.v3);
-        self.v3 = self.v3.rotate_left(21) ^ self.v0;
-        self.v2 = self.v2.wrapping_add(self.v1);
-        self.v1 = self.v1.rotate_left(17) ^ self.v2;
-        self.v2 = self.v2.rotate_left(32);
-    }
-
-    fn compress(&mut self, m: u64) {
-        self.v3 ^= m;
-        self.round();
-        self.round();
-        self.v0 ^= m;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.length = self.length.wrapping_add(bytes.len() as u64);
-        let mut rest = bytes;
-        // Fill a pending partial word first.
-        while self.ntail != 0 {
-            let Some((&b, more)) = rest.split_first() else {
-                return;
-            };
-            self.push_byte(b);
-            rest = more;
-        }
-        let mut words = rest.chunks_exact(8);
-        for w in &mut words {
-            let m = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-            self.compress(m);
-        }
-        for &b in words.remainder() {
-            self.push_byte(b);
-        }
-    }
-
-    fn push_byte(&mut self, b: u8) {
-        self.tail |= u64::from(b) << (8 * self.ntail);
-        self.ntail += 1;
-        if self.ntail == 8 {
-            let m = self.tail;
-            self.compress(m);
-            self.tail = 0;
-            self.ntail = 0;
-        }
-    }
-
-    fn finish(mut self) -> u64 {
-        let last = ((self.length & 0xff) << 56) | self.tail;
-        self.compress(last);
-        self.v2 ^= 0xff;
-        for _ in 0..4 {
-            self.round();
-        }
-        self.v0 ^ self.v1 ^ self.v2 ^ self.v3
-    }
-}
-
-// ---------------------------------------------------------------------------
-// In-memory store
-// ---------------------------------------------------------------------------
-
-/// Hook run by [`MemoryStore`] just before a `set` reaches the map: it sees the store
-/// and the key being written, and may write to the store (a concurrent worker).
-pub type BeforeSetHook = Box<dyn FnMut(&mut MemoryStore, &str)>;
-
-/// In-memory [`SharedStore`] with proxy-wasm-cpp-host's semantics (one CAS counter
-/// for all keys, `set` with a token creates a missing key), for unit tests and
-/// benchmarks. It can fail on demand and run a hook between a read and the
-/// following write, to simulate other workers interleaving.
-pub struct MemoryStore {
-    entries: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-    unavailable: bool,
-    before_set: Option<BeforeSetHook>,
-    sets: u64,
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        MemoryStore::new()
-    }
-}
-
-impl fmt::Debug for MemoryStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("keys", &self.entries.len())
-            .field("unavailable", &self.unavailable)
-            .field("sets", &self.sets)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        MemoryStore {
-            entries: HashMap::new(),
-            next_cas: 1,
-            unavailable: false,
-            before_set: None,
-            sets: 0,
-        }
-    }
-
-    /// Makes every following operation fail with [`StoreError::Unavailable`] (or
-    /// work again).
-    pub fn set_unavailable(&mut self, unavailable: bool) {
-        self.unavailable = unavailable;
-    }
-
-    /// Installs (or removes) the hook run before each `set`. The hook is not run
-    /// for writes made from inside itself.
-    pub fn set_before_set(&mut self, hook: Option<BeforeSetHook>) {
-        self.before_set = hook;
-    }
-
-    /// Writes raw bytes unconditionally (e.g. a corrupt value), bypassing the hook.
-    pub fn put_raw(&mut self, key: &str, value: &[u8]) {
-        let cas = self.next_cas();
-        self.entries.insert(key.to_string(), (value.to_vec(), cas));
-    }
-
-    /// The stored bytes of `key`, if any.
-    pub fn raw(&self, key: &str) -> Option<&[u8]> {
-        self.entries.get(key).map(|(v, _)| v.as_slice())
-    }
-
-    /// Number of keys in the store.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True if the store holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The keys, in no particular order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
-    /// Number of `set` calls that reached the map (successful or not).
-    pub fn set_calls(&self) -> u64 {
-        self.sets
-    }
-
-    fn next_cas(&mut self) -> u32 {
-        let cas = self.next_cas;
-        self.next_cas = self.next_cas.wrapping_add(1);
-        if self.next_cas == 0 {
-            self.next_cas = 1; // 0 means "no CAS" in the ABI
-        }
-        cas
-    }
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        if self.unavailable {
-            return Err(StoreError::Unavailable);
-        }
-        Ok(match self.entries.get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        if let Some(mut hook) = self.before_set.take() {
-            hook(self, key);
-            if self.before_set.is_none() {
-                self.before_set = Some(hook);
-            }
-        }
-        if self.unavailable {
-            return Err(StoreError::Unavailable);
-        }
-        self.sets += 1;
-        if let (Some(expected), Some((_, current))) = (cas, self.entries.get(key)) {
-            if expected != 0 && expected != *current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        let next = self.next_cas();
-        self.entries.insert(key.to_string(), (value.to_vec(), next));
-        Ok(())
-    }
 }
 
 #[cfg(test)]

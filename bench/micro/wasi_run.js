@@ -2,7 +2,7 @@
 // filter's code under the engine Envoy uses, without Envoy:
 //
 //   cargo bench --bench schema_validate --target wasm32-wasip1 --no-run
-//   node benches/wasi_run.js target/wasm32-wasip1/release/deps/schema_validate-*.wasm
+//   node bench/micro/wasi_run.js target/wasm32-wasip1/release/deps/schema_validate-*.wasm
 //
 // The bench links the whole library, so the module imports proxy-wasm's host
 // functions (`env`): they are stubs here, and the benches never call them.

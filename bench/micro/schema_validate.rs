@@ -8,7 +8,7 @@
 //! The same bench in V8 (Node 20, the engine Envoy embeds, with wasi-libc's
 //! dlmalloc as in the filter), without Envoy:
 //! `cargo bench --bench schema_validate --target wasm32-wasip1 --no-run`, then
-//! `node benches/wasi_run.js target/wasm32-wasip1/release/deps/schema_validate-*.wasm`.
+//! `node bench/micro/wasi_run.js target/wasm32-wasip1/release/deps/schema_validate-*.wasm`.
 //!
 //! `SCHEMA_BENCH_ONLY=<label prefix>` runs only the cases whose label starts with it,
 //! for `perf record` (e.g. `SCHEMA_BENCH_ONLY="  + validate_value (boon) 10"`).
@@ -23,8 +23,7 @@
 //! - `serde_json::from_slice`: the plain serde_json parser, for reference (no limits,
 //!   duplicates allowed).
 
-use api_guard::config::RequestConfig;
-use api_guard::schema::{parse_body, RequestPolicy, SchemaRegistry};
+use api_guard::api::{parse_body, request_policy, SchemaRegistry};
 use serde_json::{json, Value};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -178,9 +177,9 @@ fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
 }
 
 fn main() {
-    let cfg: RequestConfig = serde_json::from_value(json!({ "schema": schema() })).unwrap();
+    let cfg = json!({ "schema": schema() });
     let registry = SchemaRegistry::default();
-    let policy = RequestPolicy::compile(&cfg, &registry, "bench").unwrap();
+    let policy = request_policy(&cfg, &registry).unwrap();
     let (small, big) = bodies();
     assert!(policy.validate(&small).is_ok());
     assert!(policy.validate(&big).is_ok());
@@ -204,7 +203,7 @@ fn main() {
         }
     );
     time("compile the order schema (configure time)", 200, || {
-        black_box(RequestPolicy::compile(black_box(&cfg), &registry, "bench").unwrap());
+        black_box(request_policy(black_box(&cfg), &registry).unwrap());
     });
     for (name, body) in [("615 B", &small), ("10 KB", &big)] {
         let n = if body.len() < 1000 { 100_000 } else { 10_000 };

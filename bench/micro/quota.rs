@@ -8,24 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use api_guard::config::{FailureMode, QuotaConfig, QuotaSettings};
-use api_guard::quota::{CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
+use api_guard::api::{quota_policy, CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
+use serde_json::json;
 use std::hint::black_box;
 use std::time::Instant;
 
 fn policy(limit: u64, by: &str) -> QuotaPolicy {
-    let cfg = QuotaConfig {
-        limit,
-        window_seconds: 60,
-        by: by.to_string(),
-        failure_mode: FailureMode::Closed,
-        headers_on_success: true,
-    };
-    QuotaPolicy::compile(
-        &cfg,
-        &QuotaSettings::default(),
+    quota_policy(
+        &json!({ "limit": limit, "window_seconds": 60, "by": by }),
         "bench-route",
-        "routes[0].quota",
     )
     .expect("valid config")
 }
@@ -110,5 +101,8 @@ fn main() {
         many.len() as u64,
         start,
     );
-    println!("slots created: {created}, keys in store: {}", store.len());
+    println!(
+        "slots created: {created}, keys in store: {}",
+        store.key_count()
+    );
 }

@@ -1,10 +1,11 @@
-//! The request-body JSON parser: strict RFC 8259 JSON into a `serde_json::Value`, with
-//! the threat limits ([`JsonLimits`]) and the duplicate-member check done inline, in
-//! one pass over the bytes.
+//! Strict, bounded JSON: RFC 8259 text into a `serde_json::Value` with the threat
+//! limits ([`JsonLimits`]) and the duplicate-member check done inline, in one pass
+//! over the bytes. Request bodies are parsed here (under the route's limits), and so
+//! is the plugin configuration when it arrives as JSON text (under [`CONFIG_LIMITS`]).
 //!
-//! It replaces a separate limit pre-scan followed by serde_json with a visitor: the
-//! same checks, without reading the body twice and without serde's per-value
-//! indirection (about 4x faster natively on a 10 KB order).
+//! One pass, not a limit pre-scan followed by serde_json: the same checks without
+//! reading the body twice and without serde's per-value indirection (about 4x faster
+//! natively on a 10 KB order).
 //!
 //! Bounded by construction:
 //! - no recursion: open arrays and objects live on an explicit stack, which never
@@ -19,34 +20,96 @@
 //! `get`, and the input is a `&str` (the caller checks UTF-8 first), so string
 //! contents are sliced at ASCII delimiters only.
 //!
-//! Semantics are serde_json's (the parser used before): the same grammar (no BOM, no
-//! comments, no trailing commas, no leading zeros, no NaN), the same numbers
-//! (integers that fit stay `u64`/`i64`, `-0` and larger ones become `f64`, anything
-//! else is parsed by serde_json itself), lone UTF-16 surrogates in `\u` escapes
-//! refused, duplicate member names refused (after unescaping: `"a"` and `"\u0061"`
-//! are the same name). Error messages follow serde_json's (`... at line L column C`),
-//! except that structural errors the pre-scan used to report keep their old wording
-//! (unbalanced brackets, unterminated string, unclosed array or object).
+//! The grammar is serde_json's (no BOM, no comments, no trailing commas, no leading
+//! zeros, no NaN), and so are the numbers (integers that fit stay `u64`/`i64`, `-0`
+//! and larger ones become `f64`, anything else is parsed by serde_json itself). Lone
+//! UTF-16 surrogates in `\u` escapes are refused, and so are duplicate member names
+//! (after unescaping: `"a"` and `"\u0061"` are the same name): RFC 8259 §4 leaves
+//! their meaning open, and an upstream parser that keeps the first one would see a
+//! value that was never validated. Error messages follow serde_json's (`... at line
+//! L column C`); structural errors say what is unbalanced or unclosed.
 //!
-//! One difference in precedence: the pre-scan reported a limit anywhere in the body
-//! before any syntax error, while this pass reports whichever comes first in the
-//! body. Both are 400s; only the metric reason (`limits` or `not_json`) may differ
-//! for a body that is both malformed and over a limit. A duplicate member name is
-//! found when its value is complete, so an error inside that value is reported
-//! instead (the position in the message is still the duplicate name's).
+//! Precedence: whichever problem comes first in the text is reported, a limit or a
+//! syntax error. Both are 400s; only the metric reason (`limits` or `not_json`) tells
+//! them apart. A duplicate member name is found when its value is complete, so an
+//! error inside that value is reported instead (the position in the message is
+//! still the duplicate name's).
 
-use crate::schema::JsonLimits;
 use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 use std::str::FromStr;
 
-/// Why a body was refused.
+/// Default `limits.max_depth`: nesting levels of arrays and objects (`[]` is 1).
+pub const DEFAULT_MAX_DEPTH: u32 = 32;
+/// Largest `limits.max_depth` a configuration may set. Keeps boon's recursive
+/// evaluation inside the 1 MiB stack of a Rust wasm32 module (the parser does not
+/// recurse): measured in V8, a 64-deep document against a recursive schema with
+/// four combinators per level needs under 512 KiB, a 100-deep one over 512 KiB.
+pub const MAX_DEPTH_CEILING: u32 = 64;
+/// Default `limits.max_object_entries`: members of one object.
+pub const DEFAULT_MAX_OBJECT_ENTRIES: u32 = 1_000;
+/// Default `limits.max_array_length`: elements of one array.
+pub const DEFAULT_MAX_ARRAY_LENGTH: u32 = 10_000;
+/// Default `limits.max_string_length`: bytes of one string or member name, as
+/// written in the body (an escape sequence counts with its backslash).
+pub const DEFAULT_MAX_STRING_LENGTH: u32 = 64 * 1024;
+/// Default `limits.max_total_values`: every scalar, array and object in the document
+/// (member names are not values).
+pub const DEFAULT_MAX_TOTAL_VALUES: u32 = 100_000;
+
+/// JSON threat limits: the route's `request.limits` with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Deepest nesting of arrays and objects.
+    pub max_depth: u32,
+    /// Most members in one object.
+    pub max_object_entries: u32,
+    /// Most elements in one array.
+    pub max_array_length: u32,
+    /// Most bytes in one string or member name, as written.
+    pub max_string_length: u32,
+    /// Most values in the whole document.
+    pub max_total_values: u32,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        JsonLimits {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_object_entries: DEFAULT_MAX_OBJECT_ENTRIES,
+            max_array_length: DEFAULT_MAX_ARRAY_LENGTH,
+            max_string_length: DEFAULT_MAX_STRING_LENGTH,
+            max_total_values: DEFAULT_MAX_TOTAL_VALUES,
+        }
+    }
+}
+
+/// Limits for the plugin configuration: the operator's own document, so only the
+/// depth is bounded, at serde's recursion limit, because the configuration is
+/// deserialized recursively after this parse.
+pub const CONFIG_LIMITS: JsonLimits = JsonLimits {
+    max_depth: 128,
+    max_object_entries: u32::MAX,
+    max_array_length: u32::MAX,
+    max_string_length: u32::MAX,
+    max_total_values: u32::MAX,
+};
+
+/// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonError {
     /// A threat limit was passed (metric reason `limits`): what and where.
     Limit(String),
     /// Not JSON (metric reason `not_json`): what and where, without the input.
     Syntax(String),
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Limit(m) | JsonError::Syntax(m) => f.write_str(m),
+        }
+    }
 }
 
 /// One open array or object.
@@ -575,8 +638,9 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::schema::StrictValue;
     use rand::{Rng, SeedableRng};
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
 
     /// Limits that never fire (within serde_json's own recursion limit of 128).
     const OPEN: JsonLimits = JsonLimits {
@@ -587,9 +651,81 @@ mod tests {
         max_total_values: u32::MAX,
     };
 
-    /// The oracle: serde_json with the duplicate-refusing visitor the filter used
-    /// before this parser, kept for the configuration (serde_json alone keeps the
-    /// last duplicate).
+    /// serde_json with a visitor that refuses duplicate member names (serde_json
+    /// alone keeps the last one): an independent parser to compare against.
+    struct StrictValue(Value);
+
+    impl<'de> Deserialize<'de> for StrictValue {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("number out of range"))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(StrictValue(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Value::Array(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut members = Map::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if members.contains_key(&name) {
+                    return Err(de::Error::custom("duplicate member name in an object"));
+                }
+                let StrictValue(value) = map.next_value()?;
+                members.insert(name, value);
+            }
+            Ok(Value::Object(members))
+        }
+    }
+
+    /// The oracle: serde_json with the duplicate-refusing visitor below.
     fn oracle(text: &str) -> Option<Value> {
         serde_json::from_str::<StrictValue>(text).ok().map(|s| s.0)
     }
@@ -885,8 +1021,8 @@ mod tests {
         }
     }
 
-    /// The limit pre-scan the filter ran before this parser (verbatim but for the
-    /// error type), as an oracle for where limits fire.
+    /// An independent limit checker (a pre-scan of the bytes, with its own frame
+    /// stack), as an oracle for where limits fire.
     struct Frame {
         object: bool,
         count: u32,
@@ -895,7 +1031,7 @@ mod tests {
 
     fn prescan(body: &[u8], limits: &JsonLimits) -> Result<(), JsonError> {
         let mut stack: Vec<Frame> =
-            Vec::with_capacity(limits.max_depth.min(crate::schema::MAX_DEPTH_CEILING) as usize);
+            Vec::with_capacity(limits.max_depth.min(MAX_DEPTH_CEILING) as usize);
         let mut total: u32 = 0;
         let mut i = 0usize;
         let n = body.len();

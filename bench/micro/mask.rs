@@ -5,8 +5,7 @@
 //! the same body for scale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use api_guard::config::ResponseConfig;
-use api_guard::mask::ResponsePolicy;
+use api_guard::api::{response_policy, ResponsePolicy};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Instant;
@@ -42,8 +41,7 @@ fn body() -> Vec<u8> {
 }
 
 fn policy(cfg: Value) -> ResponsePolicy {
-    let cfg: ResponseConfig = serde_json::from_value(cfg).unwrap();
-    ResponsePolicy::compile(&cfg, Some(SALT), "bench").unwrap()
+    response_policy(&cfg, Some(SALT)).unwrap()
 }
 
 fn bench(name: &str, body: &[u8], mut f: impl FnMut(&[u8]) -> usize) {
