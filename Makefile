@@ -15,10 +15,10 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
                   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup build run test fmt-check clippy unit conformance e2e validate token bench clean
+.PHONY: help setup build run test fmt-check clippy doc unit conformance e2e validate token bench clean
 
 help: ## List the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): tests/requirements.txt
 	python3 -m venv $(VENV)
@@ -46,11 +46,14 @@ build: setup ## Build the filter: build/api_guard.wasm (release, wasm-opt -Oz)
 run: build ## Start Envoy on 127.0.0.1:10000 with the demo config and upstream; prints curl commands
 	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM)
 
-fmt-check:
+fmt-check: ## cargo fmt --check over the workspace
 	cargo fmt --all --check
 
-clippy:
+clippy: ## cargo clippy on every target, warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
+
+doc: ## Code docs (private items included) with broken links as errors
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -p api-guard
 
 unit: ## Unit tests (native), the regex shim's included
 	cargo test --workspace --lib
@@ -67,7 +70,7 @@ validate: build ## envoy --mode validate on the demo configuration
 e2e: build ## End-to-end tests through a real Envoy
 	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
 
-test: setup fmt-check clippy unit conformance e2e ## Everything CI runs: fmt, clippy, unit, conformance, end-to-end
+test: setup fmt-check clippy doc unit conformance e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, end-to-end
 
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \

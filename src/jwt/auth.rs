@@ -568,7 +568,6 @@ fn compile_req(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::config::ProviderConfig;

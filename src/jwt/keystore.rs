@@ -295,7 +295,6 @@ fn parse_answer(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::config::ProviderConfig;

@@ -2,22 +2,23 @@
 //! the verified-token cache and the compiled per-route [`AuthPolicy`].
 //!
 //! Everything here is pure: no proxy-wasm call, time passed in as `now` (Unix
-//! seconds), the request seen through the small [`RequestTokens`] trait. The glue in
-//! the root and HTTP contexts drives it:
+//! seconds), the request seen through the small [`RequestTokens`] trait. The root
+//! and HTTP contexts drive it:
 //!
 //! 1. `on_configure`: [`Providers::compile`] (inline keys are parsed here), then one
-//!    [`AuthPolicy::compile`] per route with `auth`; a new [`KeyStore`] from the
-//!    providers and a new [`TokenCache`].
+//!    [`AuthPolicy::compile`] per route with `auth`; a new [`AuthState`] (key store
+//!    and token cache) from the providers.
 //! 2. Timer tick: [`KeyStore::due_fetches`] → one `dispatch_http_call` per
-//!    [`FetchRequest`]; its answer goes to [`KeyStore::on_fetch_response`]. Until the
-//!    first key set of a remote provider arrives, its tokens fail closed with
-//!    [`Rejection::KeysUnavailable`](crate::reply::Rejection::KeysUnavailable).
-//! 3. Request headers: remove [`AuthPolicy::headers_to_strip`] from the request,
-//!    then [`AuthPolicy::authenticate`]; on success [`AuthPolicy::authorize`] with the
-//!    route's path parameters, then apply [`AuthOutcome::set_headers`] and
-//!    [`AuthOutcome::strip`] ([`remove_query_params`], [`remove_cookies`]). On failure
-//!    send [`AuthFailure::rejection`], count [`AuthFailure::reason`] for
-//!    [`AuthFailure::provider`], and if [`AuthFailure::refetch_keys`] call
+//!    [`keystore::FetchRequest`]; its answer goes to [`KeyStore::on_fetch_response`].
+//!    Until the first key set of a remote provider arrives, its tokens fail closed
+//!    with [`Rejection::KeysUnavailable`](crate::reply::Rejection::KeysUnavailable).
+//! 3. Request headers (after the filter has removed every client copy of the headers
+//!    any provider sets): [`AuthPolicy::authenticate`]; on success
+//!    [`AuthPolicy::authorize`] with the route's path parameters, then apply
+//!    [`auth::AuthOutcome::set_headers`] and [`auth::AuthOutcome::strip`]
+//!    ([`remove_query_params`], [`remove_cookies`]). On failure send
+//!    [`auth::AuthFailure::rejection`], count [`auth::AuthFailure::reason`] for
+//!    [`auth::AuthFailure::provider`], and if [`auth::AuthFailure::refetch_keys`] call
 //!    [`KeyStore::request_refetch_unknown_kid`].
 //!
 //! # Why not jwt-simple's verifier

@@ -390,7 +390,6 @@ fn output_header(name: &str, path: &str) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::jwt::jwks::Algorithm;

@@ -1,6 +1,5 @@
 //! Test-only keys and token minting. The keys here are fixtures, not secrets: fixed
 //! scalars and seeds, and RSA keys generated for these tests (`testdata/*.test.pem`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::jwt::b64url_encode;
 use crate::jwt::jwks::{Algorithm, KeyRules, KeySet};

@@ -29,7 +29,7 @@
 //!   matched is returned as `None` and not re-serialized.
 //! - A body that is empty or only whitespace has nothing to leak and is passed
 //!   unchanged; any other body that is not UTF-8 JSON, or nests deeper than
-//!   [`MAX_DEPTH`], is refused as `not_json` (the caller applies the fail mode).
+//!   [`walk::MAX_DEPTH`], is refused as `not_json` (the caller applies the fail mode).
 
 mod actions;
 mod detect;
@@ -214,7 +214,7 @@ impl ResponsePolicy {
     ///
     /// Errors (all [`Rejection::ResponseWithheld`]): `too_large` over
     /// [`Self::max_body_bytes`]; `not_json` for a body that is not UTF-8 JSON or
-    /// nests deeper than [`MAX_DEPTH`]; `sensitive_data` when a detector in
+    /// nests deeper than [`walk::MAX_DEPTH`]; `sensitive_data` when a detector in
     /// `block` mode hits. Never panics, whatever the input.
     pub fn apply(&self, body: &[u8], claims: Option<&Claims>) -> Result<MaskOutcome, Rejection> {
         let rules: &[Rule] = if self.masks_for(claims) {

@@ -64,7 +64,7 @@ const KIND_CLAIM: u8 = 3;
 const KIND_CLAIM_JSON: u8 = 4;
 const KIND_HEADER: u8 = 5;
 
-/// What [`QuotaPolicy::caller_key`] may look at, gathered by the glue.
+/// What [`super::QuotaPolicy::caller_key`] may look at, gathered by the filter.
 pub struct KeyInputs<'a> {
     /// The client address, as returned by [`client_ip`] (an `ip:port` form is
     /// accepted too; the port is ignored).

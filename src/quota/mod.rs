@@ -87,7 +87,7 @@
 //! `by` is `ip`, `route`, `claim:<name>` or `header:<name>`. A request without the
 //! value (no such claim, e.g. under `auth.allow_missing`; no such header; no IP
 //! address, e.g. a Unix socket) is counted in one shared *anonymous* bucket of the
-//! route ([`CallerKey::is_anonymous`]): never unlimited, never mixed with a named
+//! route: never unlimited, never mixed with a named
 //! caller's bucket except through an ordinary collision. `header:` keys are only as
 //! trustworthy as the header: a client that sets the header itself can rotate values
 //! (use it for headers set by a trusted hop). For `ip`, see [`client_ip`].

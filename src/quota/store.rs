@@ -9,7 +9,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
     /// The CAS token no longer matches (another worker wrote the key); also what
-    /// [`QuotaPolicy::check`] reports once its retries are exhausted.
+    /// [`super::QuotaPolicy::check`] reports once its retries are exhausted.
     CasMismatch,
     /// Any other host failure.
     Unavailable,

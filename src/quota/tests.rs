@@ -2,8 +2,6 @@
 //! exactness under simulated interleaving, slot bounding and the no-free-reset
 //! rule, client addresses, configuration errors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use super::key::SipHasher24;
 use super::*;
 use crate::authz::Claims;

@@ -368,5 +368,4 @@ pub fn parse_body(body: &[u8], limits: &JsonLimits) -> Result<Value, Rejection> 
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
