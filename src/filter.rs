@@ -12,13 +12,14 @@
 use crate::authz::Claims;
 use crate::config::Unmatched;
 use crate::host::{self, BufferType, Headers, HostStore};
+use crate::http;
 use crate::jwt::{self, AuthState, RequestTokens};
 use crate::mask::{ResponseHead, ResponsePlan};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
 use crate::quota::{self, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
-use crate::request::{self, BodyPlan};
+use crate::request::{self, BodyCheck, BodyPlan};
 use crate::route::{self, NormalizedPath, Params};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -51,6 +52,8 @@ struct Routed {
     params: Params,
     /// Verified claims of the caller, once authenticated.
     claims: Option<Rc<Claims>>,
+    /// Request headers the filter set from the claims (the upstream's values).
+    set_headers: Vec<(String, String)>,
     /// `RateLimit-*` headers for the response of an admitted request.
     quota_headers: Option<[(&'static str, String); 3]>,
     request: RequestStage,
@@ -60,7 +63,7 @@ struct Routed {
 /// The request body's part.
 enum RequestStage {
     /// Held at request headers until the body has arrived and passed.
-    Holding { bytes: usize },
+    Holding { bytes: usize, check: BodyCheck },
     /// Passed every check; the upstream may see it.
     Forwarded,
 }
@@ -72,10 +75,11 @@ enum ResponseStage {
     /// The route masks this caller's response; the plan comes at response headers.
     Masked,
     /// Headers held while the body is buffered. `withhold`: refuse as soon as the
-    /// body starts (decided at headers).
+    /// body starts (decided at headers). `status`: the upstream's.
     Holding {
         bytes: usize,
         withhold: Option<Rejection>,
+        status: u32,
     },
 }
 
@@ -160,14 +164,21 @@ impl Filter {
             .first(":method")
             .unwrap_or_default()
             .to_string();
-        let path = match route::normalize(self.headers.first(":path").unwrap_or_default()) {
+        let raw_path = self.headers.first(":path").unwrap_or_default();
+        let path = match route::normalize(raw_path, policy.semicolons) {
             Ok(path) => path,
             Err(detail) => return self.reject_for(None, Rejection::BadPath { detail }),
         };
-        // Headers the filter sets are never taken from the client.
-        for h in &policy.output_headers {
-            if self.headers.contains(h) {
-                host::set_request_header(h, None);
+        // Headers the filter sets are never taken from the client, in any spelling.
+        if !policy.output_headers.is_empty() {
+            let forged: Vec<String> = self
+                .headers
+                .names()
+                .filter(|name| policy.is_output_header(name))
+                .map(str::to_string)
+                .collect();
+            for name in &forged {
+                host::set_request_header(name, None);
             }
         }
         let (route, params) = match policy.match_request(&method, &path) {
@@ -196,6 +207,7 @@ impl Filter {
             route,
             params,
             claims: None,
+            set_headers: Vec::new(),
             quota_headers: None,
             request: RequestStage::Forwarded,
             response: ResponseStage::Untouched,
@@ -240,6 +252,14 @@ impl Filter {
                 // A compressed body cannot be masked: ask for identity, and
                 // withhold whatever comes back compressed anyway.
                 host::set_request_header("accept-encoding", Some("identity"));
+                // A byte range of the document is valid JSON whose root is not `$`,
+                // so no mask path would match it: ask for the whole document (and
+                // withhold a 206 that comes back anyway).
+                for name in ["range", "if-range"] {
+                    if self.headers.contains(name) {
+                        host::set_request_header(name, None);
+                    }
+                }
             }
         }
         if let Some(rp) = &routed.route.request {
@@ -256,8 +276,8 @@ impl Filter {
             let plan = rp
                 .check_headers(method, content_type.as_deref(), content_length)
                 .inspect_err(|r| routed.route.metrics.count("request", r.reason(), 1))?;
-            if plan == BodyPlan::Buffer {
-                routed.request = RequestStage::Holding { bytes: 0 };
+            if let BodyPlan::Buffer(check) = plan {
+                routed.request = RequestStage::Holding { bytes: 0, check };
             }
         }
         Ok(())
@@ -267,7 +287,7 @@ impl Filter {
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
-        let RequestStage::Holding { bytes } = &mut routed.request else {
+        let RequestStage::Holding { bytes, check } = &mut routed.request else {
             return Action::Continue;
         };
         *bytes = body_size;
@@ -276,7 +296,7 @@ impl Filter {
             return Action::Continue;
         };
         // `body_size` is everything buffered so far: a cumulative cap.
-        if let Err(rejection) = rp.check_size(body_size as u64) {
+        if let Err(rejection) = rp.check_chunk(check, body_size as u64) {
             route.metrics.count("request", rejection.reason(), 1);
             return self.reject_for(Some(&route), rejection);
         }
@@ -290,15 +310,20 @@ impl Filter {
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
-        let RequestStage::Holding { bytes } = routed.request else {
+        let RequestStage::Holding { bytes, check } = &routed.request else {
             return Action::Continue;
         };
+        let (bytes, check) = (*bytes, check.clone());
         let route = routed.route.clone();
         let Some(rp) = &route.request else {
             return Action::Continue;
         };
-        let body = host::buffer(BufferType::HttpRequestBody, 0, bytes).unwrap_or_default();
-        let outcome = rp.validate(&body);
+        let body = if bytes == 0 {
+            Vec::new()
+        } else {
+            host::buffer(BufferType::HttpRequestBody, 0, bytes).unwrap_or_default()
+        };
+        let outcome = rp.finish(&check, &body);
         route
             .metrics
             .count("request", request::metric_reason(&outcome), 1);
@@ -385,6 +410,7 @@ impl Filter {
             }
         }
         routed.claims = outcome.claims;
+        routed.set_headers = outcome.set_headers;
         Ok(())
     }
 
@@ -405,8 +431,19 @@ impl Filter {
         } else {
             None
         };
+        // `header:` keys read what the upstream will see: the filter's own value of a
+        // header it sets, never the client's copy (which was removed).
         let headers = &self.headers;
-        let header = |name: &str| headers.get(name);
+        let set = &routed.set_headers;
+        let header = |name: &str| {
+            if let Some((_, v)) = set.iter().find(|(k, _)| http::same_header_name(k, name)) {
+                return Some(v.clone());
+            }
+            if policy.is_output_header(name) {
+                return None;
+            }
+            headers.get(name)
+        };
         let key = q.caller_key(&KeyInputs {
             client_ip: ip.as_deref(),
             claims: routed.claims.as_deref(),
@@ -527,28 +564,53 @@ impl Filter {
             ResponsePlan::Hold => None,
             ResponsePlan::Withhold(rejection) => Some(rejection),
         };
-        routed.response = ResponseStage::Holding { bytes: 0, withhold };
+        routed.response = ResponseStage::Holding {
+            bytes: 0,
+            withhold,
+            status: head.status,
+        };
         // The body will change length: Envoy sends it chunked (or recomputes).
         host::set_response_header("content-length", None);
         Action::Pause
     }
 
-    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(routed) = self.routed() else {
-            return Action::Continue;
+    /// The held response's body bytes so far and upstream status, after recording
+    /// `body_size` if given; `Err` with the rejection decided at its headers; `None`
+    /// if the response is not held.
+    fn held_response(
+        &mut self,
+        body_size: Option<usize>,
+    ) -> Option<Result<(usize, u32), Rejection>> {
+        let ResponseStage::Holding {
+            bytes,
+            withhold,
+            status,
+        } = &mut self.routed()?.response
+        else {
+            return None;
         };
-        let ResponseStage::Holding { bytes, withhold } = &mut routed.response else {
-            return Action::Continue;
-        };
-        *bytes = body_size;
-        if let Some(rejection) = withhold.take() {
-            return self.withhold_response(rejection);
+        if let Some(n) = body_size {
+            *bytes = n;
         }
-        let route = routed.route.clone();
+        match withhold.take() {
+            Some(rejection) => Some(Err(rejection)),
+            None => Some(Ok((*bytes, *status))),
+        }
+    }
+
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let status = match self.held_response(Some(body_size)) {
+            None => return Action::Continue,
+            Some(Err(rejection)) => return self.withhold_response(rejection),
+            Some(Ok((_, status))) => status,
+        };
+        let Some(route) = self.routed().map(|r| r.route.clone()) else {
+            return Action::Continue;
+        };
         let Some(rp) = &route.response else {
             return Action::Continue;
         };
-        match rp.check_size(body_size as u64) {
+        match rp.check_size(body_size as u64, status) {
             None if end_of_stream => self.finish_masking(),
             None => Action::Pause,
             Some(plan) => self.unmaskable(plan),
@@ -556,16 +618,14 @@ impl Filter {
     }
 
     fn finish_masking(&mut self) -> Action {
+        let (size, status) = match self.held_response(None) {
+            None => return Action::Continue,
+            Some(Err(rejection)) => return self.withhold_response(rejection),
+            Some(Ok(held)) => held,
+        };
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
-        let ResponseStage::Holding { bytes, withhold } = &mut routed.response else {
-            return Action::Continue;
-        };
-        if let Some(rejection) = withhold.take() {
-            return self.withhold_response(rejection);
-        }
-        let size = *bytes;
         routed.response = ResponseStage::Untouched;
         let route = routed.route.clone();
         let claims = routed.claims.clone();
@@ -575,7 +635,7 @@ impl Filter {
         let body = host::buffer(BufferType::HttpResponseBody, 0, size).unwrap_or_default();
         let outcome = match rp.apply(&body, claims.as_deref()) {
             Ok(outcome) => outcome,
-            Err(rejection) => return self.unmaskable(rp.unmaskable(rejection)),
+            Err(rejection) => return self.unmaskable(rp.unmaskable(status, rejection)),
         };
         let metrics = &route.metrics;
         for (kind, hits) in &outcome.detector_hits {
@@ -598,6 +658,7 @@ impl Filter {
                 return self.withhold_response(Rejection::ResponseWithheld {
                     reason: "rewrite_failed",
                     description: "the response could not be masked".into(),
+                    status: 502,
                 });
             }
         }

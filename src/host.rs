@@ -117,7 +117,7 @@ impl Headers {
     }
 
     /// Indexes a serialized map; `None` if it is malformed.
-    fn parse(bytes: Vec<u8>) -> Option<Headers> {
+    pub(crate) fn parse(bytes: Vec<u8>) -> Option<Headers> {
         if bytes.is_empty() {
             return Some(Headers::default());
         }
@@ -202,6 +202,11 @@ impl Headers {
     /// True if `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.first(name).is_some()
+    }
+
+    /// Every header name, once per occurrence, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pairs().map(|(name, _)| name)
     }
 }
 

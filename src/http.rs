@@ -14,6 +14,24 @@ pub fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_tchar)
 }
 
+/// True if two header names reach an upstream as the same header. Names compare
+/// ASCII-case-insensitively (RFC 9110 §5.1), and `-` equals `_`: CGI and WSGI
+/// servers (and Envoy passing underscores by default) turn both into `_`, so
+/// `x_user-id` reads as `x-user-id` there.
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            fold(x) == fold(y)
+        })
+}
+
 /// A `Content-Type` value: type and subtype lowercased (they compare
 /// case-insensitively), and what its `charset` parameter says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +196,24 @@ mod tests {
 
     fn media(v: &str) -> Option<MediaType> {
         MediaType::parse(v)
+    }
+
+    #[test]
+    fn header_names_compare_as_upstreams_read_them() {
+        for (a, b) in [
+            ("x-user-id", "x-user-id"),
+            ("x-user-id", "X_USER_ID"),
+            ("x_user-id", "x-user_id"),
+        ] {
+            assert!(same_header_name(a, b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("x-user-id", "x-user-ids"),
+            ("x-user-id", "xuser-id"),
+            ("x-user-id", "x.user.id"),
+        ] {
+            assert!(!same_header_name(a, b), "{a} {b}");
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@
 
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
-    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Unmatched,
+    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Semicolons, Unmatched,
 };
+use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::ResponsePolicy;
 use crate::metrics::RouteMetrics;
@@ -68,6 +69,8 @@ pub struct Policy {
     pub routes: Vec<Rc<Route>>,
     /// What to do with unmatched requests.
     pub unmatched: Unmatched,
+    /// What a `;` in a path segment means.
+    pub semicolons: Semicolons,
     /// Security response headers.
     pub security_headers: SecurityHeaders,
     /// How the client address is found (`quota.by: ip`).
@@ -75,8 +78,9 @@ pub struct Policy {
     /// JWT providers.
     pub providers: Providers,
     /// Every request header any provider sets (`claim_to_headers`,
-    /// `forward_payload_header`): removed from every request first, so a client
-    /// can never forge them.
+    /// `forward_payload_header`): removed from every request first, in every
+    /// spelling an upstream reads as the same header ([`Policy::is_output_header`]),
+    /// so a client can never forge them.
     pub output_headers: Vec<String>,
     /// Period of the metrics flush (`metrics_flush_ms`); `None`: every count is
     /// added to Envoy's stats at once.
@@ -96,12 +100,8 @@ impl Policy {
         let mut output_headers: Vec<String> = Vec::new();
         for p in providers.iter() {
             for h in p.output_headers() {
-                // CGI/WSGI-style backends read `x_user_id` as `x-user-id`, and Envoy
-                // passes underscores by default: strip both spellings.
-                for name in [h.to_string(), h.replace('-', "_")] {
-                    if !output_headers.contains(&name) {
-                        output_headers.push(name);
-                    }
+                if !output_headers.iter().any(|o| http::same_header_name(o, h)) {
+                    output_headers.push(h.to_string());
                 }
             }
         }
@@ -173,6 +173,7 @@ impl Policy {
         Ok(Policy {
             routes,
             unmatched: cfg.unmatched,
+            semicolons: cfg.paths.semicolons,
             security_headers: compile_security_headers(&cfg.security_headers)?,
             client_ip: cfg.client_ip,
             providers,
@@ -181,13 +182,34 @@ impl Policy {
         })
     }
 
+    /// True if the filter sets request header `name`, in any spelling an upstream
+    /// reads as the same header (`x_user-id` for `x-user-id`).
+    pub fn is_output_header(&self, name: &str) -> bool {
+        self.output_headers
+            .iter()
+            .any(|o| http::same_header_name(o, name))
+    }
+
     /// First route whose template and methods fit; else 405 with the union of the
     /// methods of the routes on this path; else unmatched.
+    ///
+    /// Literal segments compare exactly first. A path that matches no route that
+    /// way is compared again ignoring ASCII case: frameworks that route
+    /// case-insensitively serve `/ADMIN/users` as `/admin/users`, so such an alias
+    /// gets the protections of the route it aliases instead of passing under
+    /// `unmatched: allow`.
     pub fn match_request(&self, method: &str, path: &NormalizedPath) -> RouteMatch {
+        match self.match_with(method, path, false) {
+            RouteMatch::Unmatched => self.match_with(method, path, true),
+            found => found,
+        }
+    }
+
+    fn match_with(&self, method: &str, path: &NormalizedPath, ignore_case: bool) -> RouteMatch {
         let mut allow: Vec<&str> = Vec::new();
         let mut first_on_path: Option<usize> = None;
         for (i, r) in self.routes.iter().enumerate() {
-            let Some(params) = r.template.matches(path) else {
+            let Some(params) = r.template.matches(path, ignore_case) else {
                 continue;
             };
             match &r.methods {
@@ -290,7 +312,7 @@ mod tests {
     ]}"#;
 
     fn matched(p: &Policy, method: &str, path: &str) -> RouteMatch {
-        match normalize(path) {
+        match normalize(path, Semicolons::Reject) {
             Ok(n) => p.match_request(method, &n),
             Err(e) => unreachable!("{e}"),
         }
@@ -330,6 +352,30 @@ mod tests {
             matched(&p, "GET", "/healthz?x=1"),
             RouteMatch::Matched(3, vec![])
         );
+    }
+
+    #[test]
+    fn case_aliases_match_the_route_they_alias() {
+        let p = policy(ROUTES);
+        assert!(p.is_ok(), "{p:?}");
+        let Ok(p) = p else { return };
+        let two = vec![
+            ("shop".to_string(), "S".to_string()),
+            ("id".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            matched(&p, "GET", "/SHOPS/S/Orders/1"),
+            RouteMatch::Matched(0, two)
+        );
+        assert!(matches!(
+            matched(&p, "GET", "/HealthZ"),
+            RouteMatch::Matched(3, _)
+        ));
+        assert_eq!(
+            matched(&p, "PUT", "/Shops/s/ORDERS/1"),
+            RouteMatch::MethodNotAllowed(0, "GET, DELETE".into())
+        );
+        assert_eq!(matched(&p, "GET", "/NOPE"), RouteMatch::Unmatched);
     }
 
     #[test]

@@ -91,10 +91,13 @@ pub enum Rejection {
     NotConfigured,
     /// A response body that may not leave unmasked was withheld.
     ResponseWithheld {
-        /// Metric reason: `compressed`, `not_json`, `too_large`, `sensitive_data`.
+        /// Metric reason: `compressed`, `not_json`, `partial`, `too_large`,
+        /// `sensitive_data`, `rewrite_failed`.
         reason: &'static str,
         /// Safe description.
         description: String,
+        /// 502, or the upstream's own 502, 503 or 504 (see `mask::plan`).
+        status: u32,
     },
 }
 
@@ -128,7 +131,7 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => 413,
             Rejection::UnsupportedMediaType { .. } => 415,
             Rejection::BadBody { .. } | Rejection::SchemaViolation { .. } => 400,
-            Rejection::ResponseWithheld { .. } => 502,
+            Rejection::ResponseWithheld { status, .. } => *status,
         }
     }
 
@@ -361,8 +364,17 @@ mod tests {
                 Rejection::ResponseWithheld {
                     reason: "compressed",
                     description: "x".into(),
+                    status: 502,
                 },
                 502,
+            ),
+            (
+                Rejection::ResponseWithheld {
+                    reason: "not_json",
+                    description: "x".into(),
+                    status: 504,
+                },
+                504,
             ),
             (Rejection::NotConfigured, 503),
         ];

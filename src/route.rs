@@ -10,7 +10,7 @@
 //! the filter rewrites `:path` to it, so the upstream serves exactly the
 //! resource that was authorised.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Semicolons};
 
 /// Longest request path (bytes, before the query) the filter accepts.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -81,6 +81,10 @@ impl PathTemplate {
                 } else {
                     Segment::Param(name.to_string())
                 });
+            } else if seg.contains(';') {
+                return Err(err(format!(
+                    "segment {seg:?}: ';' is not allowed (path parameters play no part in routing)"
+                )));
             } else if seg.contains('{') || seg.contains('}') {
                 return Err(err(format!(
                     "segment {seg:?}: a parameter must be a whole segment, like {{id}}"
@@ -89,6 +93,11 @@ impl PathTemplate {
                 // Literals are compared with decoded request segments, so decode them too.
                 let decoded =
                     decode_segment(seg).map_err(|m| err(format!("segment {seg:?}: {m}")))?;
+                if decoded == "." || decoded == ".." {
+                    // Request paths have their dot segments resolved first: this
+                    // literal could never match.
+                    return Err(err(format!("template {template:?} has a dot segment")));
+                }
                 segments.push(Segment::Literal(decoded));
             }
         }
@@ -109,15 +118,22 @@ impl PathTemplate {
             .collect()
     }
 
-    /// Matches normalised segments; returns the captured parameters.
-    pub fn matches(&self, path: &NormalizedPath) -> Option<Params> {
+    /// Matches normalised segments; returns the captured parameters. With
+    /// `ignore_case`, literal segments compare ASCII-case-insensitively.
+    pub fn matches(&self, path: &NormalizedPath, ignore_case: bool) -> Option<Params> {
         let mut params = Params::new();
         let segs = &path.segments;
         let mut i = 0;
         for seg in &self.segments {
             match seg {
                 Segment::Literal(l) => {
-                    if segs.get(i)? != l {
+                    let seg = segs.get(i)?;
+                    let same = if ignore_case {
+                        seg.eq_ignore_ascii_case(l)
+                    } else {
+                        seg == l
+                    };
+                    if !same {
                         return None;
                     }
                     i += 1;
@@ -143,9 +159,12 @@ impl PathTemplate {
 /// A request path after normalisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
-    /// Decoded segments, without empty or dot segments.
+    /// Decoded segments as routes see them: no empty or dot segments, and under
+    /// `paths.semicolons: strip` without their `;` parameters.
     pub segments: Vec<String>,
-    /// The normalised path, re-encoded (what the upstream should see), without query.
+    /// The normalised path as the upstream should see it, without query: dot and
+    /// empty segments resolved, unreserved characters decoded, every other
+    /// percent-encoding kept (hex upper-cased), parameters kept.
     pub encoded: String,
     /// The query string without `?` (empty if none).
     pub query: String,
@@ -165,7 +184,15 @@ impl NormalizedPath {
 }
 
 /// Normalises a `:path` header value. Errors are safe, fixed descriptions.
-pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
+///
+/// Servlet containers (Tomcat, Jetty) and some other frameworks strip `;params`
+/// from each segment before they resolve dot segments and route, so `/a/..;/admin`
+/// is `/admin` to them and `/admin;/users` is `/admin/users`. Under
+/// [`Semicolons::Reject`] (the default) a `;` in a segment is refused; under
+/// [`Semicolons::Strip`] the filter reads segments the way those frameworks do. An
+/// encoded `;` (`%3B`) is refused either way: a framework that decodes before it
+/// strips would see a parameter where the filter saw data.
+pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'static str> {
     let (before_fragment, _) = raw.split_once('#').unwrap_or((raw, ""));
     let (path, query) = before_fragment
         .split_once('?')
@@ -176,9 +203,23 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
     if !path.starts_with('/') {
         return Err("request path must start with '/'");
     }
-    let mut segments: Vec<String> = Vec::new();
+    // (decoded segment, its wire form)
+    let mut segments: Vec<(String, String)> = Vec::new();
     for seg in path.split('/') {
-        let decoded = decode_segment(seg)?;
+        let name = match semicolons {
+            Semicolons::Reject if seg.contains(';') => {
+                return Err("request path has a ';' in a segment");
+            }
+            Semicolons::Reject => seg,
+            Semicolons::Strip => match seg.split_once(';') {
+                Some((name, params)) => {
+                    check_params(params)?;
+                    name
+                }
+                None => seg,
+            },
+        };
+        let decoded = decode_segment(name)?;
         match decoded.as_str() {
             "" | "." => {}
             ".." => {
@@ -188,14 +229,16 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
                 if segments.len() >= MAX_SEGMENTS {
                     return Err("request path has too many segments");
                 }
-                segments.push(decoded);
+                let mut wire = String::with_capacity(seg.len());
+                wire_form(seg, &mut wire);
+                segments.push((decoded, wire));
             }
         }
     }
     let mut encoded = String::with_capacity(path.len());
-    for s in &segments {
+    for (_, wire) in &segments {
         encoded.push('/');
-        encode_segment(s, &mut encoded);
+        encoded.push_str(wire);
     }
     if encoded.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
         // Keep a trailing slash: upstreams often treat `/a/` and `/a` differently.
@@ -203,7 +246,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
     }
     let changed = encoded != path;
     Ok(NormalizedPath {
-        segments,
+        segments: segments.into_iter().map(|(decoded, _)| decoded).collect(),
         encoded,
         query: query.to_string(),
         changed,
@@ -213,11 +256,34 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, &'static str> {
 /// Percent-decodes one segment. Refuses encodings that would change the
 /// segment structure or smuggle control characters.
 fn decode_segment(seg: &str) -> Result<String, &'static str> {
+    let out = percent_decode(seg)?;
+    if out.iter().any(|&c| c == b'/' || c == b'\\') {
+        return Err("request path has an encoded '/' or '\\' inside a segment");
+    }
+    if out.contains(&b';') {
+        return Err("request path has an encoded ';' inside a segment");
+    }
+    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        return Err("request path has a control character");
+    }
+    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+}
+
+/// Checks the `;params` of a segment (only read under `semicolons: strip`): valid
+/// percent-encoding and no control characters, as for the segment itself.
+fn check_params(params: &str) -> Result<(), &'static str> {
+    let out = percent_decode(params)?;
+    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        return Err("request path has a control character");
+    }
+    Ok(())
+}
+
+fn percent_decode(seg: &str) -> Result<Vec<u8>, &'static str> {
     let bytes = seg.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hi = bytes.get(i + 1).and_then(|c| hex(*c));
             let lo = bytes.get(i + 2).and_then(|c| hex(*c));
@@ -231,13 +297,7 @@ fn decode_segment(seg: &str) -> Result<String, &'static str> {
             i += 1;
         }
     }
-    if out.iter().any(|&c| c == b'/' || c == b'\\') {
-        return Err("request path has an encoded '/' or '\\' inside a segment");
-    }
-    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
-        return Err("request path has a control character");
-    }
-    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+    Ok(out)
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -249,36 +309,70 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Encodes a decoded segment with RFC 3986 `pchar` left as is.
-fn encode_segment(seg: &str, out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in seg.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'@'
-            );
-        if keep {
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// RFC 3986 §2.3 unreserved characters: their encoded and plain forms are
+/// equivalent, so they are decoded.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 `pchar` characters other than unreserved ones: sub-delims, `:` and
+/// `@`. They mean something to some upstream when plain, so their plain and
+/// encoded forms are kept apart.
+fn is_reserved_pchar(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+    )
+}
+
+fn push_encoded(b: u8, out: &mut String) {
+    out.push('%');
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 15) as usize] as char);
+}
+
+/// The wire form of a raw segment (already checked by [`decode_segment`]):
+/// percent-encoding normalised as RFC 3986 §6.2.2 allows without changing what a
+/// server sees. Encoded unreserved characters are decoded, other encodings keep
+/// their encoding (hex upper-cased), plain reserved characters stay plain, and
+/// anything else is encoded.
+fn wire_form(seg: &str, out: &mut String) {
+    let bytes = seg.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|c| hex(*c)),
+                bytes.get(i + 2).and_then(|c| hex(*c)),
+            ) {
+                let decoded = h * 16 + l;
+                if is_unreserved(decoded) {
+                    out.push(decoded as char);
+                } else {
+                    push_encoded(decoded, out);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        if is_unreserved(b) || is_reserved_pchar(b) {
             out.push(b as char);
         } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
+            push_encoded(b, out);
+        }
+        i += 1;
+    }
+}
+
+/// Encodes a decoded segment with RFC 3986 `pchar` left as is (for log patterns).
+fn encode_segment(seg: &str, out: &mut String) {
+    for &b in seg.as_bytes() {
+        if is_unreserved(b) || is_reserved_pchar(b) {
+            out.push(b as char);
+        } else {
+            push_encoded(b, out);
         }
     }
 }
@@ -324,7 +418,7 @@ mod tests {
     }
 
     fn norm(s: &str) -> NormalizedPath {
-        match normalize(s) {
+        match normalize(s, Semicolons::Reject) {
             Ok(n) => n,
             Err(e) => unreachable!("{s}: {e}"),
         }
@@ -361,7 +455,7 @@ mod tests {
             ("/a b", "/a%20b", Some(vec![])),
         ];
         for (t, p, want) in cases {
-            let got = tpl(t).matches(&norm(p));
+            let got = tpl(t).matches(&norm(p), false);
             let want: Option<Params> = want.map(|v| {
                 v.into_iter()
                     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -383,6 +477,8 @@ mod tests {
             ("/a/x{id}", "must be a whole segment"),
             ("/a?x=1", "query"),
             ("/a/../b", "dot segment"),
+            ("/a/%2e%2E/b", "dot segment"),
+            ("/a/%2e", "dot segment"),
             ("/a/%zz", "percent-encoding"),
         ];
         for (t, msg) in cases {
@@ -440,8 +536,125 @@ mod tests {
             many.as_str(),
         ];
         for raw in cases {
-            assert!(normalize(raw).is_err(), "{raw:?} should be refused");
+            assert!(
+                normalize(raw, Semicolons::Reject).is_err(),
+                "{raw:?} should be refused"
+            );
         }
+    }
+
+    #[test]
+    fn semicolons_are_refused_by_default() {
+        for raw in [
+            "/public/..;/admin/keys",
+            "/public/%2e%2e;/admin/keys",
+            "/admin;/users",
+            "/admin;jsessionid=1/users",
+            "/a/b;",
+            "/;/admin",
+        ] {
+            assert_eq!(
+                normalize(raw, Semicolons::Reject).err(),
+                Some("request path has a ';' in a segment"),
+                "{raw}"
+            );
+        }
+        // Encoded, in either mode: a framework that decodes first would split there.
+        for raw in ["/admin%3B/users", "/admin%3b/users", "/public/..%3B/admin"] {
+            for mode in [Semicolons::Reject, Semicolons::Strip] {
+                assert_eq!(
+                    normalize(raw, mode).err(),
+                    Some("request path has an encoded ';' inside a segment"),
+                    "{raw} {mode:?}"
+                );
+            }
+        }
+        // The query is not the path.
+        assert!(normalize("/a?x=1;y=2", Semicolons::Reject).is_ok());
+    }
+
+    #[test]
+    fn semicolon_parameters_are_read_as_servlet_containers_read_them() {
+        let strip = |raw: &str| match normalize(raw, Semicolons::Strip) {
+            Ok(n) => n,
+            Err(e) => unreachable!("{raw}: {e}"),
+        };
+        // (request, segments routes see, path the upstream receives)
+        let cases: [(&str, &[&str], &str); 9] = [
+            ("/public/..;/admin/keys", &["admin", "keys"], "/admin/keys"),
+            (
+                "/public/%2e%2e;x=1/admin/keys",
+                &["admin", "keys"],
+                "/admin/keys",
+            ),
+            (
+                "/shops/s1/.;/orders",
+                &["shops", "s1", "orders"],
+                "/shops/s1/orders",
+            ),
+            (
+                "/shops/s1/..;a=b/s2/orders",
+                &["shops", "s2", "orders"],
+                "/shops/s2/orders",
+            ),
+            ("/admin;/users", &["admin", "users"], "/admin;/users"),
+            (
+                "/admin;jsessionid=AB12/users",
+                &["admin", "users"],
+                "/admin;jsessionid=AB12/users",
+            ),
+            ("/a;p=%2F/b", &["a", "b"], "/a;p=%2F/b"),
+            ("/;x/admin", &["admin"], "/admin"),
+            ("/a/b;c=d", &["a", "b"], "/a/b;c=d"),
+        ];
+        for (raw, segments, upstream) in cases {
+            let n = strip(raw);
+            assert_eq!(n.segments, segments, "{raw}");
+            assert_eq!(n.encoded, upstream, "{raw}");
+            assert_eq!(n.changed, upstream != raw, "{raw}");
+        }
+        assert!(normalize("/a;p=%0a/b", Semicolons::Strip).is_err());
+        assert!(normalize("/a;p=%zz/b", Semicolons::Strip).is_err());
+    }
+
+    #[test]
+    fn reserved_characters_keep_their_encoding_when_the_path_is_rewritten() {
+        // (request, path the upstream receives)
+        let cases = [
+            ("/a/../b%3Dc", "/b%3Dc"),
+            ("/a/../b=c", "/b=c"),
+            ("/x/../files/a%3ab", "/files/a%3Ab"),
+            ("/x/../u/me%40example.com", "/u/me%40example.com"),
+            ("/x/../u/me@example.com", "/u/me@example.com"),
+            ("/x/../%7euser/%2a", "/~user/%2A"),
+            ("/x/../a%2Cb,c", "/a%2Cb,c"),
+            ("/x/../sp%20ace", "/sp%20ace"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(norm(raw).encoded, want, "{raw}");
+        }
+        // Normalising the normalised path changes nothing.
+        for (raw, _) in cases {
+            let once = norm(raw);
+            let twice = norm(&once.encoded);
+            assert_eq!(
+                (twice.encoded.as_str(), twice.changed),
+                (once.encoded.as_str(), false)
+            );
+            assert_eq!(twice.segments, once.segments);
+        }
+    }
+
+    #[test]
+    fn literals_can_match_ignoring_case() {
+        let t = tpl("/admin/users/{id}");
+        let p = norm("/ADMIN/Users/Ab");
+        assert_eq!(t.matches(&p, false), None);
+        assert_eq!(
+            t.matches(&p, true),
+            Some(vec![("id".to_string(), "Ab".to_string())])
+        );
+        assert!(PathTemplate::parse("/a;b", "t").is_err());
     }
 
     #[test]
@@ -523,7 +736,7 @@ mod shadow_tests {
             ("/internal/debug-vars", "/internal/debug-vars"),
         ];
         for (raw, want) in cases {
-            let n = normalize(raw).map(|n| shadow_pattern(&n));
+            let n = normalize(raw, Semicolons::Reject).map(|n| shadow_pattern(&n));
             assert_eq!(n.as_deref(), Ok(want), "{raw}");
         }
     }

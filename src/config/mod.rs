@@ -117,6 +117,9 @@ pub struct PluginConfig {
     /// What to do with a request no route matches.
     #[serde(default)]
     pub unmatched: Unmatched,
+    /// How request paths are read before routing.
+    #[serde(default)]
+    pub paths: PathsConfig,
     /// Security headers added to responses.
     #[serde(default)]
     pub security_headers: SecurityHeadersConfig,
@@ -157,6 +160,26 @@ pub enum Unmatched {
     Deny,
     /// Pass untouched (counted and logged as an undeclared endpoint).
     Allow,
+}
+
+/// `paths`: how request paths are read before routing.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// What a `;` in a path segment means.
+    pub semicolons: Semicolons,
+}
+
+/// `paths.semicolons`: what a `;` in a path segment means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semicolons {
+    /// 400 `bad-path` (default).
+    #[default]
+    Reject,
+    /// A path parameter, as servlet containers read it: the text from the `;` to
+    /// the end of the segment is ignored for routing and kept for the upstream.
+    Strip,
 }
 
 /// `security_headers`: headers added to every response the filter sees.
@@ -516,6 +539,8 @@ pub struct JsonLimitsConfig {
     pub max_string_length: Option<u32>,
     /// Maximum number of values in the document (default 100,000).
     pub max_total_values: Option<u32>,
+    /// Refuse numbers a 64-bit float does not hold as sent (default `true`).
+    pub exact_numbers: Option<bool>,
 }
 
 /// `routes[].response`.

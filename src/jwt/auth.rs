@@ -141,8 +141,16 @@ pub struct AuthPolicy {
     bind: Vec<(String, String)>,
 }
 
-/// A token found in the request.
+/// What the route's token sources found in the request.
+#[derive(Default)]
 struct Found {
+    tokens: Vec<FoundToken>,
+    /// Locations of non-forwarding providers that hold an unreadable credential.
+    unreadable: Vec<TokenLocation>,
+}
+
+/// A token found in the request.
+struct FoundToken {
     token: String,
     locations: Vec<TokenLocation>,
     /// Providers (indexes) that read the locations it was found at.
@@ -219,15 +227,17 @@ impl AuthPolicy {
         now: u64,
     ) -> Result<AuthOutcome, AuthFailure> {
         let found = self.find_tokens(req)?;
-        if found.is_empty() {
+        if found.tokens.is_empty() {
             if self.allow_missing {
-                return Ok(AuthOutcome::default());
+                let mut out = AuthOutcome::default();
+                strip_locations(&mut out.strip, &found.unreadable);
+                return Ok(out);
             }
             return Err(self.missing(0));
         }
         // Per provider: (index into `found`, claims, from cache).
         let mut verified: Vec<Option<(usize, Rc<Claims>, bool)>> = vec![None; self.providers.len()];
-        for (fi, f) in found.iter().enumerate() {
+        for (fi, f) in found.tokens.iter().enumerate() {
             let candidates = self.candidates(f)?;
             let mut first_err: Option<(usize, VerifyError)> = None;
             let mut any_ok = false;
@@ -304,30 +314,36 @@ impl AuthPolicy {
         Ok(())
     }
 
-    fn find_tokens(&self, req: &dyn RequestTokens) -> Result<Vec<Found>, AuthFailure> {
-        let mut found: Vec<Found> = Vec::new();
+    /// The tokens of the request, and the locations of non-forwarding providers that
+    /// hold a credential no source can read (removed before the upstream).
+    fn find_tokens(&self, req: &dyn RequestTokens) -> Result<Found, AuthFailure> {
+        let mut found = Found::default();
         for (pi, p) in self.providers.iter().enumerate() {
             for src in &p.sources {
-                for token in src.extract(req) {
-                    let loc = src.location();
-                    if let Some(f) = found.iter_mut().find(|f| f.token == token) {
+                let extraction = src.extract(req);
+                let loc = src.location();
+                if extraction.unreadable && !p.forward && !found.unreadable.contains(&loc) {
+                    found.unreadable.push(loc.clone());
+                }
+                for token in extraction.tokens {
+                    if let Some(f) = found.tokens.iter_mut().find(|f| f.token == token) {
                         if !f.locations.contains(&loc) {
-                            f.locations.push(loc);
+                            f.locations.push(loc.clone());
                         }
                         if !f.finders.contains(&pi) {
                             f.finders.push(pi);
                         }
                         continue;
                     }
-                    if found.len() >= MAX_TOKENS_PER_REQUEST {
+                    if found.tokens.len() >= MAX_TOKENS_PER_REQUEST {
                         return Err(self.failure(
                             pi,
                             VerifyError::Malformed("the request carries too many tokens"),
                         ));
                     }
-                    found.push(Found {
+                    found.tokens.push(FoundToken {
                         token,
-                        locations: vec![loc],
+                        locations: vec![loc.clone()],
                         finders: vec![pi],
                     });
                 }
@@ -337,7 +353,7 @@ impl AuthPolicy {
     }
 
     /// The providers that should verify `f`.
-    fn candidates(&self, f: &Found) -> Result<Vec<usize>, AuthFailure> {
+    fn candidates(&self, f: &FoundToken) -> Result<Vec<usize>, AuthFailure> {
         let first = f.finders.first().copied().unwrap_or(0);
         if f.finders.len() <= 1 {
             return Ok(f.finders.clone());
@@ -420,7 +436,7 @@ impl AuthPolicy {
 
     fn outcome(
         &self,
-        found: &[Found],
+        found: &Found,
         verified: &[Option<(usize, Rc<Claims>, bool)>],
     ) -> AuthOutcome {
         let mut out = AuthOutcome::default();
@@ -446,32 +462,38 @@ impl AuthPolicy {
                 // The payload segment of the token is the base64url of the verified
                 // payload bytes, exactly as signed.
                 let payload = found
+                    .tokens
                     .get(*fi)
                     .and_then(|f| f.token.split('.').nth(1))
                     .unwrap_or_default();
                 set_once(&mut out.set_headers, header, payload.to_string());
             }
         }
-        for (fi, f) in found.iter().enumerate() {
+        for (fi, f) in found.tokens.iter().enumerate() {
             let hidden = verified.iter().enumerate().any(|(pi, slot)| {
                 slot.as_ref().is_some_and(|(i, _, _)| *i == fi)
                     && self.providers.get(pi).is_some_and(|p| !p.forward)
             });
-            if !hidden {
-                continue;
-            }
-            for loc in &f.locations {
-                let (list, name) = match loc {
-                    TokenLocation::Header(h) => (&mut out.strip.headers, h),
-                    TokenLocation::Param(p) => (&mut out.strip.query_params, p),
-                    TokenLocation::Cookie(c) => (&mut out.strip.cookies, c),
-                };
-                if !list.contains(name) {
-                    list.push(name.clone());
-                }
+            if hidden {
+                strip_locations(&mut out.strip, &f.locations);
             }
         }
+        strip_locations(&mut out.strip, &found.unreadable);
         out
+    }
+}
+
+/// Adds token locations to what is removed before the upstream.
+fn strip_locations(strip: &mut StripPlan, locations: &[TokenLocation]) {
+    for loc in locations {
+        let (list, name) = match loc {
+            TokenLocation::Header(h) => (&mut strip.headers, h),
+            TokenLocation::Param(p) => (&mut strip.query_params, p),
+            TokenLocation::Cookie(c) => (&mut strip.cookies, c),
+        };
+        if !list.contains(name) {
+            list.push(name.clone());
+        }
     }
 }
 
@@ -728,6 +750,49 @@ mod tests {
         let f = run(&open, &bearer("x.y.z")).unwrap_err();
         assert_eq!((f.reason, f.rejection.status()), ("malformed", 401));
         assert!(run(&open, &bearer(&main_token())).is_ok());
+    }
+
+    #[test]
+    fn unreadable_credentials_never_reach_the_upstream_unverified() {
+        let open = policy(json!({"requires": "main", "allow_missing": true}));
+        // In the provider's own scheme, whatever the blanks: verified, so refused.
+        for value in [
+            "Bearer\tforged.x.y",
+            "bearer \t forged.x.y",
+            "Bearer",
+            "Bearer \t",
+        ] {
+            let req = FakeRequest::new().header("authorization", value);
+            let f = run(&open, &req).unwrap_err();
+            assert_eq!(
+                (f.reason, f.rejection.status()),
+                ("malformed", 401),
+                "{value:?}"
+            );
+        }
+        // After a `;` or in another case in the query: found, verified, refused.
+        for query in ["a=1;access_token=forged", "ACCESS_TOKEN=forged"] {
+            let f = run(&open, &FakeRequest::new().query(query)).unwrap_err();
+            assert_eq!(f.reason, "malformed", "{query}");
+        }
+        // Another scheme: no token, but `main` does not forward, so it is removed.
+        for value in ["Basic YTpi", "Bearerx.y.z", "x.y.z"] {
+            let req = FakeRequest::new().header("authorization", value);
+            let out = run(&open, &req).unwrap();
+            assert_eq!(out.claims, None);
+            assert_eq!(out.strip.headers, ["authorization"], "{value:?}");
+        }
+        let req = FakeRequest::new()
+            .header("authorization", "Basic YTpi")
+            .header("cookie", &format!("session={}", main_token()));
+        let out = run(&open, &req).unwrap();
+        assert!(out.claims.is_some());
+        assert_eq!(out.strip.headers, ["authorization"]);
+        assert_eq!(out.strip.cookies, ["session"]);
+        // `partner` forwards: a credential it cannot read is the upstream's business.
+        let forwarding = policy(json!({"requires": "partner", "allow_missing": true}));
+        let req = FakeRequest::new().header("authorization", "Basic YTpi");
+        assert_eq!(run(&forwarding, &req).unwrap(), AuthOutcome::default());
     }
 
     #[test]

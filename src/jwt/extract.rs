@@ -3,11 +3,20 @@
 //! request goes upstream (`forward: false`).
 //!
 //! The request is seen through [`RequestTokens`], so this module is testable without
-//! a proxy. Header names are matched case-insensitively (the glue asks the host, which
-//! already does); a header source's `value_prefix` (`Bearer `) is matched
-//! ASCII-case-insensitively, as the auth-scheme of RFC 9110 §11.1 is. Query parameters
-//! are matched after percent-decoding their names and values; cookie names are matched
-//! exactly (RFC 6265 §5.4).
+//! a proxy. Header names are matched case-insensitively (the filter asks the host,
+//! which already does); a header source's `value_prefix` (`Bearer `) is matched
+//! ASCII-case-insensitively, as the auth-scheme of RFC 9110 §11.1 is, and a prefix
+//! ending in a space accepts any run of spaces and tabs there. Query parameters are
+//! matched after percent-decoding their names and values, names ASCII-case-
+//! insensitively, and both `&` and `;` separate them (some servers split on either);
+//! cookie names are matched exactly (RFC 6265 §5.4).
+//!
+//! A credential the filter cannot read must not reach the upstream unverified:
+//! - a value in the source's own scheme without a usable token (`Bearer` alone, or
+//!   `Bearer` and blanks) is an empty, and so invalid, token;
+//! - a value in another scheme (`Basic ...`) is [`Extraction::unreadable`]: it is no
+//!   token for this source, and it is removed before the upstream on routes whose
+//!   provider does not forward credentials.
 
 /// The request as the token extractor sees it; the proxy-wasm glue implements it over
 /// the host's header map.
@@ -57,46 +66,89 @@ impl TokenSource {
         }
     }
 
-    /// The tokens this source finds in the request (a parameter may repeat). A header
-    /// whose value lacks the prefix, or has nothing after it (`Authorization: Bearer`),
-    /// holds no token for this source; an empty parameter or cookie value is an
-    /// (invalid) token.
-    pub fn extract(&self, req: &dyn RequestTokens) -> Vec<String> {
+    /// The tokens this source finds in the request (a parameter may repeat), and
+    /// whether its location holds a credential it cannot read.
+    pub fn extract(&self, req: &dyn RequestTokens) -> Extraction {
         match self {
             TokenSource::Header { name, prefix } => {
                 let Some(value) = req.header(name) else {
-                    return Vec::new();
+                    return Extraction::default();
                 };
-                let value = value.trim_matches(|c| c == ' ' || c == '\t');
-                match prefix {
-                    None => vec![value.to_string()],
-                    Some(prefix) => strip_prefix_ignore_case(value, prefix)
-                        .map(|rest| rest.trim_matches(|c| c == ' ' || c == '\t'))
-                        .filter(|t| !t.is_empty())
-                        .map(|t| vec![t.to_string()])
-                        .unwrap_or_default(),
+                let value = value.trim_matches(is_blank);
+                let Some(prefix) = prefix else {
+                    return Extraction::tokens(vec![value.to_string()]);
+                };
+                match strip_scheme(value, prefix) {
+                    Some(token) => Extraction::tokens(vec![token.to_string()]),
+                    None => Extraction {
+                        tokens: Vec::new(),
+                        unreadable: true,
+                    },
                 }
             }
-            TokenSource::Param(param) => req
-                .query()
-                .map(|q| {
-                    query_pairs(q)
-                        .filter(|(k, _)| percent_decode(k) == *param)
-                        .map(|(_, v)| percent_decode(v))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            TokenSource::Cookie(cookie) => req
-                .header("cookie")
-                .map(|h| {
-                    cookie_pairs(&h)
-                        .filter(|(k, _)| k == cookie)
-                        .map(|(_, v)| unquote(v).to_string())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            TokenSource::Param(param) => Extraction::tokens(
+                req.query()
+                    .map(|q| {
+                        query_pairs(q)
+                            .filter(|(k, _)| percent_decode(k).eq_ignore_ascii_case(param))
+                            .map(|(_, v)| percent_decode(v))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            TokenSource::Cookie(cookie) => Extraction::tokens(
+                req.header("cookie")
+                    .map(|h| {
+                        cookie_pairs(&h)
+                            .filter(|(k, _)| k == cookie)
+                            .map(|(_, v)| unquote(v).to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
         }
     }
+}
+
+/// What one source found in a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extraction {
+    /// Tokens, in order; an empty string is a token that is present but empty.
+    pub tokens: Vec<String>,
+    /// The location holds a credential of another scheme (`Authorization: Basic`
+    /// for a `Bearer ` source).
+    pub unreadable: bool,
+}
+
+impl Extraction {
+    fn tokens(tokens: Vec<String>) -> Self {
+        Extraction {
+            tokens,
+            unreadable: false,
+        }
+    }
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// The token after `prefix` in a header value. A prefix that ends in a space is a
+/// scheme name: the name (any case), then one or more spaces or tabs, then the
+/// token; the name with nothing usable after it gives an empty token. Other prefixes
+/// are matched as they are, case-insensitively. `None`: the value is not in this
+/// scheme.
+fn strip_scheme<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let scheme = prefix.trim_end_matches(is_blank);
+    if scheme.len() == prefix.len() {
+        return strip_prefix_ignore_case(value, prefix).map(|t| t.trim_matches(is_blank));
+    }
+    let rest = strip_prefix_ignore_case(value, scheme)?;
+    if !rest.is_empty() && !rest.starts_with(is_blank) {
+        // `Bearerx`: another scheme name.
+        return None;
+    }
+    Some(rest.trim_matches(is_blank))
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
@@ -109,9 +161,10 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
 }
 
 /// `k=v` pairs of a raw query string, still encoded; `k` alone gives an empty value.
+/// Pairs are separated by `&` or `;`.
 fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
-        .split('&')
+        .split(['&', ';'])
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
@@ -158,21 +211,30 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Rewrites a `:path` (path and query) without the query parameters in `names`
-/// (compared after percent-decoding). The other parameters keep their order and
-/// encoding; the `?` goes when no parameter is left.
+/// (compared after percent-decoding, ASCII-case-insensitively; pairs separated by
+/// `&` or `;`, as [`TokenSource::extract`] reads them). The other parameters keep
+/// their order, encoding and separators; the `?` goes when no parameter is left.
 ///
 /// `remove_query_params("/a?access_token=x&b=1", &["access_token".into()])` is `/a?b=1`.
 pub fn remove_query_params(path_and_query: &str, names: &[String]) -> String {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return path_and_query.to_string();
     };
-    let kept: Vec<&str> = query
+    let removed = |pair: &&str| {
+        let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+        let name = percent_decode(name);
+        names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+    };
+    let kept: Vec<String> = query
         .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| {
-            let name = p.split_once('=').map_or(*p, |(k, _)| k);
-            !names.iter().any(|n| *n == percent_decode(name))
+        .map(|group| {
+            group
+                .split(';')
+                .filter(|p| !p.is_empty() && !removed(p))
+                .collect::<Vec<_>>()
+                .join(";")
         })
+        .filter(|group| !group.is_empty())
         .collect();
     if kept.is_empty() {
         path.to_string()
@@ -269,7 +331,7 @@ pub(crate) mod tests {
             (
                 bearer(),
                 FakeRequest::new().header("authorization", "Bearer "),
-                vec![],
+                vec![""],
             ),
             (
                 bearer(),
@@ -294,7 +356,7 @@ pub(crate) mod tests {
             ),
         ];
         for (src, req, want) in cases {
-            assert_eq!(src.extract(&req), want, "{src:?} {req:?}");
+            assert_eq!(src.extract(&req).tokens, want, "{src:?} {req:?}");
         }
     }
 
@@ -353,7 +415,7 @@ pub(crate) mod tests {
             (c.clone(), FakeRequest::new(), vec![]),
         ];
         for (src, req, want) in cases {
-            assert_eq!(src.extract(&req), want, "{src:?} {req:?}");
+            assert_eq!(src.extract(&req).tokens, want, "{src:?} {req:?}");
         }
     }
 
@@ -374,6 +436,71 @@ pub(crate) mod tests {
             ("/a?access_tokens=1", "/a?access_tokens=1"),
         ];
         for (input, want) in cases {
+            assert_eq!(remove_query_params(input, &names), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_sources_scheme_are_read_whatever_the_blanks() {
+        // (header value, tokens, unreadable)
+        let cases: [(&str, &[&str], bool); 11] = [
+            ("Bearer\tforged", &["forged"], false),
+            ("Bearer \t forged", &["forged"], false),
+            ("bEaReR\t\tforged\t", &["forged"], false),
+            ("Bearer", &[""], false),
+            ("Bearer \t ", &[""], false),
+            ("Bearerforged", &[], true),
+            ("Basic YTpi", &[], true),
+            ("Digest username=x", &[], true),
+            ("forged", &[], true),
+            ("", &[], true),
+            ("Bear", &[], true),
+        ];
+        for (value, tokens, unreadable) in cases {
+            let got = bearer().extract(&FakeRequest::new().header("authorization", value));
+            assert_eq!(got.tokens, tokens, "{value:?}");
+            assert_eq!(got.unreadable, unreadable, "{value:?}");
+        }
+        // A prefix that is not a scheme name is matched as it is.
+        let raw = TokenSource::Header {
+            name: "x-auth".into(),
+            prefix: Some("Token=".into()),
+        };
+        let got = raw.extract(&FakeRequest::new().header("x-auth", "token=a.b.c"));
+        assert_eq!(got.tokens, ["a.b.c"]);
+        assert!(
+            raw.extract(&FakeRequest::new().header("x-auth", "Tok a"))
+                .unreadable
+        );
+    }
+
+    #[test]
+    fn query_credentials_hide_behind_no_separator_or_case() {
+        let p = TokenSource::Param("access_token".into());
+        let cases: [(&str, &[&str]); 6] = [
+            ("a=1;access_token=forged", &["forged"]),
+            ("a=1&b=2;access_token=forged;c=3", &["forged"]),
+            ("ACCESS_TOKEN=forged", &["forged"]),
+            ("Access%5FToken=forged", &["forged"]),
+            ("a=x;y&access_token=t", &["t"]),
+            ("a=access_token", &[]),
+        ];
+        for (query, want) in cases {
+            assert_eq!(
+                p.extract(&FakeRequest::new().query(query)).tokens,
+                want,
+                "{query}"
+            );
+        }
+        let names = vec!["access_token".to_string()];
+        let removed = [
+            ("/a?x=1;access_token=t;y=2&z=3", "/a?x=1;y=2&z=3"),
+            ("/a?access_token=t;y=2", "/a?y=2"),
+            ("/a?ACCESS_TOKEN=t", "/a"),
+            ("/a?x=1;access_token=t", "/a?x=1"),
+            ("/a?x=1&Access%5ftoken=t;&y", "/a?x=1&y"),
+        ];
+        for (input, want) in removed {
             assert_eq!(remove_query_params(input, &names), want, "{input}");
         }
     }

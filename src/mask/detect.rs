@@ -1,4 +1,5 @@
-//! Sensitive-data detectors run over the string values of a response.
+//! Sensitive-data detectors run over the text of a response: every string
+//! value, every object member name and every number.
 //!
 //! The built-in detectors are hand-written single-pass scanners rather than
 //! regular expressions: each first looks for a cheap anchor (`@`, `eyJ`,
@@ -24,12 +25,25 @@
 //! - `email`: `local@domain.tld` with a dotted domain and an alphabetic TLD of
 //!   two or more letters.
 //!
-//! Numbers, booleans and object keys are not scanned: only string values.
+//! What is scanned, and what `redact` writes:
+//! - String values and member names: their decoded text (escapes resolved, as a
+//!   client would read them); each hit is replaced by `[REDACTED:<kind>]` inside
+//!   the string ([`Detectors::scan`]). A name is data a client receives like any
+//!   value (`{"ann@example.com": {...}}`), so it is held to the same rules.
+//! - Numbers: their JSON text as written (`4111111111111111`, `-1.5e3`), with
+//!   each detector's own rules (a card number still needs its prefix and Luhn
+//!   digit); a number cannot hold a marker, so a hit replaces the whole number by
+//!   the string `"[REDACTED:<kind>]"` ([`Detectors::scan_number`]). Only `card`
+//!   and user patterns can match a number's characters (`-+.eE` and digits).
+//! - `true`, `false` and `null` are not scanned: they carry no text of their own.
 
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{ConfigError, DetectAction, DetectConfig};
 use regex_lite::{Regex, RegexBuilder};
 use std::borrow::Cow;
+
+/// Rounds of redaction on one text before a text that keeps changing is withheld.
+const MAX_REDACTION_ROUNDS: usize = 4;
 
 /// Names accepted in `detect.builtin`, in the order detectors run.
 pub const BUILTIN_NAMES: [&str; 6] = [
@@ -53,6 +67,24 @@ enum Builtin {
     Card,
     UsSsn,
     Email,
+}
+
+impl Builtin {
+    /// Length in bytes of the shortest text the detector can match: `a@b.cc`;
+    /// 9 digits and 2 separators; 13 digits; `AKIA` and 16 more; `eyJ` and 7
+    /// more, then two dots; `-----BEGIN `, `PRIVATE KEY` and `-----`. Most member
+    /// names and numbers are shorter than all of them, so checking this first
+    /// keeps the cost of scanning them close to nothing.
+    fn min_len(self) -> usize {
+        match self {
+            Builtin::Email => 6,
+            Builtin::UsSsn => 11,
+            Builtin::Card => CARD_MIN,
+            Builtin::AwsAccessKey => 20,
+            Builtin::Jwt => 12,
+            Builtin::PrivateKey => 27,
+        }
+    }
 }
 
 const BUILTINS: [Builtin; 6] = [
@@ -82,13 +114,17 @@ struct Detector {
 pub(crate) struct Detectors {
     detectors: Vec<Detector>,
     action: DetectAction,
+    /// The shortest text any detector can match (1 with a user pattern): most
+    /// member names and numbers are shorter and are not scanned at all.
+    min_len: usize,
 }
 
 /// What scanning one string found.
 pub(crate) enum Scan {
     /// Nothing to change (no hit, or `report`).
     Unchanged,
-    /// `redact`: the string with every hit replaced.
+    /// `redact`: the string with every hit replaced (for a number: the marker
+    /// that replaces it whole).
     Redacted(String),
     /// `block`: the index of the first detector that hit.
     Blocked(usize),
@@ -175,9 +211,18 @@ impl Detectors {
                 finder: Finder::Pattern(re),
             });
         }
+        let min_len = detectors
+            .iter()
+            .map(|d| match d.finder {
+                Finder::Builtin(b) => b.min_len(),
+                Finder::Pattern(_) => 1,
+            })
+            .min()
+            .unwrap_or(1);
         Ok(Detectors {
             detectors,
             action: cfg.action,
+            min_len,
         })
     }
 
@@ -191,31 +236,83 @@ impl Detectors {
         self.detectors.len()
     }
 
-    /// Scans one decoded string value, adding hits to `hits` (indexed like
-    /// [`Self::kinds`]). Under `redact` each detector runs on the output of the
-    /// previous one, so a span already replaced is not counted twice.
+    /// Scans one decoded string (a value or a member name), adding hits to
+    /// `hits` (indexed like [`Self::kinds`]). Under `redact` each detector runs on
+    /// the output of the previous one, so a span already replaced is not counted
+    /// twice.
     pub(crate) fn scan(
         &self,
         text: &str,
         hits: &mut [u32],
         ranges: &mut Vec<(usize, usize)>,
     ) -> Scan {
+        self.scan_text(text, hits, ranges, false)
+    }
+
+    /// Scans the JSON text of one number, adding hits to `hits` like
+    /// [`Self::scan`]. Under `redact` the first detector that hits replaces the
+    /// whole number by its marker (`Scan::Redacted` holds the marker; the caller
+    /// writes it as a JSON string), and later detectors have nothing left to see.
+    pub(crate) fn scan_number(
+        &self,
+        text: &str,
+        hits: &mut [u32],
+        ranges: &mut Vec<(usize, usize)>,
+    ) -> Scan {
+        self.scan_text(text, hits, ranges, true)
+    }
+
+    /// The scan of [`Self::scan`] and [`Self::scan_number`]; `whole`: a hit under
+    /// `redact` replaces the whole text by the marker.
+    fn scan_text(
+        &self,
+        text: &str,
+        hits: &mut [u32],
+        ranges: &mut Vec<(usize, usize)>,
+        whole: bool,
+    ) -> Scan {
+        if text.len() < self.min_len {
+            return Scan::Unchanged;
+        }
         let mut current: Cow<'_, str> = Cow::Borrowed(text);
-        for (i, d) in self.detectors.iter().enumerate() {
-            ranges.clear();
-            d.find(&current, ranges);
-            if ranges.is_empty() {
-                continue;
+        // A redaction changes the text the next detectors (and the earlier ones)
+        // see: joining what stood around a secret can make a new one (an e-mail
+        // address removed from inside a PEM label leaves a label). So redaction
+        // repeats until a round changes nothing, and what leaves holds nothing a
+        // detector finds. Rounds after the first are rare (only after a redaction)
+        // and bounded; a text still changing then is withheld.
+        for round in 0..MAX_REDACTION_ROUNDS {
+            let mut changed = false;
+            for (i, d) in self.detectors.iter().enumerate() {
+                ranges.clear();
+                d.find(&current, ranges);
+                if ranges.is_empty() {
+                    continue;
+                }
+                if let Some(h) = hits.get_mut(i) {
+                    *h = h.saturating_add(u32::try_from(ranges.len()).unwrap_or(u32::MAX));
+                }
+                match self.action {
+                    DetectAction::Block => return Scan::Blocked(i),
+                    DetectAction::Report => {}
+                    DetectAction::Redact if whole => return Scan::Redacted(d.marker.clone()),
+                    DetectAction::Redact => {
+                        current = Cow::Owned(replace_ranges(&current, ranges, &d.marker));
+                        changed = true;
+                    }
+                }
             }
-            if let Some(h) = hits.get_mut(i) {
-                *h = h.saturating_add(u32::try_from(ranges.len()).unwrap_or(u32::MAX));
+            if !changed {
+                break;
             }
-            match self.action {
-                DetectAction::Block => return Scan::Blocked(i),
-                DetectAction::Report => {}
-                DetectAction::Redact => {
-                    let replaced = replace_ranges(&current, ranges, &d.marker);
-                    current = Cow::Owned(replaced);
+            if round + 1 == MAX_REDACTION_ROUNDS {
+                let first = self.detectors.iter().position(|d| {
+                    ranges.clear();
+                    d.find(&current, ranges);
+                    !ranges.is_empty()
+                });
+                if let Some(i) = first {
+                    return Scan::Blocked(i);
                 }
             }
         }
@@ -250,6 +347,7 @@ impl Detector {
                         .map(|m| (m.start(), m.end())),
                 );
             }
+            Finder::Builtin(b) if s.len() < b.min_len() => {}
             Finder::Builtin(b) => {
                 let bytes = s.as_bytes();
                 match b {
@@ -294,30 +392,55 @@ fn find_private_keys(b: &[u8], out: &mut Vec<(usize, usize)>) {
     let mut from = 0;
     while let Some(start) = find_from(b, BEGIN, from) {
         let label_start = start + BEGIN.len();
-        // The label is short ("RSA PRIVATE KEY", "PGP PRIVATE KEY BLOCK"); bound the
-        // search so a stray BEGIN costs at most a few dozen bytes.
-        let window_end = (label_start + 64).min(b.len());
-        let label_end = b
-            .get(label_start..window_end)
-            .and_then(|w| find_from(w, DASHES, 0))
-            .map(|p| p + label_start);
-        let Some(label_end) = label_end else {
-            from = label_start;
-            continue;
+        let label_end = match pem_label(b, label_start) {
+            Ok(end) => end,
+            Err(stop) => {
+                from = stop.max(label_start);
+                continue;
+            }
         };
         let label = b.get(label_start..label_end).unwrap_or(&[]);
         if find_from(label, b"PRIVATE KEY", 0).is_none() {
             from = label_end;
             continue;
         }
-        let body_start = label_end + DASHES.len();
-        // To the end of the END line's closing dashes; to the end of the string when
-        // there is none. END searches cover disjoint regions: linear overall.
-        let end = find_from(b, END, body_start)
-            .and_then(|e| find_from(b, DASHES, e + END.len()))
-            .map_or(b.len(), |p| p + DASHES.len());
+        // To the end of the first well-formed END line (`-----END <label>-----`);
+        // to the end of the string when there is none, so a malformed END line
+        // never ends the match early and never takes the dashes of a BEGIN line
+        // that follows. END searches cover disjoint regions: linear overall.
+        let mut search = label_end + DASHES.len();
+        let end = loop {
+            let Some(e) = find_from(b, END, search) else {
+                break b.len();
+            };
+            match pem_label(b, e + END.len()) {
+                Ok(close) if close > e + END.len() => break close + DASHES.len(),
+                Ok(close) => search = close,
+                Err(stop) => search = stop.max(e + END.len()),
+            }
+        };
         out.push((start, end));
         from = end;
+    }
+}
+
+/// The end of an RFC 7468 label starting at `at`: printable characters with single
+/// hyphens, up to the next `-----` (`Ok` with its position). `Err` with the position
+/// where the label broke off. Judging a label by its characters rather than by a
+/// length bound means a redaction elsewhere in the string, which changes lengths,
+/// cannot turn a non-label into a label; each byte is looked at once, as the next
+/// search starts where this one stopped.
+fn pem_label(b: &[u8], at: usize) -> Result<usize, usize> {
+    let mut i = at;
+    loop {
+        match b.get(i) {
+            Some(b'-') if b.get(i..).is_some_and(|rest| rest.starts_with(b"-----")) => {
+                return Ok(i)
+            }
+            Some(b'-') if b.get(i + 1) == Some(&b'-') => return Err(i),
+            Some(0x20..=0x7e) => i += 1,
+            _ => return Err(i),
+        }
     }
 }
 
@@ -413,11 +536,23 @@ const CARD_MIN: usize = 13;
 const CARD_MAX: usize = 19;
 const CARD_MIN_GROUP: usize = 3;
 
+/// End of the digit group starting at `i`, and where the next group of the same
+/// run starts (after one space or dash), if one follows.
+fn card_group(b: &[u8], mut i: usize) -> (usize, Option<usize>) {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    let sep = b.get(i).is_some_and(|&c| c == b' ' || c == b'-');
+    let next = (sep && b.get(i + 1).is_some_and(u8::is_ascii_digit)).then_some(i + 1);
+    (i, next)
+}
+
 fn find_cards(b: &[u8], out: &mut Vec<(usize, usize)>) {
     // Groups of one run: (start, end) byte offsets of digit groups joined by one
-    // separator. Reused across runs.
+    // separator. Reused across runs; allocated only for a run long enough to
+    // hold a card, since this runs on every string, name and number.
     let mut groups: Vec<(usize, usize)> = Vec::new();
-    let mut digits: Vec<u8> = Vec::with_capacity(CARD_MAX);
+    let mut digits = [0u8; CARD_MAX];
     let mut i = 0;
     while i < b.len() {
         if !b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -425,21 +560,31 @@ fn find_cards(b: &[u8], out: &mut Vec<(usize, usize)>) {
             continue;
         }
         let run_start = i;
-        groups.clear();
-        loop {
-            let g_start = i;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
+        // Most digit runs (quantities, prices, dates, most numbers) are shorter
+        // than a card: measure the run first and skip those.
+        let mut total = 0;
+        let run_end = loop {
+            let (end, next) = card_group(b, i);
+            total += end - i;
+            match next {
+                Some(n) => i = n,
+                None => break end,
             }
-            groups.push((g_start, i));
-            let sep = b.get(i).is_some_and(|&c| c == b' ' || c == b'-');
-            if sep && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            } else {
-                break;
+        };
+        i = run_end;
+        if total < CARD_MIN {
+            continue;
+        }
+        groups.clear();
+        let mut g_start = run_start;
+        loop {
+            let (end, next) = card_group(b, g_start);
+            groups.push((g_start, end));
+            match next {
+                Some(n) => g_start = n,
+                None => break,
             }
         }
-        let run_end = i;
         let prefixed = is_alnum(run_start.checked_sub(1).and_then(|p| b.get(p)));
         let suffixed = is_alnum(b.get(run_end));
         let single = groups.len() == 1;
@@ -459,11 +604,18 @@ fn find_cards(b: &[u8], out: &mut Vec<(usize, usize)>) {
                 if count < CARD_MIN || (g == 0 && prefixed) || (j + 1 == groups.len() && suffixed) {
                     continue;
                 }
-                digits.clear();
+                // `count` <= CARD_MAX, so the digits fit.
+                let mut n = 0;
                 for &(s, e) in groups.get(g..=j).unwrap_or(&[]) {
-                    digits.extend_from_slice(b.get(s..e).unwrap_or(&[]));
+                    for &c in b.get(s..e).unwrap_or(&[]) {
+                        if let Some(slot) = digits.get_mut(n) {
+                            *slot = c;
+                            n += 1;
+                        }
+                    }
                 }
-                if card_prefix_ok(&digits) && luhn(digits.iter().copied()) {
+                let window = digits.get(..n).unwrap_or(&[]);
+                if card_prefix_ok(window) && luhn(window.iter().copied()) {
                     best = Some(j);
                 }
             }
@@ -791,6 +943,134 @@ mod tests {
             d.scan("nothing here", &mut hits, &mut Vec::new()),
             Scan::Unchanged
         ));
+    }
+
+    #[test]
+    fn min_len_is_the_shortest_match() {
+        // The length check before each scanner must never hide a real match:
+        // each built-in finds a text of exactly its minimum length.
+        let shortest = [
+            (Builtin::Email, "a@b.cc"),
+            (Builtin::UsSsn, "123-45-6789"),
+            (Builtin::Card, "4222222222222"),
+            (Builtin::AwsAccessKey, "AKIAIOSFODNN7EXAMPLE"),
+            (Builtin::Jwt, "eyJhbGciOi.."),
+            (Builtin::PrivateKey, "-----BEGIN PRIVATE KEY-----"),
+        ];
+        for (b, text) in shortest {
+            assert_eq!(text.len(), b.min_len(), "{b:?}");
+            let d = Detector {
+                kind: String::new(),
+                marker: String::new(),
+                finder: Finder::Builtin(b),
+            };
+            let mut out = Vec::new();
+            d.find(text, &mut out);
+            assert_eq!(out, [(0, text.len())], "{b:?}");
+            // The same through a set holding only this detector (its gate is
+            // this detector's minimum).
+            let name = BUILTIN_NAMES
+                .iter()
+                .zip(BUILTINS)
+                .find(|(_, x)| *x == b)
+                .map_or("", |(n, _)| n);
+            let Ok(set) = detectors(&[name], &[], DetectAction::Report) else {
+                unreachable!()
+            };
+            let mut hits = vec![0; set.len()];
+            let _ = set.scan(text, &mut hits, &mut Vec::new());
+            assert_eq!(hits, [1], "{b:?}");
+        }
+        // With a user pattern the gate is one byte.
+        let Ok(set) = detectors(&["private_key"], &[("x", "x")], DetectAction::Report) else {
+            unreachable!()
+        };
+        let mut hits = vec![0; set.len()];
+        let _ = set.scan("x", &mut hits, &mut Vec::new());
+        let _ = set.scan_number("1", &mut hits, &mut Vec::new());
+        assert_eq!(hits, [0, 1]);
+    }
+
+    #[test]
+    fn numbers_are_replaced_whole_by_the_first_hit() {
+        // Kinds: card, us_ssn, acct. (action, number text, expected result,
+        // expected hits of card and acct)
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Unchanged,
+            Redacted(&'static str),
+            Blocked(usize),
+        }
+        let cases: &[(DetectAction, &str, Want, [u32; 2])] = &[
+            (
+                DetectAction::Redact,
+                "4111111111111111",
+                Want::Redacted("[REDACTED:card]"),
+                [1, 0],
+            ),
+            (
+                DetectAction::Redact,
+                "-4111111111111111.0",
+                Want::Redacted("[REDACTED:card]"),
+                [1, 0],
+            ),
+            // Both detectors match; the first replaces the number and is the only one counted.
+            (
+                DetectAction::Redact,
+                "4900123456111114",
+                Want::Redacted("[REDACTED:card]"),
+                [1, 0],
+            ),
+            (
+                DetectAction::Redact,
+                "900123456",
+                Want::Redacted("[REDACTED:acct]"),
+                [0, 1],
+            ),
+            (
+                DetectAction::Redact,
+                "4111111111111112",
+                Want::Unchanged,
+                [0, 0],
+            ),
+            (
+                DetectAction::Redact,
+                "1234567812345670",
+                Want::Unchanged,
+                [0, 0],
+            ),
+            (DetectAction::Redact, "123456789", Want::Unchanged, [0, 0]),
+            (DetectAction::Redact, "-1.5e-3", Want::Unchanged, [0, 0]),
+            (
+                DetectAction::Report,
+                "4900123456111114",
+                Want::Unchanged,
+                [1, 1],
+            ),
+            (DetectAction::Block, "900123456", Want::Blocked(2), [0, 1]),
+            (
+                DetectAction::Block,
+                "5555555555554444",
+                Want::Blocked(0),
+                [1, 0],
+            ),
+        ];
+        for (action, text, want, want_hits) in cases {
+            let Ok(d) = detectors(&["card", "us_ssn"], &[("acct", "9001[0-9]{5}")], *action) else {
+                unreachable!()
+            };
+            let mut hits = vec![0; d.len()];
+            let got = match d.scan_number(text, &mut hits, &mut Vec::new()) {
+                Scan::Unchanged => Want::Unchanged,
+                Scan::Redacted(s) if s == "[REDACTED:card]" => Want::Redacted("[REDACTED:card]"),
+                Scan::Redacted(s) if s == "[REDACTED:acct]" => Want::Redacted("[REDACTED:acct]"),
+                Scan::Redacted(s) => unreachable!("{s}"),
+                Scan::Blocked(i) => Want::Blocked(i),
+            };
+            assert_eq!(&got, want, "{action:?} {text}");
+            assert_eq!([hits[0], hits[2]], *want_hits, "{action:?} {text}");
+            assert_eq!(hits[1], 0, "us_ssn never matches a number: {text}");
+        }
     }
 
     #[test]

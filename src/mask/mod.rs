@@ -12,9 +12,20 @@
 //!   secrets no caller should receive (keys, tokens), whereas `mask` rules are
 //!   field-level authorization. A route that must show e-mail addresses to admins
 //!   should not enable the `email` detector.
+//! - **Detectors read member names and numbers, not only string values.** A
+//!   name is data the client receives (`{"users": {"ann@example.com": {}}}`) and
+//!   a card number is no safer as a JSON number, so every name that stays in the
+//!   output and every number's JSON text is scanned under each detector action
+//!   (`block`, `report`, `redact`). `redact` replaces the matching text inside a
+//!   name, which stays a string; two names of one object can then become equal
+//!   (`{"[REDACTED:email]": 1, "[REDACTED:email]": 2}`), which JSON allows but
+//!   which clients that keep one value per name will collapse. A number cannot
+//!   hold the marker, so a hit replaces the whole number with the string
+//!   `"[REDACTED:<kind>]"`. Booleans and `null` are not scanned.
 //! - **Several rules on one value:** the most protective wins (`remove`, then
 //!   `redact`, `hash`, `keep_last` with the smallest `n`); a value replaced whole
-//!   is not looked into by rules below it nor by detectors.
+//!   is not looked into by rules below it nor by detectors. Its member name is
+//!   still scanned, since it stays in the output, unless the member is removed.
 //! - **Paths that match nothing** are a no-op. Array indexes are positions in
 //!   the upstream's array. `remove` of `$` itself is a configuration error.
 //! - **Non-string values:** `redact` turns any value into `"[REDACTED]"`;

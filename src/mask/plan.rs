@@ -3,10 +3,13 @@
 //! and length the upstream declared, whether the response is held for masking,
 //! passed, or withheld; then, as the body grows, whether it still fits.
 //!
-//! A body that cannot be masked (compressed, not JSON, too large, malformed) meets
-//! one decision, [`ResponsePolicy::unmaskable`]: withheld, or under
+//! A body that cannot be masked (compressed, not JSON, partial, too large,
+//! malformed) meets one decision, [`ResponsePolicy::unmaskable`]: withheld, or under
 //! `failure_mode: open` passed unmasked and counted. Detected secrets under a
-//! `block` detector are withheld whatever the failure mode.
+//! `block` detector are withheld whatever the failure mode. A withheld response is a
+//! 502, except that an upstream's own 502, 503 or 504 keeps its status: when the
+//! upstream is down or timed out, Envoy answers with a text body that cannot be
+//! masked, and the client should still read "unavailable", not "bad gateway".
 
 use super::ResponsePolicy;
 use crate::config::FailureMode;
@@ -50,43 +53,67 @@ impl ResponsePolicy {
         if head.end_of_stream || !self.applies_to_status(head.status) {
             return ResponsePlan::Pass;
         }
+        if head.status == 206 {
+            // A slice of the document: valid JSON, perhaps, but its root is not `$`.
+            return self.unmaskable(
+                head.status,
+                withheld(
+                    "partial",
+                    "the upstream sent part of the response (206), which cannot be masked".into(),
+                ),
+            );
+        }
         let encoding = head.content_encoding.unwrap_or("").trim();
         if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
-            return self.unmaskable(withheld(
-                "compressed",
-                "the upstream response is compressed and cannot be masked".into(),
-            ));
+            return self.unmaskable(
+                head.status,
+                withheld(
+                    "compressed",
+                    "the upstream response is compressed and cannot be masked".into(),
+                ),
+            );
         }
         let json = head
             .content_type
             .and_then(MediaType::parse)
             .is_some_and(|m| m.is_json());
         if !json {
-            return self.unmaskable(withheld(
-                "not_json",
-                "the upstream response is not JSON and cannot be masked".into(),
-            ));
+            return self.unmaskable(
+                head.status,
+                withheld(
+                    "not_json",
+                    "the upstream response is not JSON and cannot be masked".into(),
+                ),
+            );
         }
-        if let Some(plan) = head.content_length.and_then(|n| self.check_size(n)) {
+        if let Some(plan) = head
+            .content_length
+            .and_then(|n| self.check_size(n, head.status))
+        {
             return plan;
         }
         ResponsePlan::Hold
     }
 
-    /// Called with the body bytes buffered so far: `None` while they fit, else the
-    /// plan for a body that is too large to mask.
-    pub(crate) fn check_size(&self, total: u64) -> Option<ResponsePlan> {
-        (total > self.max_body_bytes).then(|| self.unmaskable(self.too_large()))
+    /// Called with the body bytes buffered so far of a response with `status`:
+    /// `None` while they fit, else the plan for a body too large to mask.
+    pub(crate) fn check_size(&self, total: u64, status: u32) -> Option<ResponsePlan> {
+        (total > self.max_body_bytes).then(|| self.unmaskable(status, self.too_large()))
     }
 
-    /// The one fail-open/closed decision for a body that cannot be masked.
-    pub(crate) fn unmaskable(&self, rejection: Rejection) -> ResponsePlan {
+    /// The one fail-open/closed decision for a body that cannot be masked, of a
+    /// response with `status`.
+    pub(crate) fn unmaskable(&self, status: u32, mut rejection: Rejection) -> ResponsePlan {
         let detected = rejection.reason() == "sensitive_data";
         if self.failure_mode == FailureMode::Open && !detected {
-            ResponsePlan::PassUnmasked(rejection.reason())
-        } else {
-            ResponsePlan::Withhold(rejection)
+            return ResponsePlan::PassUnmasked(rejection.reason());
         }
+        if let Rejection::ResponseWithheld { status: sent, .. } = &mut rejection {
+            if matches!(status, 502..=504) {
+                *sent = status;
+            }
+        }
+        ResponsePlan::Withhold(rejection)
     }
 
     /// The rejection for a body over `max_body_bytes`.
@@ -106,6 +133,7 @@ pub(super) fn withheld(reason: &'static str, description: String) -> Rejection {
     Rejection::ResponseWithheld {
         reason,
         description,
+        status: 502,
     }
 }
 
@@ -185,6 +213,9 @@ mod tests {
             assert!(matches!(plan, ResponsePlan::Withhold(_)), "{h:?}: {plan:?}");
             assert_eq!(reason(&plan), want, "{h:?}");
         }
+        let partial = p.plan(&head(206, "application/json"));
+        assert_eq!(reason(&partial), "partial");
+        assert!(matches!(partial, ResponsePlan::Withhold(_)));
         let identity = ResponseHead {
             content_encoding: Some(" Identity "),
             ..head(200, "application/json")
@@ -200,12 +231,42 @@ mod tests {
             ResponsePlan::PassUnmasked("not_json")
         );
         assert_eq!(
-            p.check_size(101),
+            p.check_size(101, 200),
             Some(ResponsePlan::PassUnmasked("too_large"))
         );
-        assert_eq!(p.check_size(100), None);
+        assert_eq!(p.check_size(100, 200), None);
         let secret = withheld("sensitive_data", String::new());
-        assert!(matches!(p.unmaskable(secret), ResponsePlan::Withhold(_)));
+        assert!(matches!(
+            p.unmaskable(200, secret),
+            ResponsePlan::Withhold(_)
+        ));
+    }
+
+    #[test]
+    fn gateway_errors_keep_their_status_when_withheld() {
+        let p = policy(json!({}));
+        let status = |plan: ResponsePlan| match plan {
+            ResponsePlan::Withhold(r) => r.status(),
+            other => unreachable!("{other:?}"),
+        };
+        for (upstream, sent) in [
+            (502, 502),
+            (503, 503),
+            (504, 504),
+            (500, 502),
+            (200, 502),
+            (429, 502),
+        ] {
+            assert_eq!(
+                status(p.plan(&head(upstream, "text/plain"))),
+                sent,
+                "{upstream}"
+            );
+            let too_large = p.check_size(101, upstream).unwrap_or(ResponsePlan::Pass);
+            assert_eq!(status(too_large), sent, "{upstream}");
+        }
+        let secret = withheld("sensitive_data", String::new());
+        assert_eq!(status(p.unmaskable(503, secret)), 503);
     }
 
     #[test]

@@ -376,15 +376,16 @@ fn detectors_redact_report_and_block() {
     };
     assert_eq!(
         out.detector_hits,
-        vec![("card".to_string(), 2), ("email".to_string(), 1)]
+        vec![("card".to_string(), 3), ("email".to_string(), 2)]
     );
     assert_eq!(out.fields_masked, 0);
     let text = String::from_utf8(out.body.unwrap_or_default()).unwrap_or_default();
-    // Escaped text is decoded before scanning; numbers and keys are not scanned.
+    // Escaped text is decoded before scanning; numbers and member names are
+    // scanned too.
     assert_eq!(
         text,
         r#"{"user":{"mail":"Mail: [REDACTED:email]","card":"[REDACTED:card]"},
-        "notes":["ok","[REDACTED:card]"],"n":4111111111111111,"ann@example.com":1}"#
+        "notes":["ok","[REDACTED:card]"],"n":"[REDACTED:card]","[REDACTED:email]":1}"#
     );
 
     let report = policy(json!({"detect": {"builtin": ["email", "card"], "action": "report"}}));
@@ -397,7 +398,7 @@ fn detectors_redact_report_and_block() {
     let block = policy(json!({"detect": {"builtin": ["card"], "action": "block"}}));
     let out = block.apply(body.as_bytes(), None);
     assert!(
-        matches!(&out, Err(Rejection::ResponseWithheld { reason: "sensitive_data", description }) if description.contains("(card)")),
+        matches!(&out, Err(Rejection::ResponseWithheld { reason: "sensitive_data", description, .. }) if description.contains("(card)")),
         "{out:?}"
     );
     assert!(block.apply(br#"{"a":"nothing"}"#, None).is_ok());
@@ -503,7 +504,7 @@ fn nesting_is_bounded() {
             for body in [nest(n), obj(n)] {
                 let out = pol.apply(body.as_bytes(), None);
                 assert!(
-                    matches!(&out, Err(Rejection::ResponseWithheld { reason: "not_json", description }) if description.contains("128")),
+                    matches!(&out, Err(Rejection::ResponseWithheld { reason: "not_json", description, .. }) if description.contains("128")),
                     "{n}: {out:?}"
                 );
             }
@@ -584,6 +585,468 @@ fn config_errors_name_the_field() {
         compile_err(json!({"mask": [{"path": "$.a", "action": "redact"}]}), None),
         "<ok>"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Detectors over member names and numbers: everything a client reads that no
+// rule replaced whole is scanned, not only string values.
+
+const ALL_BUILTINS: [&str; 6] = [
+    "private_key",
+    "jwt",
+    "aws_access_key",
+    "card",
+    "us_ssn",
+    "email",
+];
+
+/// A policy with only detectors: the built-ins named, the user patterns
+/// `order_ref` (`ORD-[0-9]{6}`) and `acct` (`9001[0-9]{5}`), and `action`.
+fn detect_only(builtin: &[&str], action: &str) -> ResponsePolicy {
+    policy(json!({"detect": {
+        "builtin": builtin,
+        "patterns": [
+            {"name": "order_ref", "regex": "ORD-[0-9]{6}"},
+            {"name": "acct", "regex": "9001[0-9]{5}"}
+        ],
+        "action": action
+    }}))
+}
+
+#[test]
+fn detectors_redact_member_names() {
+    // (built-in, body, expected body)
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "email",
+            r#"{"users":{"ann@example.com":{}}}"#,
+            r#"{"users":{"[REDACTED:email]":{}}}"#,
+        ),
+        // Only the matching text of the name is replaced.
+        (
+            "email",
+            r#"{"contact ann@example.com now":1}"#,
+            r#"{"contact [REDACTED:email] now":1}"#,
+        ),
+        (
+            "aws_access_key",
+            r#"{"AKIAIOSFODNN7EXAMPLE":"x"}"#,
+            r#"{"[REDACTED:aws_access_key]":"x"}"#,
+        ),
+        (
+            "card",
+            r#"{"4111111111111111":{"exp":"12/29"}}"#,
+            r#"{"[REDACTED:card]":{"exp":"12/29"}}"#,
+        ),
+        (
+            "card",
+            r#"{"pan 4111 1111 1111 1111":true}"#,
+            r#"{"pan [REDACTED:card]":true}"#,
+        ),
+        // A Luhn failure in a name is not a card, as in a value.
+        (
+            "card",
+            r#"{"4111111111111112":true}"#,
+            r#"{"4111111111111112":true}"#,
+        ),
+        (
+            "us_ssn",
+            r#"{"123-45-6789":"Ann"}"#,
+            r#"{"[REDACTED:us_ssn]":"Ann"}"#,
+        ),
+        (
+            "jwt",
+            r#"{"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl":1}"#,
+            r#"{"[REDACTED:jwt]":1}"#,
+        ),
+        (
+            "private_key",
+            r#"{"-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----":0}"#,
+            r#"{"[REDACTED:private_key]":0}"#,
+        ),
+        (
+            "private_key",
+            r#"{"-----BEGIN PRIVATE KEY-----":null}"#,
+            r#"{"[REDACTED:private_key]":null}"#,
+        ),
+        // Escaped names are decoded before scanning, like string values, and the
+        // new name is written with the same escaping as a redacted value.
+        (
+            "email",
+            r#"{"ann\u0040example.com":1}"#,
+            r#"{"[REDACTED:email]":1}"#,
+        ),
+        (
+            "aws_access_key",
+            r#"{"\u0041KIAIOSFODNN7EXAMPLE":1}"#,
+            r#"{"[REDACTED:aws_access_key]":1}"#,
+        ),
+        (
+            "email",
+            r#"{"\"ann@example.com\"\n":1}"#,
+            r#"{"\"[REDACTED:email]\"\n":1}"#,
+        ),
+        // Names in arrays of objects, at any depth.
+        (
+            "email",
+            r#"[{"id":1,"by":{"ann@example.com":true}},{"bob@example.org":[{"x":"y"}]}]"#,
+            r#"[{"id":1,"by":{"[REDACTED:email]":true}},{"[REDACTED:email]":[{"x":"y"}]}]"#,
+        ),
+        // Two names of one object may become equal; the output stays JSON.
+        (
+            "email",
+            r#"{"a@example.com":1,"b@example.com":2}"#,
+            r#"{"[REDACTED:email]":1,"[REDACTED:email]":2}"#,
+        ),
+        // Names without hits keep their bytes and the whitespace around them.
+        (
+            "email",
+            "{ \"a\" :\t{ \"b@c\" : 1 , \"d\\u0040e\": 2 } }",
+            "{ \"a\" :\t{ \"b@c\" : 1 , \"d\\u0040e\": 2 } }",
+        ),
+    ];
+    for (builtin, body, want) in cases {
+        let p = detect_only(&[*builtin], "redact");
+        assert_eq!(&masked(&p, body, None), want, "{builtin}: {body}");
+    }
+    // A user pattern reads names too.
+    let p = detect_only(&[], "redact");
+    assert_eq!(
+        masked(&p, r#"{"orders":{"ORD-123456":{"qty":1}}}"#, None),
+        r#"{"orders":{"[REDACTED:order_ref]":{"qty":1}}}"#
+    );
+}
+
+#[test]
+fn detectors_redact_numbers_whole() {
+    // (built-ins, body, expected body)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["card"],
+            r#"{"pan":4111111111111111}"#,
+            r#"{"pan":"[REDACTED:card]"}"#,
+        ),
+        (
+            &["card"],
+            "[378282246310005, 5555555555554444,2223003122003222]",
+            r#"["[REDACTED:card]", "[REDACTED:card]","[REDACTED:card]"]"#,
+        ),
+        // The digits of a card are a card whatever the sign or a zero fraction.
+        (
+            &["card"],
+            r#"{"n":-4111111111111111}"#,
+            r#"{"n":"[REDACTED:card]"}"#,
+        ),
+        (
+            &["card"],
+            r#"{"n":4111111111111111.0}"#,
+            r#"{"n":"[REDACTED:card]"}"#,
+        ),
+        // A whole body that is one number.
+        (&["card"], " 4111111111111111\n", " \"[REDACTED:card]\"\n"),
+        // Nested in arrays of objects; untouched neighbours keep their spelling.
+        (
+            &["card"],
+            r#"{ "a" : [ {"n": 1.10}, {"n" : 4111111111111111 } , 2.5e-3 ] }"#,
+            r#"{ "a" : [ {"n": 1.10}, {"n" : "[REDACTED:card]" } , 2.5e-3 ] }"#,
+        ),
+        // The card rules hold for numbers: Luhn, network prefix, length.
+        (
+            &["card"],
+            r#"{"pan":4111111111111112}"#,
+            r#"{"pan":4111111111111112}"#,
+        ),
+        (
+            &["card"],
+            r#"{"id":1234567812345670}"#,
+            r#"{"id":1234567812345670}"#,
+        ),
+        (
+            &["card"],
+            r#"{"n":41111111111111111111}"#,
+            r#"{"n":41111111111111111111}"#,
+        ),
+        (&["card"], r#"{"n":411111111111}"#, r#"{"n":411111111111}"#),
+        // us_ssn never flags nine bare digits, so a number is never an SSN.
+        (&["us_ssn"], r#"{"ssn":123456789}"#, r#"{"ssn":123456789}"#),
+        // Negative, fractional and exponent numbers without hits are not touched.
+        (
+            &ALL_BUILTINS,
+            r#"[-12.50,1E+2,-0.5e-10,6.02e23,-0,0.0,123456789012345678901234567890]"#,
+            r#"[-12.50,1E+2,-0.5e-10,6.02e23,-0,0.0,123456789012345678901234567890]"#,
+        ),
+        // `true`, `false` and `null` are not scanned.
+        (
+            &ALL_BUILTINS,
+            r#"{"a":true,"b":false,"c":null}"#,
+            r#"{"a":true,"b":false,"c":null}"#,
+        ),
+        // User patterns: a match anywhere in the number's text replaces it whole.
+        (
+            &[],
+            r#"{"acct":900123456}"#,
+            r#"{"acct":"[REDACTED:acct]"}"#,
+        ),
+        (&[], r#"{"v":-19001234567.5}"#, r#"{"v":"[REDACTED:acct]"}"#),
+        (&[], r#"{"v":900123}"#, r#"{"v":900123}"#),
+    ];
+    for (builtin, body, want) in cases {
+        let p = detect_only(builtin, "redact");
+        assert_eq!(&masked(&p, body, None), want, "{builtin:?}: {body}");
+    }
+    // A number matched by several detectors is replaced once, by the first, and
+    // counted once.
+    let p = policy(json!({"detect": {
+        "builtin": ["card"],
+        "patterns": [{"name": "visa", "regex": "4[0-9]{15}"}],
+        "action": "redact"
+    }}));
+    let out = p.apply(br#"{"pan":4111111111111111}"#, None);
+    assert!(
+        matches!(&out, Ok(o) if o.body.as_deref() == Some(br#"{"pan":"[REDACTED:card]"}"#.as_slice())
+            && o.detector_hits == vec![("card".to_string(), 1)]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn detectors_block_on_names_and_numbers() {
+    // (built-ins, body, kind named in the refusal; "" = passes)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["email"], r#"{"users":{"ann@example.com":{}}}"#, "email"),
+        (
+            &["aws_access_key"],
+            r#"{"AKIAIOSFODNN7EXAMPLE":"x"}"#,
+            "aws_access_key",
+        ),
+        (&["card"], r#"{"pan":4111111111111111}"#, "card"),
+        (&["card"], r#"[1,2,[{"x":-5555555555554444}]]"#, "card"),
+        (&["us_ssn"], r#"{"123 45 6789":1}"#, "us_ssn"),
+        (
+            &["jwt"],
+            r#"[{"a":{"eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.":1}}]"#,
+            "jwt",
+        ),
+        (
+            &["private_key"],
+            r#"{"-----BEGIN EC PRIVATE KEY-----":1}"#,
+            "private_key",
+        ),
+        (&["email"], r#"{"ann\u0040example.com":1}"#, "email"),
+        (&[], r#"{"ORD-123456":1}"#, "order_ref"),
+        (&[], r#"{"acct":900123456}"#, "acct"),
+        // The first hit in document order is the one named: a name before its value.
+        (
+            &ALL_BUILTINS,
+            r#"{"ann@example.com":4111111111111111}"#,
+            "email",
+        ),
+        (
+            &ALL_BUILTINS,
+            r#"{"a":4111111111111111,"ann@example.com":1}"#,
+            "card",
+        ),
+        // Nothing to find.
+        (
+            &ALL_BUILTINS,
+            r#"{"-12.5":[1E+2,-0.5e-10],"ssn":123456789,"n":4111111111111112}"#,
+            "",
+        ),
+    ];
+    for (builtin, body, kind) in cases {
+        let p = detect_only(builtin, "block");
+        let out = p.apply(body.as_bytes(), None);
+        if kind.is_empty() {
+            assert_eq!(out, Ok(MaskOutcome::default()), "{body}");
+        } else {
+            assert!(
+                matches!(&out, Err(Rejection::ResponseWithheld { reason: "sensitive_data", description, .. })
+                    if description.contains(&format!("({kind})"))),
+                "{body}: {out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn detectors_report_names_and_numbers_without_changing_the_body() {
+    // (body, expected hits)
+    let cases: &[(&str, &[(&str, u32)])] = &[
+        (
+            r#"{"users":{"ann@example.com":{"pan":4111111111111111}}}"#,
+            &[("card", 1), ("email", 1)],
+        ),
+        (
+            r#"[{"AKIAIOSFODNN7EXAMPLE":1},{"AKIAIOSFODNN7EXAMPLE":2},378282246310005]"#,
+            &[("aws_access_key", 2), ("card", 1)],
+        ),
+        (
+            r#"{"123-45-6789":900123456,"ORD-123456":"ORD-654321"}"#,
+            &[("us_ssn", 1), ("order_ref", 2), ("acct", 1)],
+        ),
+        (r#"{"ssn":123456789,"n":-1.5e3}"#, &[]),
+    ];
+    let p = detect_only(&ALL_BUILTINS, "report");
+    for (body, want) in cases {
+        let out = p.apply(body.as_bytes(), None);
+        let want: Vec<(String, u32)> = want.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        assert!(
+            matches!(&out, Ok(o) if o.body.is_none() && o.detector_hits == want),
+            "{body}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn member_names_under_mask_rules() {
+    // (rule path, action, body, expected body, expected email hits)
+    let cases: &[(&str, &str, &str, &str, u32)] = &[
+        // Removed members leave with their names: nothing left to scan.
+        (
+            "$.users[*]",
+            "remove",
+            r#"{"users":{"ann@example.com":{"ssn":"1"}},"n":1}"#,
+            r#"{"users":{},"n":1}"#,
+            0,
+        ),
+        // A member whose value is replaced still shows its name.
+        (
+            "$.users[*]",
+            "redact",
+            r#"{"users":{"ann@example.com":{"ssn":"1"}}}"#,
+            r#"{"users":{"[REDACTED:email]":"[REDACTED]"}}"#,
+            1,
+        ),
+        (
+            "$.users[*]",
+            "keep_last",
+            r#"{"users":{"ann@example.com":"abcdef"}}"#,
+            r#"{"users":{"[REDACTED:email]":"****ef"}}"#,
+            1,
+        ),
+        // A path matches the upstream's name, not the redacted one.
+        (
+            "$['ann@example.com'].pin",
+            "redact",
+            r#"{"ann@example.com":{"pin":"1","x":2}}"#,
+            r#"{"[REDACTED:email]":{"pin":"[REDACTED]","x":2}}"#,
+            1,
+        ),
+        // Names inside a value replaced whole are not looked into.
+        (
+            "$.x",
+            "redact",
+            r#"{"x":{"ann@example.com":1},"y":2}"#,
+            r#"{"x":"[REDACTED]","y":2}"#,
+            0,
+        ),
+        // Removing one member keeps the others' names scanned and the object valid.
+        (
+            "$.a",
+            "remove",
+            r#"{"a":1,"bob@example.org":2,"c":3}"#,
+            r#"{"[REDACTED:email]":2,"c":3}"#,
+            1,
+        ),
+        (
+            "$.c",
+            "remove",
+            r#"{"bob@example.org":2, "c":3}"#,
+            r#"{"[REDACTED:email]":2}"#,
+            1,
+        ),
+    ];
+    for (path, action, body, want, hits) in cases {
+        let mut rule = json!({"path": path, "action": action});
+        if *action == "keep_last" {
+            rule["n"] = json!(2);
+        }
+        let p = policy(json!({
+            "mask": [rule],
+            "detect": {"builtin": ["email", "card"], "action": "redact"}
+        }));
+        let out = p.apply(body.as_bytes(), None);
+        let Ok(out) = out else {
+            unreachable!("{body}: {out:?}")
+        };
+        let text = String::from_utf8(out.body.unwrap_or_else(|| body.as_bytes().to_vec()))
+            .unwrap_or_default();
+        assert_eq!(&text, want, "{path} {action}");
+        let got = out
+            .detector_hits
+            .iter()
+            .find(|(k, _)| k == "email")
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(got, *hits, "{path} {action}: {:?}", out.detector_hits);
+        assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");
+    }
+    // A masked number is not scanned again; a hashed member keeps its name scanned.
+    let p = policy(json!({
+        "mask": [{"path": "$.pan", "action": "keep_last", "n": 4}, {"path": "$[*].v", "action": "hash"}],
+        "detect": {"builtin": ["card", "email"], "action": "block"}
+    }));
+    let out = p.apply(br#"{"pan":4111111111111111}"#, None);
+    assert!(
+        matches!(&out, Ok(o) if o.fields_masked == 1 && o.detector_hits.is_empty()),
+        "{out:?}"
+    );
+    let out = p.apply(br#"{"ann@example.com":{"v":1}}"#, None);
+    assert!(
+        matches!(
+            &out,
+            Err(Rejection::ResponseWithheld {
+                reason: "sensitive_data",
+                ..
+            })
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn detectors_scan_names_and_numbers_for_unmasked_callers() {
+    let p = policy(json!({
+        "mask": [{"path": "$.ssn", "action": "redact"}],
+        "unmasked_for": {"claim": "roles", "any_of": ["admin"]},
+        "detect": {"builtin": ["card", "email"], "action": "redact"}
+    }));
+    let admin = claims(json!({"roles": ["admin"]}));
+    let body = r#"{"ssn":"1","ann@example.com":{"pan":4111111111111111}}"#;
+    assert_eq!(
+        masked(&p, body, Some(&admin)),
+        r#"{"ssn":"1","[REDACTED:email]":{"pan":"[REDACTED:card]"}}"#
+    );
+    assert_eq!(
+        masked(&p, body, None),
+        r#"{"ssn":"[REDACTED]","[REDACTED:email]":{"pan":"[REDACTED:card]"}}"#
+    );
+    let block = policy(json!({
+        "mask": [{"path": "$.ssn", "action": "redact"}],
+        "unmasked_for": {"claim": "roles", "any_of": ["admin"]},
+        "detect": {"builtin": ["card"], "action": "block"}
+    }));
+    assert!(matches!(
+        block.apply(br#"{"n":4111111111111111}"#, Some(&admin)),
+        Err(Rejection::ResponseWithheld {
+            reason: "sensitive_data",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn untouched_bytes_survive_name_and_number_redaction() {
+    let p = detect_only(&ALL_BUILTINS, "redact");
+    // Spacing, escapes, duplicate names, number spelling and key order around the
+    // two hits are kept byte for byte.
+    let body = "{\n  \"z\\u00e9\" : \"\\u00e9\\/x\",\n  \"dup\": 1, \"dup\": 1.10,\n  \
+                \"ann@example.com\" :\t[ 4111111111111111 ,1E+2 ],\n  \"big\": 123456789012345678901234567890\n}\n";
+    let want = "{\n  \"z\\u00e9\" : \"\\u00e9\\/x\",\n  \"dup\": 1, \"dup\": 1.10,\n  \
+                \"[REDACTED:email]\" :\t[ \"[REDACTED:card]\" ,1E+2 ],\n  \"big\": 123456789012345678901234567890\n}\n";
+    assert_eq!(masked(&p, body, None), want);
+    // Nothing found: the body is not rebuilt at all.
+    let clean = r#"{"ann":{"n":-1.5e3,"m":[1,2,3],"s":"text"},"k\u0040":0}"#;
+    assert_eq!(p.apply(clean.as_bytes(), None), Ok(MaskOutcome::default()));
 }
 
 // ---------------------------------------------------------------------------
@@ -791,4 +1254,183 @@ fn mutated_bodies_never_panic_and_output_is_json() {
             );
         }
     }
+}
+
+/// Secrets placed in member names, numbers and strings of generated documents,
+/// with how many detector hits each is.
+const SECRET_NAMES: [&str; 4] = [
+    "ann@example.com",
+    "AKIAIOSFODNN7EXAMPLE",
+    "id 4111 1111 1111 1111",
+    "123-45-6789",
+];
+const SECRET_NUMBERS: [u64; 2] = [4111111111111111, 5555555555554444];
+const PLAIN_NUMBERS: [&str; 4] = ["-12.5e3", "123456789", "4111111111111112", "0"];
+
+/// A document with secrets anywhere, written as JSON text, and its number of
+/// secrets (each is exactly one hit).
+fn gen_leaky(rng: &mut Rng, depth: u32, out: &mut String) -> u32 {
+    match rng.below(if depth > 3 { 3 } else { 5 }) {
+        0 => {
+            if rng.below(2) == 0 {
+                out.push_str(&SECRET_NUMBERS[rng.below(2) as usize].to_string());
+                1
+            } else {
+                out.push_str(PLAIN_NUMBERS[rng.below(4) as usize]);
+                0
+            }
+        }
+        1 => {
+            let secret = rng.below(2) == 0;
+            let s = if secret {
+                SECRET_NAMES[rng.below(4) as usize]
+            } else {
+                "plain"
+            };
+            out.push_str(&serde_json::to_string(s).unwrap_or_default());
+            u32::from(secret)
+        }
+        2 => {
+            out.push_str(["true", "null"][rng.below(2) as usize]);
+            0
+        }
+        3 => {
+            out.push('{');
+            let mut n = 0;
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                // Distinct plain names, so a parsed copy keeps every member.
+                let secret = rng.below(2) == 0;
+                let name = if secret {
+                    SECRET_NAMES[i as usize].to_string()
+                } else {
+                    format!("k{i}")
+                };
+                // Escape some names: decoded text is what is scanned.
+                let quoted = serde_json::to_string(&name).unwrap_or_default().replacen(
+                    '@',
+                    "\\u0040",
+                    usize::from(rng.below(2) == 0),
+                );
+                out.push_str(&quoted);
+                out.push_str(" : ");
+                n += u32::from(secret) + gen_leaky(rng, depth + 1, out);
+            }
+            out.push('}');
+            n
+        }
+        _ => {
+            out.push('[');
+            let mut n = 0;
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                n += gen_leaky(rng, depth + 1, out);
+            }
+            out.push(']');
+            n
+        }
+    }
+}
+
+/// True if any name, string or number of `v` still holds a secret.
+fn leaks(v: &Value) -> bool {
+    let text = |s: &str| {
+        s.contains("@example.com")
+            || s.contains("AKIA")
+            || s.contains("4111 1111")
+            || s.contains("123-45-6789")
+    };
+    match v {
+        Value::String(s) => text(s),
+        Value::Number(n) => n.as_u64().is_some_and(|n| SECRET_NUMBERS.contains(&n)),
+        Value::Array(a) => a.iter().any(leaks),
+        Value::Object(m) => m.iter().any(|(k, v)| text(k) || leaks(v)),
+        _ => false,
+    }
+}
+
+#[test]
+fn randomized_secrets_in_names_and_numbers_never_leave() {
+    let mut rng = Rng(0xA5A5_0123_4567_89AB);
+    let redact = detect_only(&ALL_BUILTINS, "redact");
+    let report = detect_only(&ALL_BUILTINS, "report");
+    let block = detect_only(&ALL_BUILTINS, "block");
+    let total = |o: &MaskOutcome| o.detector_hits.iter().map(|(_, n)| n).sum::<u32>();
+    for _ in 0..3000 {
+        let mut body = String::new();
+        let secrets = gen_leaky(&mut rng, 0, &mut body);
+        let Ok(doc) = serde_json::from_str::<Value>(&body) else {
+            unreachable!("generated invalid JSON: {body}")
+        };
+        assert_eq!(leaks(&doc), secrets > 0, "{body}");
+
+        let out = redact.apply(body.as_bytes(), None);
+        let Ok(out) = out else {
+            unreachable!("{body}: {out:?}")
+        };
+        assert_eq!(total(&out), secrets, "{body}");
+        let text = out
+            .body
+            .map_or(body.clone(), |b| String::from_utf8(b).unwrap_or_default());
+        let Ok(masked_doc) = serde_json::from_str::<Value>(&text) else {
+            unreachable!("invalid output {text} for {body}")
+        };
+        assert!(!leaks(&masked_doc), "{body} -> {text}");
+        assert_eq!(text == body, secrets == 0, "{body} -> {text}");
+
+        let out = report.apply(body.as_bytes(), None);
+        assert!(
+            matches!(&out, Ok(o) if o.body.is_none() && total(o) == secrets),
+            "{body}: {out:?}"
+        );
+
+        let out = block.apply(body.as_bytes(), None);
+        assert_eq!(out.is_err(), secrets > 0, "{body}: {out:?}");
+    }
+}
+
+#[test]
+fn a_redaction_never_creates_what_a_detector_finds() {
+    // Found by fuzzing: the card's marker is shorter than the card, and a length
+    // bound on the PEM label then let a non-label become one after redaction.
+    let p = policy(json!({"detect": {"builtin": ["card", "private_key"], "action": "redact"}}));
+    let p2 = policy(json!({"detect": {"builtin": ["private_key", "email"], "action": "redact"}}));
+    // An e-mail address removed from inside a would-be label leaves a label: the
+    // redaction repeats until nothing is left to find.
+    let body = br#"{"n":"-----BEGIN PRIVATE KEY)--@e.en-----\nMIIB"}"#;
+    let once = p2.apply(body, None).unwrap();
+    let out = once.body.clone().unwrap();
+    assert!(
+        p2.apply(&out, None).unwrap().detector_hits.is_empty(),
+        "{once:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("MIIB"));
+    // A malformed END line never ends a match early, nor takes the dashes of the
+    // BEGIN line after it: the second key's body does not leave.
+    let body = br#"{"n":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END -----BEGIN PRIVATE KEY-----\nSECRETKEY"}"#;
+    let out = p2.apply(body, None).unwrap().body.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out).contains("SECRETKEY"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let bodies = [
+        "{\"n\":\"-----BEGIN PRIVATE KEQ---m-\\nabc\\n----4111 1111 1111 1111-END PRIVATE KEY-----\"}",
+        "{\"n\":\"-----BEGIN PRIVATE KEY\\n4111111111111111-----\"}",
+        "{\"n\":\"-----BEGIN A--B PRIVATE KEY-----x-----END A--B PRIVATE KEY-----\"}",
+    ];
+    for body in bodies {
+        let once = p.apply(body.as_bytes(), None).unwrap();
+        let out = once.body.unwrap_or_else(|| body.as_bytes().to_vec());
+        let again = p.apply(&out, None).unwrap();
+        assert!(again.detector_hits.is_empty(), "{body}: {again:?}");
+    }
+    // A real key is still found.
+    let key = "{\"k\":\"-----BEGIN RSA PRIVATE KEY-----\\nMIIB\\n-----END RSA PRIVATE KEY-----\"}";
+    let found = p.apply(key.as_bytes(), None).unwrap();
+    assert_eq!(found.detector_hits, [("private_key".to_string(), 1)]);
 }

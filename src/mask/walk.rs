@@ -10,6 +10,12 @@
 //! document (indexes are positions in the upstream's arrays), and a selected
 //! value is replaced whole, so rules below it no longer matter.
 //!
+//! Detectors see everything a client will read that no rule replaced whole:
+//! string values, the names of members that stay in the output (a removed
+//! member's name goes with it; a member whose value is redacted, hashed or
+//! partly kept still shows its name) and numbers. Each is scanned where the walk
+//! reads it, so a `block` hit stops the walk at the first hit in document order.
+//!
 //! The text has already been checked by serde_json, so the walker only needs
 //! structure; it still never indexes out of bounds and reports any surprise as
 //! [`Fault::Malformed`] rather than panicking.
@@ -178,7 +184,16 @@ impl<'a> Walker<'a> {
             Some(b'"') => {
                 let (end, escaped) = self.string()?;
                 if let Some(detectors) = self.detectors {
-                    self.detect(detectors, start, end, escaped)?;
+                    let text = self.string_text(start, end, escaped)?;
+                    self.detect(detectors, &text, start, end, false)?;
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                self.scalar();
+                if let Some(detectors) = self.detectors {
+                    let text = self.text;
+                    let number = text.get(start..self.pos).ok_or(Fault::Malformed)?;
+                    self.detect(detectors, number, start, self.pos, true)?;
                 }
             }
             Some(_) => self.scalar(),
@@ -210,9 +225,10 @@ impl<'a> Walker<'a> {
             self.expect(b':')?;
             self.skip_ws();
             let child_lo = self.states.len();
+            // Decoded only when it has escapes and some rule compares names (or
+            // a detector reads it, below).
+            let mut decoded: Option<String> = None;
             if lo < hi {
-                // Decoded only when it has escapes and some rule compares names.
-                let mut decoded: Option<String> = None;
                 let text = self.text;
                 let raw = text.get(start + 1..key_end.saturating_sub(1)).unwrap_or("");
                 for i in lo..hi {
@@ -234,6 +250,19 @@ impl<'a> Walker<'a> {
                     if selects {
                         self.advance(st);
                     }
+                }
+            }
+            if let Some(detectors) = self.detectors {
+                // The name leaves with its member only when a rule removes the
+                // member; whatever else happens to the value, the client reads
+                // the name, so it is scanned like a string value.
+                let child_hi = self.states.len();
+                if child_lo == child_hi || self.target(child_lo, child_hi) != Some(Action::Remove) {
+                    let name = match decoded {
+                        Some(d) => Cow::Owned(d),
+                        None => self.string_text(start, key_end, escaped)?,
+                    };
+                    self.detect(detectors, &name, start, key_end, false)?;
                 }
             }
             self.member(start, child_lo, depth)?;
@@ -506,16 +535,24 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// Runs the detectors over the string token `start..end`.
+    /// Runs the detectors over `text`, the content of the token `start..end`:
+    /// a string value or member name (decoded), or a number's JSON text
+    /// (`number`). Under `redact` the token is replaced by a JSON string: the
+    /// string with its hits replaced, or for a number the marker alone.
     fn detect(
         &mut self,
         detectors: &Detectors,
+        text: &str,
         start: usize,
         end: usize,
-        escaped: bool,
+        number: bool,
     ) -> Result<(), Fault> {
-        let text = self.string_text(start, end, escaped)?;
-        match detectors.scan(&text, &mut self.hits, &mut self.ranges) {
+        let scan = if number {
+            detectors.scan_number(text, &mut self.hits, &mut self.ranges)
+        } else {
+            detectors.scan(text, &mut self.hits, &mut self.ranges)
+        };
+        match scan {
             Scan::Unchanged => {}
             Scan::Redacted(new) => self.edit(start, end, actions::json_string(&new)),
             Scan::Blocked(i) => return Err(Fault::Blocked(i)),

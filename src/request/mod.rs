@@ -91,14 +91,25 @@ pub(crate) fn metric_reason<T>(outcome: &Result<T, Rejection>) -> &'static str {
 }
 
 /// What to do with a request's body, decided at request headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyPlan {
     /// No body to check: let the request continue at headers.
     Skip,
     /// Hold the request at headers, buffer the body (calling
-    /// [`RequestPolicy::check_size`] per chunk) and call [`RequestPolicy::validate`] at
+    /// [`RequestPolicy::check_chunk`] per chunk) and call [`RequestPolicy::finish`] at
     /// end of stream. Nothing may reach the upstream before it passes.
-    Buffer,
+    Buffer(BodyCheck),
+}
+
+/// What a held body is judged by while it arrives, for a body whose length the
+/// headers did not say (HTTP/1.1 chunked, HTTP/2 or 3 without `content-length`):
+/// such a stream may still end without a byte, and an empty body is no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCheck {
+    /// The verdict if the stream ends with no byte: as if the headers had ended it.
+    empty: Result<(), Rejection>,
+    /// The `Content-Type` verdict, applied as soon as a byte arrives.
+    media: Result<(), Rejection>,
 }
 
 /// Resolves `request.limits` (absent fields take the defaults). `path` names the
@@ -135,6 +146,7 @@ fn compile_limits(cfg: Option<&JsonLimitsConfig>, path: &str) -> Result<JsonLimi
             d.max_total_values,
             u32::MAX,
         )?,
+        exact_numbers: cfg.exact_numbers.unwrap_or(d.exact_numbers),
     })
 }
 
@@ -239,10 +251,13 @@ impl RequestPolicy {
     /// - No body (`Some(0)`): [`BodyPlan::Skip`], except that a method that carries a
     ///   body (POST, PUT, PATCH, ...) on a route with a schema is refused (400
     ///   `not_json`): an empty body is no JSON document.
-    /// - A body, whatever the method (a GET or DELETE with a body is checked too, so
-    ///   nothing unvalidated reaches the upstream): 415 if `Content-Type` is missing or
-    ///   not accepted, 413 if the declared length is over the cap, else
+    /// - A declared body, whatever the method (a GET or DELETE with a body is checked
+    ///   too, so nothing unvalidated reaches the upstream): 415 if `Content-Type` is
+    ///   missing or not accepted, 413 if the declared length is over the cap, else
     ///   [`BodyPlan::Buffer`].
+    /// - A body of unknown length: [`BodyPlan::Buffer`], with the 415 deferred to its
+    ///   first byte ([`BodyCheck`]): an HTTP/2 GET whose headers do not end the
+    ///   stream and whose only DATA frame is empty has no body.
     ///
     /// Media types compare case-insensitively without parameters
     /// (`Application/JSON; charset=utf-8` is `application/json`); a `charset` other
@@ -254,21 +269,58 @@ impl RequestPolicy {
         content_length: Option<u64>,
     ) -> Result<BodyPlan, Rejection> {
         if content_length == Some(0) {
-            // RFC 9110 §9.3: methods are case-sensitive, so "get" is not GET.
-            if BODYLESS_METHODS.contains(&method) || self.schema.is_none() {
-                return Ok(BodyPlan::Skip);
-            }
-            return Err(empty_body());
+            return self.no_body(method).map(|()| BodyPlan::Skip);
         }
-        if !content_type.is_some_and(|ct| self.accepts(ct)) {
-            return Err(Rejection::UnsupportedMediaType {
+        let media = if content_type.is_some_and(|ct| self.accepts(ct)) {
+            Ok(())
+        } else {
+            Err(Rejection::UnsupportedMediaType {
                 accepted: self.accepted_display.clone(),
-            });
+            })
+        };
+        let Some(declared) = content_length else {
+            return Ok(BodyPlan::Buffer(BodyCheck {
+                empty: self.no_body(method),
+                media,
+            }));
+        };
+        media?;
+        self.check_size(declared)?;
+        Ok(BodyPlan::Buffer(BodyCheck {
+            empty: Ok(()),
+            media: Ok(()),
+        }))
+    }
+
+    /// A request without a body: fine, except that a method that carries a body
+    /// (POST, PUT, PATCH, ...) on a route with a schema is refused (400 `not_json`),
+    /// since an empty body is no JSON document.
+    fn no_body(&self, method: &str) -> Result<(), Rejection> {
+        // RFC 9110 §9.1: methods are case-sensitive, so "get" is not GET.
+        if BODYLESS_METHODS.contains(&method) || self.schema.is_none() {
+            Ok(())
+        } else {
+            Err(empty_body())
         }
-        if let Some(declared) = content_length {
-            self.check_size(declared)?;
+    }
+
+    /// Called on every chunk with the body bytes received so far: the deferred
+    /// `Content-Type` verdict once there is a byte (415), and the size cap (413).
+    pub(crate) fn check_chunk(&self, check: &BodyCheck, total: u64) -> Result<(), Rejection> {
+        if total > 0 {
+            check.media.clone()?;
         }
-        Ok(BodyPlan::Buffer)
+        self.check_size(total)
+    }
+
+    /// Judges the complete body: an empty one as no body at all, any other with
+    /// [`Self::validate`].
+    pub(crate) fn finish(&self, check: &BodyCheck, body: &[u8]) -> Result<(), Rejection> {
+        if body.is_empty() {
+            return check.empty.clone();
+        }
+        check.media.clone()?;
+        self.validate(body)
     }
 
     /// Fails (413) once the cumulative body size passes `max_body_bytes`. Call it on
@@ -286,10 +338,9 @@ impl RequestPolicy {
     /// (400 `not_json` / `limits`), then the schema (400 `schema`, with at most
     /// [`MAX_SCHEMA_ERRORS`] failures, each with its JSON Pointer and keyword).
     ///
-    /// An empty body passes only on a route without a schema (so a GET announced with
-    /// a chunked body that turns out empty is refused on a route with a schema: the
-    /// safe side of a rare case). Duplicate member names
-    /// are refused (`not_json`): RFC 8259 §4 leaves their meaning open, and a parser
+    /// An empty body passes only on a route without a schema (the filter judges an
+    /// empty body by method first, in [`Self::finish`]). Duplicate member names are
+    /// refused (`not_json`): RFC 8259 §4 leaves their meaning open, and a parser
     /// upstream that keeps the first one would see a value that was never validated.
     pub fn validate(&self, body: &[u8]) -> Result<(), Rejection> {
         self.check_size(body.len() as u64)?;

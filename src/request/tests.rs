@@ -103,7 +103,11 @@ fn media_types_compare_case_insensitively_without_parameters() {
     for (policy, content_type, accepted) in cases {
         let got = policy.check_headers("POST", content_type, Some(10));
         if accepted {
-            assert_eq!(got, Ok(BodyPlan::Buffer), "{content_type:?}");
+            assert_eq!(
+                got.map(|p| plan(&p)).as_deref(),
+                Ok("buffer"),
+                "{content_type:?}"
+            );
         } else {
             assert_eq!(
                 got.map_err(|r| r.reason()),
@@ -119,7 +123,7 @@ fn media_types_compare_case_insensitively_without_parameters() {
         })
     );
     assert_eq!(
-        listed.check_headers("PUT", Some("text/plain"), None),
+        listed.check_headers("PUT", Some("text/plain"), Some(1)),
         Err(Rejection::UnsupportedMediaType {
             accepted: "application/json, application/merge-patch+json".to_string()
         })
@@ -137,27 +141,56 @@ fn body_plan_by_method_and_declared_length() {
         &'a str,
         Option<&'a str>,
         Option<u64>,
-        Result<BodyPlan, &'a str>,
+        Result<&'a str, &'a str>,
     );
-    let cases: [Case; 18] = [
-        (&with_schema, "GET", None, Some(0), Ok(BodyPlan::Skip)),
-        (&with_schema, "HEAD", None, Some(0), Ok(BodyPlan::Skip)),
-        (&with_schema, "DELETE", None, Some(0), Ok(BodyPlan::Skip)),
-        (&with_schema, "OPTIONS", None, Some(0), Ok(BodyPlan::Skip)),
-        (&with_schema, "TRACE", None, Some(0), Ok(BodyPlan::Skip)),
+    let cases: [Case; 21] = [
+        (&with_schema, "GET", None, Some(0), Ok("skip")),
+        (&with_schema, "HEAD", None, Some(0), Ok("skip")),
+        (&with_schema, "DELETE", None, Some(0), Ok("skip")),
+        (&with_schema, "OPTIONS", None, Some(0), Ok("skip")),
+        (&with_schema, "TRACE", None, Some(0), Ok("skip")),
         // An empty body is no JSON document.
         (&with_schema, "POST", json, Some(0), Err("not_json")),
         (&with_schema, "PUT", None, Some(0), Err("not_json")),
         // Methods are case-sensitive (RFC 9110 §9.1).
         (&with_schema, "get", None, Some(0), Err("not_json")),
-        (&without, "POST", None, Some(0), Ok(BodyPlan::Skip)),
+        (&without, "POST", None, Some(0), Ok("skip")),
         // A GET or DELETE that carries a body is checked like any other.
-        (&with_schema, "GET", json, Some(5), Ok(BodyPlan::Buffer)),
+        (&with_schema, "GET", json, Some(5), Ok("buffer")),
         (&with_schema, "GET", None, Some(5), Err("content_type")),
-        (&with_schema, "DELETE", json, None, Ok(BodyPlan::Buffer)),
-        (&with_schema, "POST", json, None, Ok(BodyPlan::Buffer)),
-        (&with_schema, "POST", None, None, Err("content_type")),
-        (&with_schema, "PATCH", json, Some(100), Ok(BodyPlan::Buffer)),
+        (&with_schema, "POST", json, Some(5), Ok("buffer")),
+        // A body of unknown length may turn out empty: an empty body is judged
+        // as no body, a first byte by its media type.
+        (&with_schema, "DELETE", json, None, Ok("buffer")),
+        (
+            &with_schema,
+            "POST",
+            json,
+            None,
+            Ok("buffer, empty: not_json"),
+        ),
+        (
+            &with_schema,
+            "GET",
+            None,
+            None,
+            Ok("buffer, any byte: content_type"),
+        ),
+        (
+            &with_schema,
+            "POST",
+            None,
+            None,
+            Ok("buffer, empty: not_json, any byte: content_type"),
+        ),
+        (
+            &without,
+            "POST",
+            None,
+            None,
+            Ok("buffer, any byte: content_type"),
+        ),
+        (&with_schema, "PATCH", json, Some(100), Ok("buffer")),
         (&with_schema, "POST", json, Some(101), Err("too_large")),
         (&without, "POST", json, Some(u64::MAX), Err("too_large")),
         // The media type is judged first.
@@ -172,9 +205,108 @@ fn body_plan_by_method_and_declared_length() {
     for (policy, method, content_type, length, want) in cases {
         let got = policy
             .check_headers(method, content_type, length)
+            .map(|p| plan(&p))
             .map_err(|r| r.reason());
-        assert_eq!(got, want, "{method} {content_type:?} {length:?}");
+        assert_eq!(
+            got.as_deref().map_err(|r| *r),
+            want,
+            "{method} {content_type:?} {length:?}"
+        );
     }
+}
+
+/// A plan in words: `skip`, `buffer`, and what an empty body or its first byte
+/// would be refused for.
+fn plan(p: &BodyPlan) -> String {
+    match p {
+        BodyPlan::Skip => "skip".to_string(),
+        BodyPlan::Buffer(check) => {
+            let mut out = "buffer".to_string();
+            if let Err(r) = &check.empty {
+                out.push_str(&format!(", empty: {}", r.reason()));
+            }
+            if let Err(r) = &check.media {
+                out.push_str(&format!(", any byte: {}", r.reason()));
+            }
+            out
+        }
+    }
+}
+
+#[test]
+fn an_empty_body_of_unknown_length_is_no_body() {
+    let with_schema = policy(json!({ "max_body_bytes": 100, "schema": { "type": "object" } }));
+    let without = policy(json!({ "max_body_bytes": 100 }));
+    let held = |p: &RequestPolicy, method: &str, ct: Option<&str>| match p
+        .check_headers(method, ct, None)
+    {
+        Ok(BodyPlan::Buffer(check)) => check,
+        other => unreachable!("{other:?}"),
+    };
+    // (policy, method, content type, body, outcome at the first chunk, at the end)
+    type Case<'a> = (
+        &'a RequestPolicy,
+        &'a str,
+        Option<&'a str>,
+        &'a [u8],
+        &'a str,
+        &'a str,
+    );
+    let cases: [Case; 8] = [
+        (&with_schema, "GET", None, b"", "ok", "ok"),
+        (&with_schema, "DELETE", Some("text/plain"), b"", "ok", "ok"),
+        (&with_schema, "POST", None, b"", "ok", "not_json"),
+        (&without, "POST", None, b"", "ok", "ok"),
+        (
+            &with_schema,
+            "GET",
+            None,
+            b"{}",
+            "content_type",
+            "content_type",
+        ),
+        (
+            &with_schema,
+            "POST",
+            Some("application/json"),
+            b"{}",
+            "ok",
+            "ok",
+        ),
+        (
+            &with_schema,
+            "POST",
+            Some("application/json"),
+            b"[]",
+            "ok",
+            "schema",
+        ),
+        (
+            &without,
+            "PUT",
+            Some("text/plain"),
+            b"x",
+            "content_type",
+            "content_type",
+        ),
+    ];
+    let verdict =
+        |r: Result<(), Rejection>| r.map_or_else(|r| r.reason().to_string(), |()| "ok".into());
+    for (p, method, ct, body, first, end) in cases {
+        let check = held(p, method, ct);
+        assert_eq!(
+            verdict(p.check_chunk(&check, body.len() as u64)),
+            first,
+            "{method} {ct:?} {body:?}"
+        );
+        assert_eq!(
+            verdict(p.finish(&check, body)),
+            end,
+            "{method} {ct:?} {body:?}"
+        );
+    }
+    let check = held(&with_schema, "POST", Some("application/json"));
+    assert_eq!(verdict(with_schema.check_chunk(&check, 101)), "too_large");
 }
 
 #[test]
@@ -325,6 +457,7 @@ fn default_limits_are_the_documented_constants() {
             max_array_length: 10_000,
             max_string_length: 65_536,
             max_total_values: 100_000,
+            exact_numbers: true,
         }
     );
     let deep = format!("{}{}", "[".repeat(32), "]".repeat(32));
@@ -332,6 +465,78 @@ fn default_limits_are_the_documented_constants() {
     let deeper = format!("{}{}", "[".repeat(33), "]".repeat(33));
     assert!(outcome(p.validate(deeper.as_bytes()))
         .starts_with("limits: JSON nesting is deeper than 32"));
+}
+
+/// boon compares numbers as doubles while the upstream may read the text exactly,
+/// so a number whose double is not what it says is refused (400 `limits`), unless
+/// `limits.exact_numbers` is `false`.
+#[test]
+fn over_precise_numbers_are_refused_as_limits() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "qty": { "type": "integer", "maximum": 10 },
+            "id": { "type": "integer", "maximum": 9_007_199_254_740_992u64 }
+        }
+    });
+    let strict = policy(json!({ "schema": schema }));
+    let loose = policy(json!({ "schema": schema, "limits": { "exact_numbers": false } }));
+    assert!(strict.limits().exact_numbers);
+    assert_eq!(
+        *loose.limits(),
+        JsonLimits {
+            exact_numbers: false,
+            ..JsonLimits::default()
+        }
+    );
+    assert!(
+        policy(json!({ "limits": { "exact_numbers": true } }))
+            .limits()
+            .exact_numbers
+    );
+    assert!(serde_json::from_value::<RequestConfig>(json!({
+        "limits": { "exact_numbers": "yes" }
+    }))
+    .is_err());
+
+    let refused = |column: u32| {
+        format!(
+            "limits: number at line 1 column {column} has more precision than a 64-bit \
+             float holds, so the schema would check a rounded value; send it as a string \
+             or with at most 15 significant digits"
+        )
+    };
+    let cases = [
+        (r#"{"qty":10}"#, "ok".to_string(), "ok"),
+        (r#"{"qty":10.0}"#, "ok".to_string(), "ok"),
+        (r#"{"qty":1e1}"#, "ok".to_string(), "ok"),
+        (
+            r#"{"qty":11}"#,
+            "schema: /qty maximum".to_string(),
+            "schema: /qty maximum",
+        ),
+        // Read as 10 by the validator, as more than 10 by a decimal parser.
+        (r#"{"qty":10.000000000000000001}"#, refused(8), "ok"),
+        (r#"{"id":9007199254740992}"#, "ok".to_string(), "ok"),
+        (r#"{"id":9007199254740993}"#, refused(7), "ok"),
+    ];
+    for (body, want_strict, want_loose) in cases {
+        assert_eq!(
+            outcome(strict.validate(body.as_bytes())),
+            want_strict,
+            "{body}"
+        );
+        assert_eq!(
+            outcome(loose.validate(body.as_bytes())),
+            want_loose,
+            "{body}"
+        );
+    }
+    let rejection = strict
+        .validate(br#"{"qty":10.000000000000000001}"#)
+        .unwrap_err();
+    assert_eq!((rejection.status(), rejection.reason()), (400, "limits"));
+    assert!(!format!("{rejection:?}").contains("000001"));
 }
 
 /// Hostile bodies are refused after bounded work, whatever their size.
@@ -750,7 +955,7 @@ fn every_outcome_has_a_metric_reason() {
     let outcomes = [
         (p.validate(b"{}"), "validated"),
         (
-            p.check_headers("POST", Some("text/plain"), None)
+            p.check_headers("POST", Some("text/plain"), Some(1))
                 .map(|_| ()),
             "content_type",
         ),

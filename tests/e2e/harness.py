@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,53 @@ def http_request(port, method, path, headers=None, body=None, timeout=10):
         return Response(resp.status, merged, data)
     finally:
         conn.close()
+
+
+def h2_request(port, method, path, headers=(), body_frames=(b"",), trailers=None, timeout=10):
+    """One HTTP/2 request (prior knowledge) to 127.0.0.1:`port`: HEADERS without
+    END_STREAM, then each DATA frame of `body_frames` (the last ends the stream
+    unless `trailers`, a dict, follow). Returns (status, response body)."""
+    import h2.connection
+    import h2.events
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "http"),
+                            (":authority", "localhost"), *headers], end_stream=False)
+    for i, frame in enumerate(body_frames):
+        last = i == len(body_frames) - 1
+        conn.send_data(sid, frame, end_stream=last and trailers is None)
+    if trailers:
+        conn.send_headers(sid, list(trailers.items()), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, data, done = None, b"", False
+    try:
+        while not done:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    status = int(dict(ev.headers)[b":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    done = True
+            sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+    return status, data
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def cluster(name, port, http2=False):

@@ -10,7 +10,6 @@ import hmac
 import http.client
 import json
 import os
-import socket
 import time
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from harness import cluster, poll, start_envoy
+from harness import closed_port, cluster, poll, start_envoy
 from idp import IdP
 
 ISS = "https://idp.e2e.test/"
@@ -654,14 +653,6 @@ OCT = Key("HS256", "oct-1")  # a symmetric key published remotely: always refuse
 def remote_token(key, **kw):
     # {"iss": ISS_REMOTE, "sub": "alice", "exp": now+600, ...}, kid = key.kid
     return mint(key, iss=ISS_REMOTE, drop=["aud"], **kw)
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,9 @@
 import json
 import socket
 
-import h2.connection
-import h2.events
 import pytest
 
-from harness import start_envoy
+from harness import h2_request, start_envoy
 
 ORDER_SCHEMA = {
     "type": "object", "required": ["sku", "qty"],
@@ -159,33 +157,7 @@ def test_chunked_size_is_capped_cumulatively(env):
 
 def h2_post(env, path, body, trailers=None, headers=JSON):
     """HTTP/2 (prior knowledge) POST with optional trailers; returns (status, body)."""
-    s = socket.create_connection(("127.0.0.1", env.port), timeout=10)
-    conn = h2.connection.H2Connection()
-    conn.initiate_connection()
-    sid = conn.get_next_available_stream_id()
-    hs = [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", "x")]
-    hs += list(headers.items())
-    conn.send_headers(sid, hs)
-    conn.send_data(sid, body, end_stream=trailers is None)
-    if trailers:
-        conn.send_headers(sid, list(trailers.items()), end_stream=True)
-    s.sendall(conn.data_to_send())
-    status, out, done = None, b"", False
-    while not done:
-        data = s.recv(65536)
-        if not data:
-            break
-        for ev in conn.receive_data(data):
-            if isinstance(ev, h2.events.ResponseReceived):
-                status = int(dict(ev.headers)[b":status"])
-            elif isinstance(ev, h2.events.DataReceived):
-                out += ev.data
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
-                done = True
-        s.sendall(conn.data_to_send())
-    s.close()
-    return status, out
+    return h2_request(env.port, "POST", path, list(headers.items()), [body], trailers)
 
 
 def test_http2_with_and_without_trailers(env):
