@@ -100,7 +100,9 @@ class EnvoyProc:
         with open(self.log_path, "w") as logf:
             self.proc = subprocess.Popen(
                 pin(cpu) + [envoy, "-c", cfg, "--disable-hot-restart", "--concurrency", "1",
-                            "--admin-address-path", self.admin_path, "-l", "warning"],
+                            "--admin-address-path", self.admin_path, "-l", "warning",
+                            # Wasm at info, as deployed: audit records are written.
+                            "--component-log-level", "wasm:info"],
                 stdout=logf, stderr=subprocess.STDOUT)
         self.admin = None
         self.port = None
@@ -352,6 +354,15 @@ def build_scenarios(keys, token_files):
         native=None, native_note="nothing to do natively",
         checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)],
         target=("ratio_noop", 0.98)))
+
+    # The audit log's cost: the open route again with a record per request
+    # (`records: all`), read over the open route (`records: off`).
+    out.append(Scenario(
+        "audit-all", "route without protections, audit records: all", "GET", "/api/items/42",
+        ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}],
+              "audit": {"records": "all", "pseudonym_key": "bench-pseudonym-key-0123456789"}},
+        native=None, native_note="nothing to do natively",
+        checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)]))
 
     for alg in fixtures.ALGS:
         for fresh in (False, True):

@@ -84,6 +84,14 @@ Quota (5 per minute per caller)
 Path normalisation
   curl -i --path-as-is '{base}/healthz/../shops/s1/orders/1'            # matched as /shops/s1/orders/1: 401
 
+Report mode and the audit log (route shop-reports is in mode: report)
+  curl -i {base}/beta/shops/s1/reports                                   # 200: would be 401, reported
+  curl -i -H "Authorization: Bearer $CLERK" {base}/beta/shops/s1/reports # 200: would be 403 (not admin)
+  # Each refusal, enforced or reported, prints a line like this in Envoy's log above:
+  #   ... wasm log api-guard api-guard: api-guard audit: {{"caller":"5d41…","caller_kind":"sub",
+  #   "decision":"claims","enforced":false,"method":"GET","path":"/beta/shops/{{shop}}/reports",...}}
+  curl -s http://127.0.0.1:9901/stats | grep report                      # apiguard.route.shop-reports.report.*
+
 Metrics
   curl -s http://127.0.0.1:9901/stats/prometheus | grep apiguard
 

@@ -9,8 +9,9 @@
 //! Every rejection goes through [`Filter::reject_for`], which renders it with
 //! [`crate::reply`] and counts it.
 
-use crate::authz::Claims;
-use crate::config::Unmatched;
+use crate::audit::{self, CallerKind, Record};
+use crate::authz::{self, Claims};
+use crate::config::{Mode, Unmatched};
 use crate::host::{self, BufferType, Headers, HostStore};
 use crate::http;
 use crate::jwt::{self, AuthState, RequestTokens};
@@ -83,11 +84,35 @@ enum ResponseStage {
     },
 }
 
+/// What the request's audit record needs, gathered as the request goes; kept
+/// only when `audit.records` is on.
+#[derive(Default)]
+struct Trail {
+    method: String,
+    route: Option<Rc<Route>>,
+    /// The first refusal, enforced or reported.
+    refusal: Option<Refusal>,
+    /// The primary identity, once verified.
+    claims: Option<Rc<Claims>>,
+    provider: Option<String>,
+    /// Kinds of sensitive data found in the response.
+    detectors: Vec<String>,
+    request_id: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Refusal {
+    reason: &'static str,
+    status: u32,
+    enforced: bool,
+}
+
 /// Per-request state.
 pub struct Filter {
     policy: Option<Rc<Policy>>,
     auth: Option<Rc<AuthState>>,
     state: State,
+    trail: Option<Box<Trail>>,
     /// The request headers, read once at request headers.
     headers: Headers,
     /// Wall-clock time of the request in milliseconds, read at most once.
@@ -101,6 +126,7 @@ impl Filter {
             policy,
             auth,
             state: State::Start,
+            trail: None,
             headers: Headers::default(),
             now_ms: None,
         }
@@ -116,6 +142,64 @@ impl Filter {
             State::Routed(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// The mode `route`'s refusals follow (the top-level one without a route).
+    fn mode_of(&self, route: Option<&Route>) -> Mode {
+        match (route, &self.policy) {
+            (Some(r), _) => r.mode,
+            (None, Some(p)) => p.mode,
+            (None, None) => Mode::Enforce,
+        }
+    }
+
+    /// Notes a refusal for the audit record; true if it is to be acted on. Under
+    /// `mode: report` it is counted as `report.<reason>` instead, and the caller
+    /// lets the request or response go on unchanged.
+    fn refusal(&mut self, route: Option<&Rc<Route>>, rejection: &Rejection) -> bool {
+        let enforced = self.mode_of(route.map(Rc::as_ref)) == Mode::Enforce;
+        let reason = rejection.reason();
+        if let Some(trail) = &mut self.trail {
+            if trail.refusal.is_none() {
+                trail.refusal = Some(Refusal {
+                    reason,
+                    status: rejection.status(),
+                    enforced,
+                });
+            }
+        }
+        if !enforced {
+            match route {
+                Some(r) => r.metrics.count("report", reason, 1),
+                None => metrics::unmatched(&format!("report.{reason}")),
+            }
+            log::debug!(
+                "api-guard: route={} would reject status={} reason={reason} (mode: report)",
+                route.map_or("-", |r| r.name.as_str()),
+                rejection.status(),
+            );
+        }
+        enforced
+    }
+
+    /// A refusal at request time: answered under `enforce`; `None` under `report`,
+    /// where the caller lets the request go on.
+    fn refuse(&mut self, route: Option<&Rc<Route>>, rejection: Rejection) -> Option<Action> {
+        if self.refusal(route, &rejection) {
+            Some(self.reject_for(route.map(Rc::as_ref), rejection))
+        } else {
+            None
+        }
+    }
+
+    /// Lets a request through that the filter refused under `mode: report`.
+    fn pass_reported(&mut self, route: Option<&Route>) -> Action {
+        match route {
+            Some(r) => r.metrics.decision("allowed"),
+            None => metrics::unmatched("allowed"),
+        }
+        self.state = State::Passthrough;
+        Action::Continue
     }
 
     /// Answers with the problem document for `rejection`, counted as `route`'s
@@ -164,12 +248,15 @@ impl Filter {
             .first(":method")
             .unwrap_or_default()
             .to_string();
-        let raw_path = self.headers.first(":path").unwrap_or_default();
-        let path = match route::normalize(raw_path, policy.semicolons) {
-            Ok(path) => path,
-            Err(detail) => return self.reject_for(None, Rejection::BadPath { detail }),
-        };
-        // Headers the filter sets are never taken from the client, in any spelling.
+        if policy.audit.is_some() {
+            self.trail = Some(Box::new(Trail {
+                method: method.clone(),
+                request_id: self.headers.first("x-request-id").map(str::to_string),
+                ..Trail::default()
+            }));
+        }
+        // Headers the filter sets are never taken from the client, in any spelling
+        // and in every mode.
         if !policy.output_headers.is_empty() {
             let forged: Vec<String> = self
                 .headers
@@ -181,24 +268,45 @@ impl Filter {
                 host::set_request_header(name, None);
             }
         }
+        let raw_path = self.headers.first(":path").unwrap_or_default();
+        let path = match route::normalize(raw_path, policy.semicolons) {
+            Ok(path) => path,
+            Err(detail) => {
+                return match self.refuse(None, Rejection::BadPath { detail }) {
+                    Some(action) => action,
+                    None => self.pass_reported(None),
+                }
+            }
+        };
         let (route, params) = match policy.match_request(&method, &path) {
             RouteMatch::Matched(i, params) => match policy.routes.get(i) {
                 Some(route) => (route.clone(), params),
                 None => return self.reject_for(None, Rejection::NotFound),
             },
             RouteMatch::MethodNotAllowed(i, allow) => {
-                let route = policy.routes.get(i).map(Rc::as_ref);
-                return self.reject_for(route, Rejection::MethodNotAllowed { allow });
-            }
-            RouteMatch::Unmatched => match policy.unmatched {
-                Unmatched::Deny => return self.reject_for(None, Rejection::NotFound),
-                Unmatched::Allow => {
-                    self.state = State::Passthrough;
-                    note_shadow_endpoint(&method, &path);
-                    return Action::Continue;
+                let route = policy.routes.get(i);
+                if let (Some(trail), Some(r)) = (&mut self.trail, route) {
+                    trail.route = Some(r.clone());
                 }
-            },
+                return match self.refuse(route, Rejection::MethodNotAllowed { allow }) {
+                    Some(action) => action,
+                    None => self.pass_reported(route.map(Rc::as_ref)),
+                };
+            }
+            RouteMatch::Unmatched => {
+                if policy.unmatched == Unmatched::Deny {
+                    if let Some(action) = self.refuse(None, Rejection::NotFound) {
+                        return action;
+                    }
+                }
+                self.state = State::Passthrough;
+                note_shadow_endpoint(&method, &path);
+                return Action::Continue;
+            }
         };
+        if let Some(trail) = &mut self.trail {
+            trail.route = Some(route.clone());
+        }
         if path.changed {
             // The upstream must serve exactly what was matched and authorised.
             host::set_request_header(":path", Some(&path.request_target()));
@@ -228,7 +336,10 @@ impl Filter {
             }
             Err(rejection) => {
                 let route = routed.route;
-                self.reject_for(Some(&route), rejection)
+                match self.refuse(Some(&route), rejection) {
+                    Some(action) => action,
+                    None => self.pass_reported(Some(&route)),
+                }
             }
         }
     }
@@ -249,6 +360,12 @@ impl Filter {
         if let Some(rp) = &routed.route.response {
             if rp.applies_to(routed.claims.as_deref()) {
                 routed.response = ResponseStage::Masked;
+            }
+            // Under `report` the request goes on unchanged: the response is
+            // judged as it comes (a compressed one is counted as unmasked).
+            if matches!(routed.response, ResponseStage::Masked)
+                && routed.route.mode == Mode::Enforce
+            {
                 // A compressed body cannot be masked: ask for identity, and
                 // withhold whatever comes back compressed anyway.
                 host::set_request_header("accept-encoding", Some("identity"));
@@ -298,7 +415,7 @@ impl Filter {
         // `body_size` is everything buffered so far: a cumulative cap.
         if let Err(rejection) = rp.check_chunk(check, body_size as u64) {
             route.metrics.count("request", rejection.reason(), 1);
-            return self.reject_for(Some(&route), rejection);
+            return self.refuse_body(&route, rejection);
         }
         if !end_of_stream {
             return Action::Pause;
@@ -337,8 +454,21 @@ impl Filter {
                 // body (seen in the e2e test for HTTP/2 without trailers).
                 Action::Continue
             }
-            Err(rejection) => self.reject_for(Some(&route), rejection),
+            Err(rejection) => self.refuse_body(&route, rejection),
         }
+    }
+
+    /// A refusal of the held request body: answered, or under `report` the held
+    /// request is released as it came.
+    fn refuse_body(&mut self, route: &Rc<Route>, rejection: Rejection) -> Action {
+        if let Some(action) = self.refuse(Some(route), rejection) {
+            return action;
+        }
+        if let Some(routed) = self.routed() {
+            routed.request = RequestStage::Forwarded;
+        }
+        route.metrics.decision("allowed");
+        Action::Continue
     }
 
     /// `auth`: verify tokens, apply claim rules and bindings, forward or strip.
@@ -378,6 +508,11 @@ impl Filter {
                 return Err(f.rejection);
             }
         };
+        // The identity is verified even if it is not authorised: records name it.
+        if let Some(trail) = &mut self.trail {
+            trail.claims = outcome.claims.clone();
+            trail.provider = outcome.provider.clone();
+        }
         if let Some(claims) = &outcome.claims {
             if let Err(f) = auth.authorize(claims, &routed.params) {
                 metrics::provider_counter(outcome.provider.as_deref().unwrap_or("none"), f.reason);
@@ -420,14 +555,7 @@ impl Filter {
         };
         // Host calls cost about a microsecond each in V8: only `by: ip` needs these.
         let ip = if matches!(q.by(), quota::KeyBy::Ip) {
-            let source = host::property(&["source", "address"]);
-            let hops = policy.client_ip.xff_trusted_hops;
-            let xff = if hops > 0 {
-                self.headers.get("x-forwarded-for")
-            } else {
-                None
-            };
-            quota::client_ip(source.as_deref(), xff.as_deref(), hops)
+            self.client_address(policy)
         } else {
             None
         };
@@ -459,7 +587,10 @@ impl Filter {
         if let Some(rejection) = q.rejection(&check.decision) {
             return Err(rejection);
         }
-        routed.quota_headers = q.success_headers(&check.decision);
+        // Under `report` the response goes to the client as sent.
+        if routed.route.mode == Mode::Enforce {
+            routed.quota_headers = q.success_headers(&check.decision);
+        }
         Ok(())
     }
 }
@@ -564,13 +695,36 @@ impl Filter {
             ResponsePlan::Hold => None,
             ResponsePlan::Withhold(rejection) => Some(rejection),
         };
+        let report = routed.route.mode == Mode::Report;
+        if report {
+            if let Some(rejection) = withhold {
+                // Nothing to hold: the verdict is known from the headers.
+                routed.response = ResponseStage::Untouched;
+                let route = routed.route.clone();
+                let reason = rejection.reason();
+                if matches!(reason, "compressed" | "partial") {
+                    // Under `enforce` the filter would have asked for the whole
+                    // document in identity encoding; under `report` it left the
+                    // request as sent, so this body is not a refusal it would
+                    // have made, only one it cannot judge.
+                    route
+                        .metrics
+                        .count("response", &format!("unmasked.{reason}"), 1);
+                } else {
+                    self.refusal(Some(&route), &rejection);
+                }
+                return Action::Continue;
+            }
+        }
         routed.response = ResponseStage::Holding {
             bytes: 0,
             withhold,
             status: head.status,
         };
-        // The body will change length: Envoy sends it chunked (or recomputes).
-        host::set_response_header("content-length", None);
+        if !report {
+            // The body will change length: Envoy sends it chunked (or recomputes).
+            host::set_response_header("content-length", None);
+        }
         Action::Pause
     }
 
@@ -638,6 +792,13 @@ impl Filter {
             Err(rejection) => return self.unmaskable(rp.unmaskable(status, rejection)),
         };
         let metrics = &route.metrics;
+        if let Some(trail) = &mut self.trail {
+            trail.detectors = outcome
+                .detector_hits
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect();
+        }
         for (kind, hits) in &outcome.detector_hits {
             metrics.count("response", &format!("detect.{kind}"), u64::from(*hits));
             log::info!(
@@ -651,6 +812,11 @@ impl Filter {
                 "fields_masked",
                 u64::from(outcome.fields_masked),
             );
+        }
+        if outcome.body.is_some() && route.mode == Mode::Report {
+            // Judged, not changed: the client gets the body as the upstream sent it.
+            metrics.count("report", "masked", 1);
+            return Action::Continue;
         }
         if let Some(new_body) = outcome.body {
             metrics.count("response", "masked", 1);
@@ -687,6 +853,12 @@ impl Filter {
             return Action::Continue;
         };
         let route = routed.route.clone();
+        if !self.refusal(Some(&route), &rejection) {
+            if let Some(routed) = self.routed() {
+                routed.response = ResponseStage::Untouched;
+            }
+            return Action::Continue;
+        }
         route.metrics.count("response", "withheld", 1);
         route
             .metrics
@@ -743,5 +915,72 @@ impl HttpContext for Filter {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         // Trailers end the stream: the body seen so far is the whole body.
         self.finish_masking()
+    }
+
+    fn on_log(&mut self) {
+        self.write_audit_record();
+    }
+}
+
+/// The audit record.
+impl Filter {
+    /// Writes the request's audit record, if `audit.records` asks for it: to
+    /// Envoy's log and to the filter state for the access log.
+    fn write_audit_record(&mut self) {
+        let Some(trail) = self.trail.take() else {
+            return;
+        };
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        let Some(audit) = &policy.audit else {
+            return;
+        };
+        let (decision, status, enforced) = match trail.refusal {
+            Some(r) => (r.reason, r.status, r.enforced),
+            None if audit.records_all() && trail.route.is_some() => {
+                ("allowed", host::response_code().unwrap_or(0), true)
+            }
+            None => return,
+        };
+        let sub = trail
+            .claims
+            .as_deref()
+            .and_then(|c| authz::lookup_claim(c, "sub"))
+            .and_then(authz::scalar_text);
+        let caller = match sub {
+            Some(sub) => Some((CallerKind::Sub, audit.pseudonym(&sub))),
+            None => self
+                .client_address(&policy)
+                .map(|ip| (CallerKind::Address, audit.pseudonym(&ip))),
+        };
+        let route = trail.route.as_deref();
+        let record = Record {
+            route: route.map(|r| r.name.as_str()),
+            method: &trail.method,
+            path: route.map(|r| r.template.source()),
+            status,
+            decision,
+            enforced,
+            caller,
+            provider: trail.provider.as_deref(),
+            detectors: trail.detectors.iter().map(String::as_str).collect(),
+            request_id: trail.request_id.as_deref(),
+        }
+        .to_json();
+        host::set_property(audit::PROPERTY, record.as_bytes());
+        log::info!("api-guard audit: {record}");
+    }
+
+    /// The client address as `quota.by: ip` reads it (`client_ip` settings).
+    fn client_address(&self, policy: &Policy) -> Option<String> {
+        let source = host::property(&["source", "address"]);
+        let hops = policy.client_ip.xff_trusted_hops;
+        let xff = if hops > 0 {
+            self.headers.get("x-forwarded-for")
+        } else {
+            None
+        };
+        quota::client_ip(source.as_deref(), xff.as_deref(), hops)
     }
 }

@@ -258,6 +258,50 @@ pub fn property(path: &[&str]) -> Option<String> {
     }
 }
 
+/// An Envoy property as raw bytes (`response.code` is a little-endian int64).
+fn property_bytes(path: &[&str]) -> Option<Vec<u8>> {
+    match hostcalls::get_property(path.to_vec()) {
+        Ok(v) => v,
+        Err(s) => {
+            log::debug!("api-guard: property {path:?} unavailable: {s:?}");
+            None
+        }
+    }
+}
+
+/// The status Envoy sent downstream (`response.code`), once a response exists.
+pub fn response_code() -> Option<u32> {
+    let bytes = property_bytes(&["response", "code"])?;
+    let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    u32::try_from(i64::from_le_bytes(raw)).ok()
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The ABI call behind `hostcalls::set_property`, which panics on any status
+    /// but `Ok` (a panic kills the VM).
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+}
+
+/// Stores `value` in the stream's filter state as `wasm.<name>` (Envoy's
+/// `setProperty`), where access logs read it with `%FILTER_STATE(wasm.<name>)%`.
+/// `name` is one path segment. False if the host refused.
+pub fn set_property(name: &str, value: &[u8]) -> bool {
+    // SAFETY: both pointers are valid for the given lengths for the duration of
+    // the call; the host copies the bytes and keeps no reference to them.
+    let status =
+        unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    if status != 0 {
+        log::debug!("api-guard: property {name} not set: status {status}");
+    }
+    status == 0
+}
+
 /// Wall-clock time in milliseconds since the Unix epoch (0 if the host fails).
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()

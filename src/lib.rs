@@ -27,6 +27,7 @@
 //! private modules.
 #![allow(rustdoc::private_intra_doc_links)]
 
+mod audit;
 mod authz;
 mod config;
 mod filter;

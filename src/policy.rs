@@ -4,9 +4,11 @@
 //! `Policy::compile` checks everything a config can get wrong and names the field;
 //! after it succeeds, nothing is parsed or compiled on the request path.
 
+use crate::audit::AuditPolicy;
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
-    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Semicolons, Unmatched,
+    self, ClientIpConfig, ConfigError, Mode, PluginConfig, SecurityHeadersConfig, Semicolons,
+    Unmatched,
 };
 use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
@@ -37,6 +39,8 @@ pub struct Route {
     pub response: Option<ResponsePolicy>,
     /// The route's counters.
     pub metrics: RouteMetrics,
+    /// Whether its refusals are acted on or only reported.
+    pub mode: Mode,
 }
 
 /// Result of matching a request against the routes.
@@ -85,6 +89,11 @@ pub struct Policy {
     /// Period of the metrics flush (`metrics_flush_ms`); `None`: every count is
     /// added to Envoy's stats at once.
     pub metrics_flush: Option<Duration>,
+    /// The top-level `mode`: refusals made before a route is known (bad paths,
+    /// unmatched requests) follow it.
+    pub mode: Mode,
+    /// The audit log; `None` when records are off.
+    pub audit: Option<AuditPolicy>,
 }
 
 impl Policy {
@@ -95,6 +104,7 @@ impl Policy {
 
     /// Compiles a parsed configuration.
     pub fn compile(cfg: PluginConfig) -> Result<Policy, ConfigError> {
+        let mode = Mode::parse(cfg.mode.as_deref(), "mode")?.unwrap_or_default();
         let providers = Providers::compile(&cfg.providers)?;
         let registry = SchemaRegistry::compile(&cfg.schemas)?;
         let mut output_headers: Vec<String> = Vec::new();
@@ -168,6 +178,7 @@ impl Policy {
                 request,
                 response,
                 metrics: RouteMetrics::new(&r.name),
+                mode: Mode::parse(r.mode.as_deref(), &format!("{base}.mode"))?.unwrap_or(mode),
             }));
         }
         Ok(Policy {
@@ -179,6 +190,8 @@ impl Policy {
             providers,
             output_headers,
             metrics_flush: compile_metrics_flush(cfg.metrics_flush_ms)?,
+            mode,
+            audit: AuditPolicy::compile(&cfg.audit)?,
         })
     }
 

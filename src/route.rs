@@ -36,6 +36,11 @@ pub struct PathTemplate {
 pub type Params = Vec<(String, String)>;
 
 impl PathTemplate {
+    /// The template as configured (`/shops/{shop}/orders`).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Parses a template; `path` is the config field path for errors.
     pub fn parse(template: &str, path: &str) -> Result<Self, ConfigError> {
         let err = |m: String| ConfigError::new(path, m);

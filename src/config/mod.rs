@@ -140,6 +140,44 @@ pub struct PluginConfig {
     /// request). See README "Metrics".
     #[serde(default = "default_metrics_flush_ms")]
     pub metrics_flush_ms: u64,
+    /// `enforce` (default) or `report`; a route's own `mode` wins. Read as text
+    /// and checked by [`Mode::parse`]: a derived enum costs several KB of module
+    /// per type through the path-tracking deserializer.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The audit log (`records`, `pseudonym_key`), checked by
+    /// `audit::AuditPolicy::compile` (a string map, for the same reason as `mode`).
+    #[serde(default)]
+    pub audit: BTreeMap<String, String>,
+}
+
+/// `mode` (top level and `routes[].mode`): what the filter does with a refusal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse (default).
+    #[default]
+    Enforce,
+    /// Let the request or response through unchanged; count the refusal as
+    /// `report.<reason>` and write it to the audit log with `enforced: false`.
+    Report,
+}
+
+impl Mode {
+    /// Reads a `mode` field; `field` names it in the error.
+    pub fn parse(text: Option<&str>, field: &str) -> Result<Option<Mode>, ConfigError> {
+        match text {
+            None => Ok(None),
+            Some("enforce") => Ok(Some(Mode::Enforce)),
+            Some("report") => Ok(Some(Mode::Report)),
+            Some(other) => Err(ConfigError::new(
+                field,
+                format!(
+                    "unknown variant `{}`, expected `enforce` or `report`",
+                    check::clip(other)
+                ),
+            )),
+        }
+    }
 }
 
 /// Default of `metrics_flush_ms`.
@@ -355,6 +393,9 @@ pub struct RouteConfig {
     /// Response masking.
     #[serde(default)]
     pub response: Option<ResponseConfig>,
+    /// `enforce` or `report` ([`Mode::parse`]); absent: the top-level `mode`.
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 /// `routes[].match`.

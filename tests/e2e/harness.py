@@ -325,12 +325,13 @@ STATS_SETTLE_S = 0.35
 @contextlib.contextmanager
 def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=None,
                 responders=None, http_filters=None, expect_loaded=True, timeout=30,
-                make_bootstrap=None):
+                make_bootstrap=None, envoy_args=()):
     """Starts the upstream and Envoy; yields an `Envoy`; stops both afterwards.
 
     clusters: extra clusters, e.g. `cluster("idp", port)`; responders: upstream
     overrides {path_prefix: fn(handler, request) -> (status, headers, body)};
-    make_bootstrap: fn(upstream_port) -> bootstrap dict, replacing the generated one.
+    make_bootstrap: fn(upstream_port) -> bootstrap dict, replacing the generated one;
+    envoy_args: more command-line arguments for Envoy.
     """
     if isinstance(plugin_config, dict) and "metrics_flush_ms" not in plugin_config:
         plugin_config = dict(plugin_config, metrics_flush_ms=FLUSH_MS)
@@ -349,7 +350,7 @@ def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=
         proc = subprocess.Popen(
             [ENVOY, "-c", cfg_path, "--disable-hot-restart", "--concurrency", str(concurrency),
              "--admin-address-path", admin_path, "-l", "warning",
-             "--component-log-level", "wasm:debug"],
+             "--component-log-level", "wasm:debug", *envoy_args],
             stdout=log, stderr=subprocess.STDOUT)
     env = None
     try:

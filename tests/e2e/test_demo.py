@@ -1,4 +1,5 @@
 """The demo configuration (envoy/envoy.yaml) itself, run end to end."""
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,25 @@ def test_demo_protections_with_make_token():
         assert r.status == 200 and env.upstream_requests()[-1]["body"] == b'{"sku":"b","qty":2}'
         statuses = [env.get("/shops/s1/orders/1", headers=clerk).status for _ in range(5)]
         assert statuses == [200, 200, 200, 200, 429], statuses
+
+
+def test_demo_report_route_and_audit_lines():
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        assert env.get("/beta/shops/s1/reports").status == 200
+        assert env.get("/beta/shops/s1/reports", headers=clerk).status == 200
+        assert env.get("/shops/s1/orders/1").status == 401
+        assert len(env.upstream_requests()) == 2
+
+        def audit():
+            return [json.loads(ln.split("api-guard audit: ", 1)[1])
+                    for ln in env.log().splitlines() if "api-guard audit: " in ln]
+        recs = poll(audit, lambda rs: len(rs) >= 3, 5)
+        got = [(r["route"], r["decision"], r["status"], r["enforced"]) for r in recs]
+        assert got == [("shop-reports", "missing", 401, False), ("shop-reports", "claims", 403, False),
+                       ("get-order", "missing", 401, True)], got
+        assert recs[1]["caller_kind"] == "sub" and "alice" not in json.dumps(recs)
+        prom = poll(lambda: env.admin_get("/stats"),
+                    lambda p: "apiguard.route.shop-reports.report.claims: 1" in p, 5)
+        assert "apiguard.route.shop-reports.report.missing: 1" in prom, prom
+
