@@ -2,11 +2,12 @@
 //! serde structs, and the checks its compilation shares ([`check`]).
 //!
 //! Every struct denies unknown fields so a typo is a load error, not a silently
-//! ignored protection. Parsing goes through `serde_path_to_error`, so the message
-//! names the field (`routes[1].match.path: ...`). Nothing here is used on the
+//! ignored protection. Parsing goes through [`de`], so the message names the field
+//! (`routes[1].match.path: ...`). Nothing here is used on the
 //! request path: the policy compiles it into the runtime view.
 
 pub mod check;
+mod de;
 mod pbstruct;
 
 use crate::json;
@@ -73,8 +74,7 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     }
     if !trimmed.starts_with(b"{") {
         if let Ok(value) = pbstruct::decode_struct(bytes) {
-            let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(value);
-            return parsed.map_err(|e| path_error(e.path().to_string(), &e.inner().to_string()));
+            return de::from_value(&value).map_err(path_error);
         }
     }
     // JSON text becomes a `Value` first, so the configuration structs are
@@ -88,13 +88,11 @@ pub fn parse(bytes: &[u8]) -> Result<PluginConfig, ConfigError> {
     })?;
     let value = json::parse(text, &json::CONFIG_LIMITS)
         .map_err(|e| ConfigError::new("", format!("not valid JSON: {e}")))?;
-    let parsed: Result<PluginConfig, _> = serde_path_to_error::deserialize(value);
-    parsed.map_err(|e| path_error(e.path().to_string(), &e.inner().to_string()))
+    de::from_value(&value).map_err(path_error)
 }
 
-fn path_error(path: String, message: &str) -> ConfigError {
-    let path = if path == "." { String::new() } else { path };
-    ConfigError::new(path, clean_serde_message(message))
+fn path_error(e: de::Error) -> ConfigError {
+    ConfigError::new(e.path(), clean_serde_message(e.message()))
 }
 
 /// Drops the noise of serde's untagged-enum message so it says what was expected.
