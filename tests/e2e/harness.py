@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -257,6 +258,26 @@ class Envoy:
         stop_process(self.proc)
         self.upstream.shutdown()
         self.upstream.server_close()
+        check_audit_lines(self.log())
+
+
+AUDIT_MARK = "api-guard audit: "
+# What no audit record may hold, whatever the test: a JWS (every compact JWS
+# starts with a base64url JSON header, `eyJ`), a bearer credential, the client's
+# raw address (all tests run on loopback).
+AUDIT_FORBIDDEN = re.compile(r"eyJ[A-Za-z0-9_-]*\.|[Bb]earer|127\.0\.0\.1|::1")
+
+
+def check_audit_lines(log_text):
+    """Every audit line an Envoy of the e2e run wrote: one JSON object, nothing
+    a record must never contain. Runs when each Envoy stops."""
+    for line in log_text.splitlines():
+        if AUDIT_MARK not in line:
+            continue
+        record = line.split(AUDIT_MARK, 1)[1]
+        json.loads(record)
+        found = AUDIT_FORBIDDEN.search(record)
+        assert found is None, f"audit record holds {found.group(0)!r}: {record}"
 
 
 def wait_ready(proc, admin_path, deadline, tail):
