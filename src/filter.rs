@@ -132,10 +132,12 @@ impl Filter {
     fn send_problem(&mut self, route: Option<&Route>, rejection: &Rejection) -> Action {
         let reply = rejection.render();
         log::debug!(
-            "api-guard: route={} rejected status={} reason={}",
+            "rejected route={} status={} reason={}{}{}",
             route.map_or("-", |r| r.name.as_str()),
             reply.status,
-            rejection.reason()
+            rejection.reason(),
+            rejection.rule().map_or("", |_| " rule="),
+            rejection.rule().unwrap_or("")
         );
         let mut headers = reply.headers;
         headers.push(("content-type".into(), PROBLEM_CONTENT_TYPE.into()));
@@ -371,7 +373,7 @@ impl Filter {
                         .request_refetch_unknown_kid(provider, now)
                 {
                     log::info!(
-                        "api-guard: unknown kid for provider {provider}: key refetch scheduled"
+                        "unknown kid for provider {provider}: key refetch scheduled"
                     );
                 }
                 metrics::provider_counter(provider, f.reason);
@@ -641,7 +643,7 @@ impl Filter {
         for (kind, hits) in &outcome.detector_hits {
             metrics.count("response", &format!("detect.{kind}"), u64::from(*hits));
             log::info!(
-                "api-guard: route={} sensitive data in response: {kind} x{hits}",
+                "route={} sensitive data in response: {kind} x{hits}",
                 route.name
             );
         }
@@ -687,7 +689,6 @@ impl Filter {
             return Action::Continue;
         };
         let route = routed.route.clone();
-        route.metrics.count("response", "withheld", 1);
         route
             .metrics
             .count("response", &format!("withheld.{}", rejection.reason()), 1);
@@ -702,7 +703,7 @@ fn note_shadow_endpoint(method: &str, path: &NormalizedPath) {
     SHADOW_SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
         if seen.len() < MAX_SHADOW_PATTERNS_LOGGED && seen.insert(pattern.clone()) {
-            log::info!("api-guard: undeclared endpoint {pattern} (unmatched: allow)");
+            log::info!("undeclared endpoint {pattern} (unmatched: allow)");
         }
     });
 }
