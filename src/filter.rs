@@ -372,9 +372,7 @@ impl Filter {
                         .borrow_mut()
                         .request_refetch_unknown_kid(provider, now)
                 {
-                    log::info!(
-                        "unknown kid for provider {provider}: key refetch scheduled"
-                    );
+                    log::info!("unknown kid for provider {provider}: key refetch scheduled");
                 }
                 metrics::provider_counter(provider, f.reason);
                 return Err(f.rejection);

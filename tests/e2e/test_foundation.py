@@ -4,7 +4,6 @@ import os
 import subprocess
 
 import pytest
-import yaml
 
 from harness import ENVOY, ROOT, start_envoy, validate
 

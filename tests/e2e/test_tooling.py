@@ -69,3 +69,18 @@ def test_a_second_make_run_fails_loudly():
     assert r.returncode != 0
     assert "demo is up" not in r.stdout
     assert "127.0.0.1:9901 (Envoy admin)" in r.stderr, r.stderr
+
+
+def test_the_readme_minimal_configuration_loads(tmp_path):
+    import yaml
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("\n## A minimal configuration\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    filters = yaml.safe_load(block)["http_filters"]
+    config = filters[0]["typed_config"]["config"]
+    assert config["allow_on_headers_stop_iteration"] is True and config["fail_open"] is False
+    assert filters[-1]["name"] == "envoy.filters.http.router"
+    plugin = tmp_path / "plugin.json"
+    plugin.write_text(config["configuration"]["value"])
+    r = validate(str(plugin))
+    assert r.returncode == 0, r.stdout + r.stderr
