@@ -26,7 +26,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
                   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 export CARGO_TERM_COLOR ?= never
 
-# Fuzzing (fuzz/, README "Tests"): cargo-fuzz drives libFuzzer. With `--sanitizer
+# Fuzzing (fuzz/, docs/testing.md): cargo-fuzz drives libFuzzer. With `--sanitizer
 # none` cargo-fuzz passes rustc no nightly-only flag (AddressSanitizer would need
 # -Zsanitizer, so nightly or RUSTC_BOOTSTRAP=1), so the stable toolchain builds the
 # targets as they are; ASan would add nothing here, as the code under test is safe
@@ -75,7 +75,7 @@ setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), 
 	@printf 'setup [6/6] conformance data: '; \
 	  if [ -d "$(CONFORMANCE_DIR)/wycheproof" ] && [ -d "$(CONFORMANCE_DIR)/json-schema-test-suite" ]; then \
 	    echo "$(CONFORMANCE_DIR)"; \
-	  else echo "MISSING at $(CONFORMANCE_DIR): make conformance will skip (see README, Tests)"; fi
+	  else echo "MISSING at $(CONFORMANCE_DIR): make conformance will skip (see docs/testing.md)"; fi
 
 # Real file targets: cargo runs when a source changed, wasm-opt when the raw module did.
 $(RAW_WASM): $(RUST_INPUTS) | setup

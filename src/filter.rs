@@ -486,7 +486,7 @@ impl RequestTokens for HostTokens<'_> {
     }
 }
 
-/// Response side. Found in Envoy 1.40 (README, "Response masking"): response
+/// Response side. Found in Envoy 1.40 (docs/design.md, "Response masking"): response
 /// headers held with `Action::Pause` can still be edited when the body ends, and a
 /// local reply sent then replaces the whole response.
 impl Filter {
