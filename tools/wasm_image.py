@@ -9,7 +9,7 @@ holds two manifests, both of which istio-agent's fetcher accepts:
 - `<tag>`: the Wasm artifact. Config media type
   `application/vnd.module.wasm.config.v1+json`, one layer
   `application/vnd.module.wasm.content.layer.v1+wasm` that is the module itself.
-  This is the form Istio looks for first. A plain `oras push` of the .wasm file
+  Istio's fetcher recognises it by the config media type. A plain `oras push` of the .wasm file
   produces other media types (`application/vnd.oci.image.layer.v1.tar`), which
   Istio refuses.
 - `<tag>-compat`: a plain OCI image with one gzipped tar layer holding
