@@ -2,11 +2,14 @@
 """Runs the api-guard demo: the demo upstream and Envoy with envoy/envoy.yaml.
 
 `make run` calls this from the repository root. Ctrl-C stops both processes
-(only the ones started here). `--validate` only runs `envoy --mode validate`.
+(only the ones started here). It exits non-zero, without starting anything, when a
+port it needs is taken (a demo already running, say), and non-zero when Envoy does
+not come up.
 """
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +18,22 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(HERE, "envoy.yaml")
+# What envoy/envoy.yaml and the upstream listen on.
+PORTS = {10000: "Envoy listener", 9901: "Envoy admin", 8081: "demo upstream"}
+
+
+def port_taken(port):
+    """True if something accepts connections on 127.0.0.1:`port`, or it cannot be bound."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            return True
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def wait_ready(url, proc, seconds=30):
@@ -103,18 +122,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--wasm", required=True)
-    ap.add_argument("--validate", action="store_true")
     args = ap.parse_args()
     os.chdir(ROOT)
     if not os.path.exists(args.wasm):
         sys.exit(f"{args.wasm} is missing: run `make build`")
-    if args.validate:
-        r = subprocess.run([args.envoy, "--mode", "validate", "-c", CONFIG, "-l", "error"])
-        print("envoy/envoy.yaml: " + ("OK" if r.returncode == 0 else "REFUSED"))
-        sys.exit(r.returncode)
+    taken = [f"127.0.0.1:{port} ({what})" for port, what in PORTS.items() if port_taken(port)]
+    if taken:
+        sys.exit("error: the demo cannot start, in use: " + ", ".join(taken) +
+                 ". Is a `make run` still running? Stop it (Ctrl-C) or free the ports.")
     procs = []
 
-    def stop(*_):
+    def stop(_signum=None, _frame=None, code=0):
         for p in procs:
             if p.poll() is None:
                 p.terminate()
@@ -123,7 +141,7 @@ def main():
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        sys.exit(0)
+        sys.exit(code)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -132,13 +150,13 @@ def main():
                                    "--concurrency", "2", "-l", "warning",
                                    "--component-log-level", "wasm:info"]))
     if not wait_ready("http://127.0.0.1:9901/ready", procs[1]):
-        print("Envoy did not become ready (see its log above)", file=sys.stderr)
-        stop()
+        print("error: Envoy did not become ready (see its log above)", file=sys.stderr)
+        stop(code=1)
     curl_examples()
     while all(p.poll() is None for p in procs):
         time.sleep(0.5)
-    print("a process exited; stopping", file=sys.stderr)
-    stop()
+    print("error: a process exited; stopping", file=sys.stderr)
+    stop(code=1)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ pub fn quota_policy(json: &Value, route: &str) -> Result<QuotaPolicy, String> {
     QuotaPolicy::compile(&cfg, &config::QuotaSettings::default(), route, "quota").map_err(message)
 }
 
-/// Entry points of the fuzz targets in `fuzz/` (`make fuzz`, `make fuzz-ci`; README,
-/// "Tests"): one thin wrapper or re-export per parser, so each fuzzer drives exactly
+/// Entry points of the fuzz targets in `fuzz/` (`make fuzz`, `make fuzz-ci`; docs/testing.md,
+/// "Fuzzing"): one thin wrapper or re-export per parser, so each fuzzer drives exactly
 /// the code the filter runs. Nothing in the filter uses this module, and the `.wasm`
 /// module does not contain it (link-time optimisation keeps only what the exported
 /// proxy-wasm callbacks reach). No feature flag: the wasm build is unaffected.

@@ -216,10 +216,12 @@ impl Filter {
     fn send_problem(&mut self, route: Option<&Route>, rejection: &Rejection) -> Action {
         let reply = rejection.render();
         log::debug!(
-            "api-guard: route={} rejected status={} reason={}",
+            "rejected route={} status={} reason={}{}{}",
             route.map_or("-", |r| r.name.as_str()),
             reply.status,
-            rejection.reason()
+            rejection.reason(),
+            rejection.rule().map_or("", |_| " rule="),
+            rejection.rule().unwrap_or("")
         );
         let mut headers = reply.headers;
         headers.push(("content-type".into(), PROBLEM_CONTENT_TYPE.into()));
@@ -500,9 +502,7 @@ impl Filter {
                         .borrow_mut()
                         .request_refetch_unknown_kid(provider, now)
                 {
-                    log::info!(
-                        "api-guard: unknown kid for provider {provider}: key refetch scheduled"
-                    );
+                    log::info!("unknown kid for provider {provider}: key refetch scheduled");
                 }
                 metrics::provider_counter(provider, f.reason);
                 return Err(f.rejection);
@@ -617,7 +617,7 @@ impl RequestTokens for HostTokens<'_> {
     }
 }
 
-/// Response side. Found in Envoy 1.40 (README, "Response masking"): response
+/// Response side. Found in Envoy 1.40 (docs/design.md, "Response masking"): response
 /// headers held with `Action::Pause` can still be edited when the body ends, and a
 /// local reply sent then replaces the whole response.
 impl Filter {
@@ -802,7 +802,7 @@ impl Filter {
         for (kind, hits) in &outcome.detector_hits {
             metrics.count("response", &format!("detect.{kind}"), u64::from(*hits));
             log::info!(
-                "api-guard: route={} sensitive data in response: {kind} x{hits}",
+                "route={} sensitive data in response: {kind} x{hits}",
                 route.name
             );
         }
@@ -859,7 +859,6 @@ impl Filter {
             }
             return Action::Continue;
         }
-        route.metrics.count("response", "withheld", 1);
         route
             .metrics
             .count("response", &format!("withheld.{}", rejection.reason()), 1);
@@ -874,7 +873,7 @@ fn note_shadow_endpoint(method: &str, path: &NormalizedPath) {
     SHADOW_SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
         if seen.len() < MAX_SHADOW_PATTERNS_LOGGED && seen.insert(pattern.clone()) {
-            log::info!("api-guard: undeclared endpoint {pattern} (unmatched: allow)");
+            log::info!("undeclared endpoint {pattern} (unmatched: allow)");
         }
     });
 }

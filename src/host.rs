@@ -28,7 +28,7 @@ fn lossy(bytes: Vec<u8>) -> String {
 fn set_map_value(map: MapType, name: &str, value: Option<&str>) {
     let r = hostcalls::set_map_value_bytes(map, name, value.map(str::as_bytes));
     if let Err(s) = r {
-        log::warn!("api-guard: setting header {name} failed: {s:?}");
+        log::warn!("setting header {name} failed: {s:?}");
     }
 }
 
@@ -106,11 +106,11 @@ impl Headers {
     fn read(map: MapType) -> Headers {
         match raw_map(map) {
             Ok(bytes) => Headers::parse(bytes).unwrap_or_else(|| {
-                log::warn!("api-guard: the {map:?} from the host are malformed");
+                log::warn!("the {map:?} from the host are malformed");
                 Headers::default()
             }),
             Err(s) => {
-                log::warn!("api-guard: reading {map:?} failed: status {s}");
+                log::warn!("reading {map:?} failed: status {s}");
                 Headers::default()
             }
         }
@@ -241,7 +241,7 @@ pub fn call_response_header(name: &str) -> Option<String> {
     match hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name) {
         Ok(v) => v.map(lossy),
         Err(s) => {
-            log::warn!("api-guard: reading call response header {name} failed: {s:?}");
+            log::warn!("reading call response header {name} failed: {s:?}");
             None
         }
     }
@@ -252,7 +252,7 @@ pub fn property(path: &[&str]) -> Option<String> {
     match hostcalls::get_property(path.to_vec()) {
         Ok(v) => v.map(lossy),
         Err(s) => {
-            log::debug!("api-guard: property {path:?} unavailable: {s:?}");
+            log::debug!("property {path:?} unavailable: {s:?}");
             None
         }
     }
@@ -318,7 +318,7 @@ pub fn send_reply(status: u32, headers: &[(String, String)], body: &[u8]) {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     if let Err(s) = hostcalls::send_http_response(status, hs, Some(body)) {
-        log::error!("api-guard: sending local reply {status} failed: {s:?}");
+        log::error!("sending local reply {status} failed: {s:?}");
     }
 }
 
@@ -327,7 +327,7 @@ pub fn buffer(kind: BufferType, start: usize, size: usize) -> Option<Vec<u8>> {
     match hostcalls::get_buffer(kind, start, size) {
         Ok(b) => b,
         Err(s) => {
-            log::warn!("api-guard: reading buffer {kind:?} failed: {s:?}");
+            log::warn!("reading buffer {kind:?} failed: {s:?}");
             None
         }
     }
@@ -338,7 +338,7 @@ pub fn replace_buffer(kind: BufferType, size: usize, value: &[u8]) -> bool {
     match hostcalls::set_buffer(kind, 0, size, value) {
         Ok(()) => true,
         Err(s) => {
-            log::error!("api-guard: replacing buffer {kind:?} failed: {s:?}");
+            log::error!("replacing buffer {kind:?} failed: {s:?}");
             false
         }
     }
@@ -347,7 +347,7 @@ pub fn replace_buffer(kind: BufferType, size: usize, value: &[u8]) -> bool {
 /// Sets the root context's tick period.
 pub fn set_tick_period(period: Duration) {
     if let Err(s) = hostcalls::set_tick_period(period) {
-        log::warn!("api-guard: setting tick period failed: {s:?}");
+        log::warn!("setting tick period failed: {s:?}");
     }
 }
 
@@ -365,7 +365,7 @@ pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
     match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(s) => {
-            log::warn!("api-guard: defining metric {name} failed: {s:?}");
+            log::warn!("defining metric {name} failed: {s:?}");
             None
         }
     }
@@ -391,7 +391,7 @@ impl SharedStore for HostStore {
             Ok(v) => Ok(v),
             Err(Status::NotFound) => Ok((None, None)),
             Err(s) => {
-                log::warn!("api-guard: shared data read failed: {s:?}");
+                log::warn!("shared data read failed: {s:?}");
                 Err(StoreError::Unavailable)
             }
         }
@@ -402,11 +402,38 @@ impl SharedStore for HostStore {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
             Err(s) => {
-                log::warn!("api-guard: shared data write failed: {s:?}");
+                log::warn!("shared data write failed: {s:?}");
                 Err(StoreError::Unavailable)
             }
         }
     }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// Envoy's level for Wasm logs, as a `u32`: spdlog's numbering, which is
+    /// proxy-wasm's `LogLevel` (0 trace ... 5 critical) plus 6 for `off`. The SDK's
+    /// `hostcalls::get_log_level` reads it into the enum, which has no 6, and panics
+    /// on a failed call.
+    fn proxy_get_log_level(return_level: *mut u32) -> u32;
+}
+
+/// The host's current level for this module's logs (0 trace ... 5 critical,
+/// 6 off); 0 when it cannot be read, so the host's own filter decides then.
+pub fn log_level() -> u32 {
+    let mut level: u32 = 0;
+    // SAFETY: the host writes one `u32` through the pointer, which points to a live
+    // local of that type.
+    match unsafe { proxy_get_log_level(&mut level) } {
+        0 => level,
+        _ => 0,
+    }
+}
+
+/// Writes one line to Envoy's `wasm` log component at `level`.
+pub fn log(level: proxy_wasm::types::LogLevel, message: &str) {
+    // Nowhere to report a failed log call.
+    let _ = hostcalls::log(level, message);
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //!   strict parser in [`json`].
 //! - [`mask`]: the response side: when to hold a response, masking, detectors.
 //! - [`reply`]: the only place statuses and problem documents are made.
-//! - [`metrics`]: Envoy stats; [`host`]: the only module that calls the host.
+//! - [`metrics`]: Envoy stats; [`logging`]: log lines at Envoy's level; [`host`]:
+//!   the only module that calls the host.
 //!
 //! Every module is private to the crate, so `rustc` reports what nothing uses;
 //! [`api`] is the small surface that benches and conformance tests drive. The
@@ -35,6 +36,7 @@ mod host;
 mod http;
 mod json;
 mod jwt;
+mod logging;
 mod mask;
 mod metrics;
 mod policy;
@@ -47,7 +49,7 @@ mod route;
 pub mod api;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    logging::init();
     proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
         Box::new(root::Root::default())
     });

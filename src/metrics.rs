@@ -10,7 +10,12 @@
 //! - `apiguard.unmatched.<decision>`: requests that matched no route.
 //!
 //! Envoy prefixes Wasm-defined stats with `wasmcustom.` internally and strips it
-//! again in the admin output, so Prometheus sees `apiguard_...`.
+//! again in the admin output, so Prometheus sees `apiguard_...`. The demo's
+//! `stats_tags` (`envoy/envoy.yaml`) also make labels of the route, the provider, the
+//! decision, and the reason or kind that ends a provider counter or a `request.`,
+//! `response.withheld.`, `response.unmasked.` or `response.detect.` counter. No
+//! counter totals what its per-reason siblings add up to, so each family sums by
+//! label.
 //!
 //! Batching: a host call costs about as much as a whole no-op filter callback in
 //! V8, so counts are added up per worker in Wasm memory and handed to Envoy by

@@ -51,6 +51,10 @@ pub enum Rejection {
         reason: &'static str,
         /// Safe description.
         description: String,
+        /// The configuration rule that failed, for the log only: `audiences`,
+        /// `claims.<claim>` or `bind.<parameter>` (names from the configuration,
+        /// never a value from the request or the token).
+        rule: String,
     },
     /// Keys for a remote provider have not arrived yet: fail closed.
     KeysUnavailable,
@@ -132,6 +136,14 @@ impl Rejection {
             Rejection::UnsupportedMediaType { .. } => 415,
             Rejection::BadBody { .. } | Rejection::SchemaViolation { .. } => 400,
             Rejection::ResponseWithheld { status, .. } => *status,
+        }
+    }
+
+    /// The failed rule of a 403, for the debug log line of the rejection.
+    pub(crate) fn rule(&self) -> Option<&str> {
+        match self {
+            Rejection::Forbidden { rule, .. } => Some(rule),
+            _ => None,
         }
     }
 
@@ -332,6 +344,7 @@ mod tests {
                 Rejection::Forbidden {
                     reason: "claims",
                     description: "no".into(),
+                    rule: "claims.roles".into(),
                 },
                 403,
             ),

@@ -59,7 +59,7 @@ impl Root {
                 }
                 Err(status) => {
                     log::warn!(
-                        "api-guard: JWKS fetch for provider {} via cluster {} not dispatched: {status:?}",
+                        "JWKS fetch for provider {} via cluster {} not dispatched: {status:?}",
                         f.provider,
                         f.cluster
                     );
@@ -119,11 +119,11 @@ impl Context for Root {
         match result {
             Ok(n) => {
                 metrics::provider_counter(&provider, "jwks.fetch_success");
-                log::info!("api-guard: JWKS for provider {provider} loaded: {n} key(s)");
+                log::info!("JWKS for provider {provider} loaded: {n} key(s)");
             }
             Err(reason) => {
                 metrics::provider_counter(&provider, "jwks.fetch_failure");
-                log::warn!("api-guard: JWKS fetch for provider {provider} failed ({reason}); keeping the last good key set");
+                log::warn!("JWKS fetch for provider {provider} failed ({reason}); keeping the last good key set");
             }
         }
     }
@@ -140,7 +140,7 @@ impl RootContext for Root {
         match Policy::from_bytes(&bytes) {
             Ok(policy) => {
                 log::info!(
-                    "api-guard: configuration loaded: {} route(s), {} provider(s)",
+                    "configuration loaded: {} route(s), {} provider(s)",
                     policy.routes.len(),
                     policy.providers.len()
                 );
@@ -167,7 +167,7 @@ impl RootContext for Root {
                 true
             }
             Err(e) => {
-                log::error!("api-guard: invalid plugin configuration: {e}");
+                log::error!("invalid plugin configuration: {e}");
                 false
             }
         }

@@ -1,4 +1,5 @@
-//! Wycheproof JWS and JWK conformance (`../shared/conformance/wycheproof`).
+//! Wycheproof JWS and JWK conformance (`$CONFORMANCE_DIR/wycheproof`, by default
+//! `../shared/conformance/wycheproof`; `make conformance` says what to do without it).
 //!
 //! Every vector runs. Each group's key is compiled as an inline JWKS would be (public
 //! key when the group has one, else the `oct` secret), then the vector's compact JWS
@@ -17,10 +18,13 @@
 use api_guard::api::{verify_jws, verify_jwt, ClaimsRules, KeyRules, KeySet};
 use serde_json::{json, Value};
 
-const DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/wycheproof"
-);
+/// The vectors' folder: `$CONFORMANCE_DIR/wycheproof`, by default beside the clone.
+fn dir() -> String {
+    let root = std::env::var("CONFORMANCE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance").to_string()
+    });
+    format!("{root}/wycheproof")
+}
 
 /// Vectors whose `result` label we deliberately do not follow: (tcId, accepted?, why).
 const MISLABELLED: &[(u64, bool, &str)] = &[
@@ -58,7 +62,7 @@ struct Tally {
 }
 
 fn load(name: &str) -> Value {
-    let path = format!("{DIR}/{name}");
+    let path = format!("{}/{name}", dir());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }

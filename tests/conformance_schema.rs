@@ -21,10 +21,15 @@ use api_guard::api::{request_policy, Rejection, SchemaRegistry};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-const SUITE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/json-schema-test-suite"
-);
+/// The suite's folder: `$CONFORMANCE_DIR/json-schema-test-suite`, by default beside
+/// the clone (`make conformance` says what to do without it).
+fn suite() -> PathBuf {
+    let root = std::env::var_os("CONFORMANCE_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"),
+        PathBuf::from,
+    );
+    root.join("json-schema-test-suite")
+}
 const REMOTES_URL: &str = "http://localhost:1234/";
 const DRAFT7_URI: &str = "http://json-schema.org/draft-07/schema#";
 
@@ -47,7 +52,7 @@ fn registry() -> SchemaRegistry {
         if rest.split('/').any(|segment| segment == "..") {
             return None;
         }
-        let bytes = std::fs::read(Path::new(SUITE).join("remotes").join(rest)).ok()?;
+        let bytes = std::fs::read(suite().join("remotes").join(rest)).ok()?;
         serde_json::from_slice(&bytes).ok()
     })
 }
@@ -89,7 +94,7 @@ fn run_file(
     tally: &mut Tally,
 ) {
     let name = path
-        .strip_prefix(SUITE)
+        .strip_prefix(suite())
         .unwrap_or(path)
         .display()
         .to_string();
@@ -135,7 +140,7 @@ fn run_file(
 fn run_draft(draft: &str, known_failures: &[&str], optional_floor: usize) {
     let draft7 = draft == "draft7";
     let registry = registry();
-    let dir = Path::new(SUITE).join("tests").join(draft);
+    let dir = suite().join("tests").join(draft);
 
     let mut required = Tally::default();
     for file in json_files(&dir, false) {

@@ -287,19 +287,21 @@ impl AuthPolicy {
         claims: &Claims,
         params: &[(String, String)],
     ) -> Result<(), AuthFailure> {
-        let forbidden = |reason: &'static str, description: &str| AuthFailure {
+        let forbidden = |reason: &'static str, description: &str, rule: String| AuthFailure {
             rejection: Rejection::Forbidden {
                 reason,
                 description: description.to_string(),
+                rule,
             },
             provider: None,
             reason,
             refetch_keys: false,
         };
-        if !self.claim_rules.iter().all(|r| r.matches(claims)) {
+        if let Some(rule) = self.claim_rules.iter().find(|r| !r.matches(claims)) {
             return Err(forbidden(
                 "claims",
                 "the token's claims do not permit this request",
+                format!("claims.{}", rule.claim),
             ));
         }
         for (param, claim) in &self.bind {
@@ -308,6 +310,7 @@ impl AuthPolicy {
                 return Err(forbidden(
                     "bind",
                     "the token does not grant access to this resource",
+                    format!("bind.{param}"),
                 ));
             }
         }

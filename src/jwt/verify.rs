@@ -96,6 +96,7 @@ impl VerifyError {
             VerifyError::Audience => Rejection::Forbidden {
                 reason: self.reason(),
                 description: self.description().to_string(),
+                rule: "audiences".to_string(),
             },
             VerifyError::KeysUnavailable => Rejection::KeysUnavailable,
             _ => Rejection::InvalidToken {

@@ -17,7 +17,7 @@
 //! ## Validator
 //! JSON Schema is evaluated by [`boon`] (drafts 2020-12 and 7 pass 100% of the
 //! required JSON-Schema-Test-Suite; see `tests/conformance_schema.rs`), chosen over
-//! `jsonschema` for module size (README, "Request validation"). Its `pattern` engine
+//! `jsonschema` for module size (docs/design.md, "Request validation"). Its `pattern` engine
 //! is regex-lite, through a shim that stands in for the `regex` crate boon asks for
 //! (`vendor/regex-lite-shim`); matching time is linear in the input (no catastrophic
 //! backtracking).

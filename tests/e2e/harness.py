@@ -29,7 +29,7 @@ import demo_upstream  # noqa: E402
 
 ENVOY = os.environ.get("ENVOY", os.path.join(ROOT, ".venv", "bin", "envoy"))
 WASM = os.environ.get("WASM", os.path.join(ROOT, "build", "api_guard.wasm"))
-LOADED_MARK = "api-guard: configuration loaded"
+LOADED_MARK = "wasm log api-guard: configuration loaded"
 
 
 class Response:
@@ -148,7 +148,6 @@ def wasm_filter(plugin_config, as_struct=False, wasm=None):
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": "api-guard",
                 "root_id": "api-guard",
                 "allow_on_headers_stop_iteration": True,
                 "fail_open": False,
