@@ -107,8 +107,8 @@ Report mode and the audit log (route shop-reports is in mode: report)
   curl -i {base}/beta/shops/s1/reports                                   # 200: would be 401, reported
   curl -i -H "Authorization: Bearer $CLERK" {base}/beta/shops/s1/reports # 200: would be 403 (not admin)
   # Each refusal, enforced or reported, prints a line like this in Envoy's log above:
-  #   ... wasm log api-guard api-guard: api-guard audit: {{"caller":"5d41…","caller_kind":"sub",
-  #   "decision":"claims","enforced":false,"method":"GET","path":"/beta/shops/{{shop}}/reports",...}}
+  #   ... wasm log api-guard: api-guard audit: {{"route":"shop-reports","method":"GET",
+  #   "path":"/beta/shops/{{shop}}/reports","status":403,"decision":"claims","enforced":false,...}}
   curl -s http://127.0.0.1:9901/stats | grep report                      # apiguard.route.shop-reports.report.*
 
 Metrics
