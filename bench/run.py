@@ -364,6 +364,32 @@ def build_scenarios(keys, token_files):
         native=None, native_note="nothing to do natively",
         checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)]))
 
+    # Automated blocking: four rules on the open route (each reads its block slot
+    # per request; events are rare), then a blocked caller (every request 429).
+    items = {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}
+    four = [{"name": "guessing", "count": "auth_failures", "max": 20, "window_seconds": 60, "block_seconds": 300},
+            {"name": "scanning", "count": "not_found", "max": 50, "window_seconds": 60, "block_seconds": 600},
+            {"name": "walking", "count": "distinct_param", "param": "id", "routes": ["items"],
+             "max": 1000, "window_seconds": 60, "block_seconds": 900},
+            {"name": "stuffing", "count": "status", "statuses": [401], "routes": ["items"],
+             "max": 10, "window_seconds": 300, "block_seconds": 900}]
+    salt = {"key_salt": "bench-blocking-salt-0123456789"}
+    out.append(Scenario(
+        "blocking-4-rules", "route without protections, four blocking rules (by ip)", "GET", "/api/items/42",
+        ours={"routes": [items], "quota_settings": salt, "blocking": {"rules": four}},
+        native=None, native_note="nothing to do natively",
+        checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)]))
+    caught = [{"name": "caught", "count": "not_found", "by": "header:x-bench-caller", "max": 1,
+               "window_seconds": 3600, "block_seconds": 86400}]
+    out.append(Scenario(
+        "blocking-blocked", "a blocked caller: every request refused with 429 (wrk counts them as non-2xx)",
+        "GET", "/api/items/42", headers={"x-bench-caller": "mallory"},
+        ours={"routes": [items], "quota_settings": salt, "blocking": {"rules": four + caught}},
+        native=None, native_note="nothing to do natively",
+        checks=[({"ours"}, "an undeclared path is counted", {"path": "/api/nothing-here"}, 404, None, False),
+                ({"ours"}, "the next one starts the block", {"path": "/api/nothing-here"}, 429, None, False),
+                ({"ours"}, "the caller is blocked", {}, 429, None, False)]))
+
     for alg in fixtures.ALGS:
         for fresh in (False, True):
             ours = {"providers": {"idp": provider(jwk[alg])},

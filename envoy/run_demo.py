@@ -111,6 +111,10 @@ Report mode and the audit log (route shop-reports is in mode: report)
   #   "path":"/beta/shops/{{shop}}/reports","status":403,"decision":"claims","enforced":false,...}}
   curl -s http://127.0.0.1:9901/stats | grep report                      # apiguard.route.shop-reports.report.*
 
+Automated blocking (rule scanning: 50 undeclared paths a minute, then 429 everywhere for 10 min)
+  for i in $(seq 51); do curl -s -o /dev/null {base}/probe-$i; done; curl -i {base}/healthz   # 429 blocked
+  # (the block is on 127.0.0.1: Ctrl-C and `make run` again to lift it)
+
 Metrics
   curl -s http://127.0.0.1:9901/stats/prometheus | grep apiguard
 

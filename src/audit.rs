@@ -158,6 +158,8 @@ pub struct Record<'a> {
     pub detectors: Vec<&'a str>,
     /// `x-request-id`, when it is a plain identifier.
     pub request_id: Option<&'a str>,
+    /// The blocking rule of a block's record.
+    pub rule: Option<&'a str>,
 }
 
 impl Record<'_> {
@@ -195,6 +197,9 @@ impl Record<'_> {
         }
         if let Some(id) = self.request_id.filter(|id| is_plain_id(id)) {
             member(&mut out, "request_id", Some(id));
+        }
+        if self.rule.is_some() {
+            member(&mut out, "rule", self.rule);
         }
         out.push('}');
         out
@@ -366,6 +371,7 @@ mod tests {
             provider: Some("demo"),
             detectors: vec!["email", "us_ssn"],
             request_id: Some("0f8e2c1a-1b2c-4d5e-8f90-123456789abc"),
+            rule: None,
         };
         let line = r.to_json();
         assert!(!line.contains('\n'));
@@ -446,6 +452,7 @@ mod tests {
             provider: r.provider,
             detectors: r.detectors.clone(),
             request_id: r.request_id,
+            rule: r.rule,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::audit::{self, CallerKind, Record};
 use crate::authz::{self, Claims};
+use crate::blocking::{Count, Event, Rule};
 use crate::config::{Mode, Unmatched};
 use crate::host::{self, BufferType, Headers, HostStore};
 use crate::http;
@@ -18,7 +19,7 @@ use crate::jwt::{self, AuthState, RequestTokens};
 use crate::mask::{ResponseHead, ResponsePlan};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
-use crate::quota::{self, KeyInputs};
+use crate::quota::{self, CallerKey, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
 use crate::request::{self, BodyCheck, BodyPlan};
 use crate::route::{self, NormalizedPath, Params};
@@ -98,6 +99,8 @@ struct Trail {
     /// Kinds of sensitive data found in the response.
     detectors: Vec<String>,
     request_id: Option<String>,
+    /// Refused because its caller is blocked: the block has its own record.
+    blocked: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -117,6 +120,8 @@ pub struct Filter {
     headers: Headers,
     /// Wall-clock time of the request in milliseconds, read at most once.
     now_ms: Option<u64>,
+    /// The client address (`client_ip` settings), read at most once.
+    client_ip: Option<Option<String>>,
 }
 
 impl Filter {
@@ -129,6 +134,7 @@ impl Filter {
             trail: None,
             headers: Headers::default(),
             now_ms: None,
+            client_ip: None,
         }
     }
 
@@ -280,7 +286,20 @@ impl Filter {
                 }
             }
         };
-        let (route, params) = match policy.match_request(&method, &path) {
+        let found = policy.match_request(&method, &path);
+        if policy.blocking.is_some() {
+            // Callers known before authentication: refused before any is spent.
+            let route = match &found {
+                RouteMatch::Matched(i, _) | RouteMatch::MethodNotAllowed(i, _) => {
+                    policy.routes.get(*i).cloned()
+                }
+                RouteMatch::Unmatched => None,
+            };
+            if let Some(secs) = self.block_check(&policy, None, &[], true) {
+                return self.refuse_blocked(route.as_ref(), secs);
+            }
+        }
+        let (route, params) = match found {
             RouteMatch::Matched(i, params) => match policy.routes.get(i) {
                 Some(route) => (route.clone(), params),
                 None => return self.reject_for(None, Rejection::NotFound),
@@ -297,6 +316,11 @@ impl Filter {
             }
             RouteMatch::Unmatched => {
                 if policy.unmatched == Unmatched::Deny {
+                    let not_found = |c: &Count| matches!(c, Count::NotFound);
+                    if let Some(secs) = self.count_events(&policy, None, None, &[], not_found, None)
+                    {
+                        return self.refuse_blocked(None, secs);
+                    }
                     if let Some(action) = self.refuse(None, Rejection::NotFound) {
                         return action;
                     }
@@ -336,6 +360,10 @@ impl Filter {
                     Action::Continue
                 }
             }
+            Err(Rejection::Blocked { retry_after }) => {
+                // The rule decided, whatever the route's own mode.
+                self.refuse_blocked(Some(&routed.route), retry_after)
+            }
             Err(rejection) => {
                 let route = routed.route;
                 match self.refuse(Some(&route), rejection) {
@@ -357,7 +385,30 @@ impl Filter {
         path: &NormalizedPath,
         end_of_stream: bool,
     ) -> Result<(), Rejection> {
-        self.authenticate(routed, path)?;
+        if let Err(rejection) = self.authenticate(routed, path) {
+            if matches!(rejection.status(), 401 | 403) {
+                let failures = |c: &Count| matches!(c, Count::AuthFailures);
+                let (route, claims) = (Some(&routed.route), routed.claims.as_deref());
+                let set = &routed.set_headers;
+                if let Some(secs) = self.count_events(policy, route, claims, set, failures, None) {
+                    return Err(Rejection::Blocked { retry_after: secs });
+                }
+            }
+            return Err(rejection);
+        }
+        if policy.blocking.is_some() {
+            let (claims, set) = (routed.claims.as_deref(), &routed.set_headers);
+            // Callers known by their claims: refused once the token is verified.
+            if let Some(secs) = self.block_check(policy, claims, set, false) {
+                return Err(Rejection::Blocked { retry_after: secs });
+            }
+            let walks = |c: &Count| matches!(c, Count::DistinctParam(_));
+            let route = Some(&routed.route);
+            let params = Some(&routed.params);
+            if let Some(secs) = self.count_events(policy, route, claims, set, walks, params) {
+                return Err(Rejection::Blocked { retry_after: secs });
+            }
+        }
         self.apply_quota(policy, routed)?;
         if let Some(rp) = &routed.route.response {
             if rp.applies_to(routed.claims.as_deref()) {
@@ -508,11 +559,13 @@ impl Filter {
                 return Err(f.rejection);
             }
         };
-        // The identity is verified even if it is not authorised: records name it.
+        // The identity is verified even if it is not authorised: records and
+        // blocking rules name it.
         if let Some(trail) = &mut self.trail {
             trail.claims = outcome.claims.clone();
             trail.provider = outcome.provider.clone();
         }
+        routed.claims = outcome.claims.clone();
         if let Some(claims) = &outcome.claims {
             if let Err(f) = auth.authorize(claims, &routed.params) {
                 metrics::provider_counter(outcome.provider.as_deref().unwrap_or("none"), f.reason);
@@ -544,7 +597,6 @@ impl Filter {
                 host::set_request_header("cookie", rest.as_deref());
             }
         }
-        routed.claims = outcome.claims;
         routed.set_headers = outcome.set_headers;
         Ok(())
     }
@@ -555,28 +607,17 @@ impl Filter {
         };
         // Host calls cost about a microsecond each in V8: only `by: ip` needs these.
         let ip = if matches!(q.by(), quota::KeyBy::Ip) {
-            self.client_address(policy)
+            self.client_ip(policy)
         } else {
             None
         };
-        // `header:` keys read what the upstream will see: the filter's own value of a
-        // header it sets, never the client's copy (which was removed).
-        let headers = &self.headers;
-        let set = &routed.set_headers;
-        let header = |name: &str| {
-            if let Some((_, v)) = set.iter().find(|(k, _)| http::same_header_name(k, name)) {
-                return Some(v.clone());
-            }
-            if policy.is_output_header(name) {
-                return None;
-            }
-            headers.get(name)
-        };
-        let key = q.caller_key(&KeyInputs {
-            client_ip: ip.as_deref(),
-            claims: routed.claims.as_deref(),
-            header: &header,
-        });
+        let key = self.key_inputs(
+            policy,
+            ip.as_deref(),
+            routed.claims.as_deref(),
+            &routed.set_headers,
+            |inputs| q.caller_key(inputs),
+        );
         let now = self.now_ms();
         let check = q.check(&mut HostStore, &key, now);
         let metrics = &routed.route.metrics;
@@ -625,6 +666,9 @@ impl Filter {
         let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
+        if policy.blocking.is_some() {
+            self.count_statuses(&policy);
+        }
         let routed = match &mut self.state {
             State::Routed(routed) => Some(&mut **routed),
             // Undeclared endpoints get the security headers too.
@@ -935,6 +979,9 @@ impl Filter {
         let Some(audit) = &policy.audit else {
             return;
         };
+        if trail.blocked {
+            return;
+        }
         let (decision, status, enforced) = match trail.refusal {
             Some(r) => (r.reason, r.status, r.enforced),
             None if audit.records_all() && trail.route.is_some() => {
@@ -942,17 +989,7 @@ impl Filter {
             }
             None => return,
         };
-        let sub = trail
-            .claims
-            .as_deref()
-            .and_then(|c| authz::lookup_claim(c, "sub"))
-            .and_then(authz::scalar_text);
-        let caller = match sub {
-            Some(sub) => Some((CallerKind::Sub, audit.pseudonym(&sub))),
-            None => self
-                .client_address(&policy)
-                .map(|ip| (CallerKind::Address, audit.pseudonym(&ip))),
-        };
+        let caller = self.caller_pseudonym(&policy, audit, trail.claims.as_deref());
         let route = trail.route.as_deref();
         let record = Record {
             route: route.map(|r| r.name.as_str()),
@@ -965,10 +1002,66 @@ impl Filter {
             provider: trail.provider.as_deref(),
             detectors: trail.detectors.iter().map(String::as_str).collect(),
             request_id: trail.request_id.as_deref(),
+            rule: None,
         }
         .to_json();
         host::set_property(audit::PROPERTY, record.as_bytes());
         log::info!("api-guard audit: {record}");
+    }
+
+    /// The caller as records name it: a pseudonym of the primary identity's
+    /// `sub`, else of the client address.
+    fn caller_pseudonym(
+        &mut self,
+        policy: &Policy,
+        audit: &audit::AuditPolicy,
+        claims: Option<&Claims>,
+    ) -> Option<(CallerKind, String)> {
+        let sub = claims
+            .and_then(|c| authz::lookup_claim(c, "sub"))
+            .and_then(authz::scalar_text);
+        match sub {
+            Some(sub) => Some((CallerKind::Sub, audit.pseudonym(&sub))),
+            None => self
+                .client_ip(policy)
+                .map(|ip| (CallerKind::Address, audit.pseudonym(&ip))),
+        }
+    }
+
+    /// The client address, read once per request.
+    fn client_ip(&mut self, policy: &Policy) -> Option<String> {
+        if self.client_ip.is_none() {
+            self.client_ip = Some(self.client_address(policy));
+        }
+        self.client_ip.clone().flatten()
+    }
+
+    /// Runs `f` with what caller keys (quotas, blocking rules) are made of.
+    /// `header:` keys read what the upstream will see: the filter's own value of a
+    /// header it sets (`set`), never the client's copy (which was removed).
+    fn key_inputs<T>(
+        &self,
+        policy: &Policy,
+        ip: Option<&str>,
+        claims: Option<&Claims>,
+        set: &[(String, String)],
+        f: impl FnOnce(&KeyInputs<'_>) -> T,
+    ) -> T {
+        let headers = &self.headers;
+        let header = |name: &str| {
+            if let Some((_, v)) = set.iter().find(|(k, _)| http::same_header_name(k, name)) {
+                return Some(v.clone());
+            }
+            if policy.is_output_header(name) {
+                return None;
+            }
+            headers.get(name)
+        };
+        f(&KeyInputs {
+            client_ip: ip,
+            claims,
+            header: &header,
+        })
     }
 
     /// The client address as `quota.by: ip` reads it (`client_ip` settings).
@@ -981,5 +1074,192 @@ impl Filter {
             None
         };
         quota::client_ip(source.as_deref(), xff.as_deref(), hops)
+    }
+}
+
+/// Automated blocking ([`crate::blocking`]).
+impl Filter {
+    /// The caller's key for `rule`; `None` without a value for its `by`.
+    fn rule_caller(
+        &mut self,
+        policy: &Policy,
+        rule: &Rule,
+        claims: Option<&Claims>,
+        set: &[(String, String)],
+    ) -> Option<CallerKey> {
+        let ip = if rule.needs_client_ip() {
+            self.client_ip(policy)
+        } else {
+            None
+        };
+        self.key_inputs(policy, ip.as_deref(), claims, set, |inputs| {
+            rule.caller(inputs)
+        })
+    }
+
+    /// Seconds left of a block of this caller by an enforcing rule keyed before
+    /// authentication (`ip`, `header:`) or after it (`claim:`). Blocks of rules
+    /// under `report` are only counted.
+    fn block_check(
+        &mut self,
+        policy: &Policy,
+        claims: Option<&Claims>,
+        set: &[(String, String)],
+        before_auth: bool,
+    ) -> Option<u64> {
+        let blocking = policy.blocking.as_ref()?;
+        let now = self.now_ms();
+        for rule in &blocking.rules {
+            if rule.keyed_before_auth() != before_auth {
+                continue;
+            }
+            let Some(key) = self.rule_caller(policy, rule, claims, set) else {
+                continue;
+            };
+            let Some(ms) = rule.blocked_for(&HostStore, &key, now) else {
+                continue;
+            };
+            if rule.mode == Mode::Report {
+                metrics::blocking_counter(&rule.name, "report.blocked");
+                continue;
+            }
+            metrics::blocking_counter(&rule.name, "blocked");
+            return Some(ms.div_ceil(1000));
+        }
+        None
+    }
+
+    /// Answers 429 `blocked`, whatever the route's mode: the rule decided. The
+    /// request has no audit record of its own (the block has one).
+    fn refuse_blocked(&mut self, route: Option<&Rc<Route>>, retry_after: u64) -> Action {
+        if let Some(trail) = &mut self.trail {
+            trail.blocked = true;
+        }
+        self.reject_for(route.map(Rc::as_ref), Rejection::Blocked { retry_after })
+    }
+
+    /// Counts an event for every rule that counts `what` on `route`. Returns the
+    /// length of a block an enforcing rule started with it: the event that passes
+    /// `max` is refused too.
+    fn count_events(
+        &mut self,
+        policy: &Policy,
+        route: Option<&Rc<Route>>,
+        claims: Option<&Claims>,
+        set: &[(String, String)],
+        what: impl Fn(&Count) -> bool,
+        params: Option<&Params>,
+    ) -> Option<u64> {
+        let blocking = policy.blocking.as_ref()?;
+        let now = self.now_ms();
+        let mut block = None;
+        for rule in &blocking.rules {
+            if !what(&rule.count) || !rule.counts_on(route.map(|r| r.index)) {
+                continue;
+            }
+            let Some(key) = self.rule_caller(policy, rule, claims, set) else {
+                continue;
+            };
+            let event = match &rule.count {
+                Count::DistinctParam(name) => {
+                    match params.and_then(|ps| ps.iter().find(|(n, _)| n == name)) {
+                        Some((_, value)) => rule.count_distinct(&mut HostStore, &key, value, now),
+                        None => Event::Ignored,
+                    }
+                }
+                _ => rule.count(&mut HostStore, &key, now),
+            };
+            if event != Event::Ignored {
+                metrics::blocking_counter(&rule.name, "events");
+            }
+            if event == Event::BlockStarted {
+                self.block_started(policy, rule, route, claims);
+            }
+            // An event past `max` is refused, also when a concurrent request of the
+            // same caller started the block a moment before.
+            let passed = matches!(event, Event::BlockStarted | Event::AlreadyBlocked);
+            if passed && rule.mode == Mode::Enforce && block.is_none() {
+                let left = rule.blocked_for(&HostStore, &key, now);
+                block = Some(left.map_or(rule.block_seconds(), |ms| ms.div_ceil(1000)));
+            }
+        }
+        block
+    }
+
+    /// Counts the upstream's status for the `status` rules of the route.
+    fn count_statuses(&mut self, policy: &Policy) {
+        let State::Routed(routed) = &self.state else {
+            return;
+        };
+        let route = routed.route.clone();
+        let Some(blocking) = &policy.blocking else {
+            return;
+        };
+        let counted = blocking
+            .rules
+            .iter()
+            .any(|r| matches!(r.count, Count::Status(_)) && r.counts_on(Some(route.index)));
+        if !counted {
+            return;
+        }
+        let Some(status) = host::response_header(":status").and_then(|s| s.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let (claims, set) = (routed.claims.clone(), routed.set_headers.clone());
+        let hit = |c: &Count| matches!(c, Count::Status(list) if list.contains(&status));
+        // The response is on its way: a block applies from the caller's next request.
+        self.count_events(policy, Some(&route), claims.as_deref(), &set, hit, None);
+    }
+
+    /// A block started: counted, and written once, as an audit record when the
+    /// audit log is on (else as a line without the caller).
+    fn block_started(
+        &mut self,
+        policy: &Policy,
+        rule: &Rule,
+        route: Option<&Rc<Route>>,
+        claims: Option<&Claims>,
+    ) {
+        let enforced = rule.mode == Mode::Enforce;
+        let counter = if enforced {
+            "started"
+        } else {
+            "report.started"
+        };
+        metrics::blocking_counter(&rule.name, counter);
+        let Some(audit) = &policy.audit else {
+            log::info!(
+                "blocking rule {} {} a caller for {} s",
+                rule.name,
+                if enforced {
+                    "blocks"
+                } else {
+                    "would block (mode: report)"
+                },
+                rule.block_seconds()
+            );
+            return;
+        };
+        let caller = self.caller_pseudonym(policy, audit, claims);
+        let (method, request_id) = match &self.trail {
+            Some(t) => (t.method.as_str(), t.request_id.as_deref()),
+            None => ("", None),
+        };
+        let record = Record {
+            route: route.map(|r| r.name.as_str()),
+            method,
+            path: route.map(|r| r.template.source()),
+            status: 429,
+            decision: "blocked",
+            enforced,
+            caller,
+            provider: None,
+            detectors: Vec::new(),
+            request_id,
+            rule: Some(&rule.name),
+        }
+        .to_json();
+        log::info!("api-guard audit: {record}");
     }
 }

@@ -30,6 +30,7 @@
 
 mod audit;
 mod authz;
+mod blocking;
 mod config;
 mod filter;
 mod host;

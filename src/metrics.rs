@@ -156,6 +156,11 @@ pub fn provider_counter(provider: &str, counter: &str) {
     scoped_counter("apiguard.provider", provider, counter);
 }
 
+/// `apiguard.blocking.<rule>.<counter>`.
+pub fn blocking_counter(rule: &str, counter: &str) {
+    scoped_counter("apiguard.blocking", rule, counter);
+}
+
 /// `apiguard.unmatched.<decision>`: a request that matched no route.
 pub fn unmatched(decision: &str) {
     scoped_counter("apiguard.unmatched", "", decision);

@@ -5,6 +5,7 @@
 //! after it succeeds, nothing is parsed or compiled on the request path.
 
 use crate::audit::AuditPolicy;
+use crate::blocking::{BlockingPolicy, RouteInfo};
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
     self, ClientIpConfig, ConfigError, Mode, PluginConfig, SecurityHeadersConfig, Semicolons,
@@ -41,6 +42,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Whether its refusals are acted on or only reported.
     pub mode: Mode,
+    /// Its position in `routes` (how blocking rules name it).
+    pub index: usize,
 }
 
 /// Result of matching a request against the routes.
@@ -94,6 +97,8 @@ pub struct Policy {
     pub mode: Mode,
     /// The audit log; `None` when records are off.
     pub audit: Option<AuditPolicy>,
+    /// Automated blocking; `None` without rules.
+    pub blocking: Option<BlockingPolicy>,
 }
 
 impl Policy {
@@ -179,8 +184,18 @@ impl Policy {
                 response,
                 metrics: RouteMetrics::new(&r.name),
                 mode: Mode::parse(r.mode.as_deref(), &format!("{base}.mode"))?.unwrap_or(mode),
+                index: i,
             }));
         }
+        let infos: Vec<RouteInfo<'_>> = routes
+            .iter()
+            .map(|r| RouteInfo {
+                name: &r.name,
+                params: r.template.param_names(),
+            })
+            .collect();
+        let blocking = BlockingPolicy::compile(&cfg.blocking, &cfg.quota_settings, &infos, mode)?;
+        drop(infos);
         Ok(Policy {
             routes,
             unmatched: cfg.unmatched,
@@ -192,6 +207,7 @@ impl Policy {
             metrics_flush: compile_metrics_flush(cfg.metrics_flush_ms)?,
             mode,
             audit: AuditPolicy::compile(&cfg.audit)?,
+            blocking: (!blocking.is_empty()).then_some(blocking),
         })
     }
 

@@ -69,6 +69,11 @@ pub enum Rejection {
     },
     /// The quota store failed and the route fails closed.
     QuotaUnavailable,
+    /// The caller is blocked by an automated blocking rule.
+    Blocked {
+        /// Seconds until the block ends.
+        retry_after: u64,
+    },
     /// Body larger than `max_body_bytes`.
     PayloadTooLarge {
         /// The configured cap.
@@ -131,7 +136,7 @@ impl Rejection {
             Rejection::KeysUnavailable | Rejection::QuotaUnavailable | Rejection::NotConfigured => {
                 503
             }
-            Rejection::TooManyRequests { .. } => 429,
+            Rejection::TooManyRequests { .. } | Rejection::Blocked { .. } => 429,
             Rejection::PayloadTooLarge { .. } => 413,
             Rejection::UnsupportedMediaType { .. } => 415,
             Rejection::BadBody { .. } | Rejection::SchemaViolation { .. } => 400,
@@ -158,6 +163,7 @@ impl Rejection {
             Rejection::KeysUnavailable => "keys_unavailable",
             Rejection::TooManyRequests { .. } => "quota",
             Rejection::QuotaUnavailable => "quota_store",
+            Rejection::Blocked { .. } => "blocked",
             Rejection::PayloadTooLarge { .. } => "too_large",
             Rejection::UnsupportedMediaType { .. } => "content_type",
             Rejection::BadBody { reason, .. } => reason,
@@ -178,6 +184,7 @@ impl Rejection {
             Rejection::KeysUnavailable => ("keys-unavailable", "Verification Keys Unavailable"),
             Rejection::TooManyRequests { .. } => ("quota-exceeded", "Too Many Requests"),
             Rejection::QuotaUnavailable => ("quota-unavailable", "Quota Store Unavailable"),
+            Rejection::Blocked { .. } => ("blocked", "Caller Blocked"),
             Rejection::PayloadTooLarge { .. } => ("payload-too-large", "Payload Too Large"),
             Rejection::UnsupportedMediaType { .. } => {
                 ("unsupported-media-type", "Unsupported Media Type")
@@ -210,6 +217,9 @@ impl Rejection {
             } => format!("quota of {limit} requests exhausted; retry in {retry_after} s"),
             Rejection::QuotaUnavailable => {
                 "the quota store is unavailable; request refused".to_string()
+            }
+            Rejection::Blocked { retry_after } => {
+                format!("this caller is blocked after repeated suspicious requests; retry in {retry_after} s")
             }
             Rejection::NotConfigured => {
                 "the API filter has no valid configuration; request refused".to_string()
@@ -270,6 +280,9 @@ impl Rejection {
                 headers.push(("ratelimit-limit".into(), limit.to_string()));
                 headers.push(("ratelimit-remaining".into(), "0".into()));
                 headers.push(("ratelimit-reset".into(), reset.to_string()));
+            }
+            Rejection::Blocked { retry_after } => {
+                headers.push(("retry-after".into(), retry_after.to_string()));
             }
             Rejection::UnsupportedMediaType { accepted } => {
                 // RFC 9110 §15.5.16: tell the client what is accepted.

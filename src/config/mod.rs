@@ -147,6 +147,54 @@ pub struct PluginConfig {
     /// `audit::AuditPolicy::compile` (a string map, for the same reason as `mode`).
     #[serde(default)]
     pub audit: BTreeMap<String, String>,
+    /// Automated blocking rules.
+    #[serde(default)]
+    pub blocking: BlockingConfig,
+}
+
+/// `blocking`: rules that block callers after a sequence of events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockingConfig {
+    /// The rules, each counted on its own.
+    #[serde(default)]
+    pub rules: Vec<BlockRuleConfig>,
+}
+
+/// `blocking.rules[]`. `count` and `mode` are text checked at compile time (see
+/// [`PluginConfig::mode`] for why).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRuleConfig {
+    /// Name used in metrics and audit records.
+    pub name: String,
+    /// `auth_failures`, `not_found`, `distinct_param` or `status`.
+    pub count: String,
+    /// Whose events: `ip`, `claim:<name>` or `header:<name>`.
+    #[serde(default = "default_block_by")]
+    pub by: String,
+    /// Events tolerated within the window; the next starts the block.
+    pub max: u64,
+    /// Window of the count.
+    pub window_seconds: u64,
+    /// How long a block lasts.
+    pub block_seconds: u64,
+    /// Route names the rule counts on; absent: every route.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// The path parameter of `distinct_param`.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// The upstream statuses of `status`.
+    #[serde(default)]
+    pub statuses: Vec<u64>,
+    /// `enforce` or `report`; absent: the top-level `mode`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+fn default_block_by() -> String {
+    "ip".to_string()
 }
 
 /// `mode` (top level and `routes[].mode`): what the filter does with a refusal.

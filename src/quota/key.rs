@@ -92,7 +92,6 @@ impl fmt::Debug for KeyInputs<'_> {
 pub struct CallerKey {
     pub(super) slot: u32,
     pub(super) fingerprint: u64,
-    #[cfg_attr(not(test), allow(dead_code))]
     anonymous: bool,
 }
 
@@ -165,21 +164,28 @@ impl CallerKey {
         }
     }
 
-    /// Slot index in the route's table.
+    /// A key with this slot and fingerprint (tests of slot sharing).
     #[cfg(test)]
+    pub(crate) fn for_tests(slot: u32, fingerprint: u64) -> CallerKey {
+        CallerKey {
+            slot,
+            fingerprint,
+            anonymous: false,
+        }
+    }
+
+    /// Slot index in the route's table.
     pub(crate) fn slot(&self) -> u32 {
         self.slot
     }
 
     /// 64-bit keyed hash identifying the caller within the route.
-    #[cfg(test)]
     pub(crate) fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
 
     /// True if the request had no value for `by` and counts in the route's
     /// anonymous bucket.
-    #[cfg(test)]
     pub(crate) fn is_anonymous(&self) -> bool {
         self.anonymous
     }
@@ -230,6 +236,13 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Hashes a length-prefixed field, so `("ab", "c")` and `("a", "bc")` differ.
+/// SipHash-2-4 of `bytes` under `hash_key`.
+pub(super) fn keyed_hash(hash_key: (u64, u64), bytes: &[u8]) -> u64 {
+    let mut h = SipHasher24::new(hash_key.0, hash_key.1);
+    write_field(&mut h, bytes);
+    h.finish()
+}
+
 fn write_field(h: &mut SipHasher24, bytes: &[u8]) {
     h.write(&(bytes.len() as u64).to_le_bytes());
     h.write(bytes);

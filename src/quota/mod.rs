@@ -102,7 +102,7 @@ pub use store::{MemoryStore, SharedStore, StoreError};
 use crate::config::check::in_range;
 use crate::config::{ConfigError, FailureMode, QuotaConfig, QuotaSettings};
 use crate::reply::Rejection;
-use key::{derive_hash_key, parse_by, DEFAULT_HASH_KEY};
+use key::{derive_hash_key, keyed_hash, parse_by, DEFAULT_HASH_KEY};
 use slot::SlotState;
 use std::fmt;
 
@@ -248,6 +248,12 @@ impl QuotaPolicy {
     pub fn slot_key(&self, key: &CallerKey) -> String {
         // `% slots` keeps a key made by another policy inside this table.
         format!("{}{}", self.key_prefix, key.slot % self.slots.max(1))
+    }
+
+    /// A keyed hash of `bytes` under the quota salt (for values that must not be
+    /// kept raw, such as the object ids a blocking rule counts).
+    pub(crate) fn value_hash(&self, bytes: &[u8]) -> u64 {
+        keyed_hash(self.hash_key, bytes)
     }
 
     /// Derives the caller's key from the request. A missing value (claim, header,
@@ -597,7 +603,7 @@ impl Attempt {
 
 /// A CAS token of the anchor key, creating the key if needed (an unconditional
 /// write is harmless there: only its token matters).
-fn anchor_cas(store: &mut dyn SharedStore) -> Result<u32, StoreError> {
+pub(crate) fn anchor_cas(store: &mut dyn SharedStore) -> Result<u32, StoreError> {
     if let (Some(_), Some(cas)) = store.get(ANCHOR_KEY)? {
         return Ok(cas);
     }

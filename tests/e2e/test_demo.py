@@ -98,3 +98,15 @@ def test_demo_report_route_and_audit_lines():
                     lambda p: "apiguard.route.shop-reports.report.claims: 1" in p, 5)
         assert "apiguard.route.shop-reports.report.missing: 1" in prom, prom
 
+
+
+def test_demo_blocks_a_scanner():
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        statuses = [env.get(f"/probe-{i}").status for i in range(51)]
+        assert statuses == [404] * 50 + [429], statuses
+        r = env.get("/healthz")
+        assert r.status == 429 and r.json()["type"].endswith(":blocked"), r
+        prom = poll(lambda: env.admin_get("/stats/prometheus"),
+                    lambda p: 'apiguard_blocking_started{rule="scanning"} 1' in p, 5)
+        assert 'apiguard_blocking_started{rule="scanning"} 1' in prom, prom[-3000:]
+        assert 'apiguard_blocking_blocked{rule="scanning"} 1' in prom
