@@ -61,23 +61,30 @@ def make_handler(recorder=None, responders=None):
         protocol_version = "HTTP/1.1"
 
         def _read_body(self):
+            """(body, complete): complete is False when the connection ended
+            before the body did (the proxy reset the request)."""
             if self.headers.get("transfer-encoding", "").lower() == "chunked":
                 chunks = []
                 while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    line = self.rfile.readline()
+                    if not line:
+                        return b"".join(chunks), False
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
                     if size == 0:
                         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                             pass
                         break
                     chunks.append(self.rfile.read(size))
                     self.rfile.readline()
-                return b"".join(chunks)
+                return b"".join(chunks), True
             n = int(self.headers.get("content-length") or 0)
-            return self.rfile.read(n) if n else b""
+            body = self.rfile.read(n) if n else b""
+            return body, len(body) == n
 
         def _handle(self):
-            body = self._read_body()
+            body, complete = self._read_body()
             req = {
+                "complete": complete,
                 "method": self.command,
                 "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},

@@ -32,8 +32,49 @@ use std::rc::Rc;
 /// Distinct undeclared-endpoint patterns logged per worker (then only counted).
 const MAX_SHADOW_PATTERNS_LOGGED: usize = 256;
 
+/// How long a message may sit held at its headers without a body callback
+/// before the filter answers it (see [`answer_stalled`]).
+pub const HOLD_WATCHDOG_MS: u64 = 10_000;
+
 thread_local! {
     static SHADOW_SEEN: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// Streams held at their headers that have had no body callback yet:
+    /// (context id, since ms).
+    static HELD_AT_HEADERS: RefCell<Vec<(u32, u64)>> = const { RefCell::new(Vec::new()) };
+    /// Streams the watchdog answered: their later callbacks do nothing.
+    static GAVE_UP: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Answers every stream held at its headers for [`HOLD_WATCHDOG_MS`] without a
+/// body callback (called on the root context's tick). Envoy delivers no body
+/// callbacks to a filter that stopped at its headers unless the Wasm filter has
+/// `allow_on_headers_stop_iteration: true`; without this watchdog such a request
+/// would hang until the route's timeout with nothing in the log.
+pub fn answer_stalled(now_ms: u64) {
+    let stalled: Vec<u32> = HELD_AT_HEADERS.with(|held| {
+        let mut held = held.borrow_mut();
+        let (old, young): (Vec<_>, Vec<_>) = held
+            .iter()
+            .partition(|(_, since)| since.saturating_add(HOLD_WATCHDOG_MS) <= now_ms);
+        *held = young;
+        old.into_iter().map(|(id, _)| id).collect()
+    });
+    for id in stalled {
+        metrics::unmatched("hold_timeout");
+        log::error!(
+            "a message held at its headers got no body in {} s: give the Wasm filter \
+             `allow_on_headers_stop_iteration: true`, or set api-guard's \
+             `allow_on_headers_stop_iteration: false` to match it; answered 503",
+            HOLD_WATCHDOG_MS / 1000
+        );
+        GAVE_UP.with(|g| g.borrow_mut().push(id));
+        if host::set_effective_context(id) {
+            let reply = Rejection::HoldTimeout.render();
+            let mut headers = reply.headers;
+            headers.push(("content-type".into(), PROBLEM_CONTENT_TYPE.into()));
+            host::send_reply(reply.status, &headers, &reply.body);
+        }
+    }
 }
 
 /// Where the request is in its life.
@@ -122,11 +163,15 @@ pub struct Filter {
     now_ms: Option<u64>,
     /// The client address (`client_ip` settings), read at most once.
     client_ip: Option<Option<String>>,
+    /// Envoy's id of this stream.
+    id: u32,
+    /// Held at its headers and watched (see [`answer_stalled`]).
+    watched: bool,
 }
 
 impl Filter {
     /// A filter for one request; `policy` is `None` only if configuration failed.
-    pub fn new(policy: Option<Rc<Policy>>, auth: Option<Rc<AuthState>>) -> Self {
+    pub fn new(policy: Option<Rc<Policy>>, auth: Option<Rc<AuthState>>, id: u32) -> Self {
         Filter {
             policy,
             auth,
@@ -135,7 +180,46 @@ impl Filter {
             headers: Headers::default(),
             now_ms: None,
             client_ip: None,
+            id,
+            watched: false,
         }
+    }
+
+    /// Holds the message at its headers: `Pause` when Envoy lets the filter stop
+    /// there and still get the body (watched until the first body callback);
+    /// otherwise the headers go on and the body is held in the body callbacks.
+    fn hold_headers(&mut self, policy: &Policy) -> Action {
+        if !policy.hold_at_headers {
+            return Action::Continue;
+        }
+        let since = self.now_ms();
+        HELD_AT_HEADERS.with(|h| h.borrow_mut().push((self.id, since)));
+        self.watched = true;
+        Action::Pause
+    }
+
+    /// A body callback arrived: the stream is no longer waiting at its headers.
+    /// True if the watchdog already answered it (the callback must do nothing).
+    fn body_arrived(&mut self) -> bool {
+        if self.watched {
+            self.watched = false;
+            let id = self.id;
+            HELD_AT_HEADERS.with(|h| h.borrow_mut().retain(|(i, _)| *i != id));
+        }
+        self.gave_up()
+    }
+
+    /// True if the watchdog answered this stream.
+    fn gave_up(&mut self) -> bool {
+        let id = self.id;
+        let gone = GAVE_UP.with(|g| {
+            let g = g.borrow();
+            !g.is_empty() && g.contains(&id)
+        });
+        if gone {
+            self.state = State::Rejected;
+        }
+        gone
     }
 
     /// The request's wall-clock time in milliseconds (one host call per request).
@@ -354,8 +438,9 @@ impl Filter {
                 }
                 self.state = State::Routed(Box::new(routed));
                 if hold {
-                    // Nothing reaches the upstream before the whole body has passed.
-                    Action::Pause
+                    // Nothing of the body reaches the upstream before all of it has
+                    // passed (nor, when Envoy allows it, the headers).
+                    self.hold_headers(&policy)
                 } else {
                     Action::Continue
                 }
@@ -454,6 +539,9 @@ impl Filter {
     }
 
     fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.body_arrived() {
+            return Action::Continue;
+        }
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
@@ -477,6 +565,9 @@ impl Filter {
     }
 
     fn finish_request_body(&mut self) -> Action {
+        if self.body_arrived() {
+            return Action::Continue;
+        }
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
@@ -666,6 +757,9 @@ impl Filter {
         let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
+        if policy.hold_at_headers && self.gave_up() {
+            return Action::Continue;
+        }
         if policy.blocking.is_some() {
             self.count_statuses(&policy);
         }
@@ -760,6 +854,13 @@ impl Filter {
                 return Action::Continue;
             }
         }
+        if !policy.hold_at_headers {
+            if let Some(rejection) = withhold {
+                // The headers would go on to the client: refuse now, while nothing
+                // has reached it.
+                return self.withhold_response(rejection);
+            }
+        }
         routed.response = ResponseStage::Holding {
             bytes: 0,
             withhold,
@@ -769,7 +870,7 @@ impl Filter {
             // The body will change length: Envoy sends it chunked (or recomputes).
             host::set_response_header("content-length", None);
         }
-        Action::Pause
+        self.hold_headers(&policy)
     }
 
     /// The held response's body bytes so far and upstream status, after recording
@@ -797,6 +898,9 @@ impl Filter {
     }
 
     fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.body_arrived() {
+            return Action::Continue;
+        }
         let status = match self.held_response(Some(body_size)) {
             None => return Action::Continue,
             Some(Err(rejection)) => return self.withhold_response(rejection),
@@ -816,6 +920,9 @@ impl Filter {
     }
 
     fn finish_masking(&mut self) -> Action {
+        if self.body_arrived() {
+            return Action::Continue;
+        }
         let (size, status) = match self.held_response(None) {
             None => return Action::Continue,
             Some(Err(rejection)) => return self.withhold_response(rejection),
@@ -961,6 +1068,14 @@ impl HttpContext for Filter {
     }
 
     fn on_log(&mut self) {
+        self.body_arrived();
+        let id = self.id;
+        GAVE_UP.with(|g| {
+            let mut g = g.borrow_mut();
+            if !g.is_empty() {
+                g.retain(|i| *i != id);
+            }
+        });
         self.write_audit_record();
     }
 }

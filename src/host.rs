@@ -247,6 +247,20 @@ pub fn call_response_header(name: &str) -> Option<String> {
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The ABI call behind `hostcalls::set_effective_context`, which panics on
+    /// any status but `Ok` and `BadArgument`.
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+}
+
+/// Makes the stream `context_id` the target of the next host calls (from the root
+/// context's tick). False if the stream is gone.
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: a plain integer argument; the host validates the id.
+    unsafe { proxy_set_effective_context(context_id) == 0 }
+}
+
 /// One response header (one host call, where a whole map costs about as much
 /// as 1.4 of them).
 pub fn response_header(name: &str) -> Option<String> {

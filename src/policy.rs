@@ -99,6 +99,12 @@ pub struct Policy {
     pub audit: Option<AuditPolicy>,
     /// Automated blocking; `None` without rules.
     pub blocking: Option<BlockingPolicy>,
+    /// Messages whose bodies are checked are held at their headers (Envoy's Wasm
+    /// filter has `allow_on_headers_stop_iteration: true`); else their headers go
+    /// on and only their bodies are held.
+    pub hold_at_headers: bool,
+    /// Some route reads request or response bodies.
+    pub reads_bodies: bool,
 }
 
 impl Policy {
@@ -208,6 +214,11 @@ impl Policy {
             mode,
             audit: AuditPolicy::compile(&cfg.audit)?,
             blocking: (!blocking.is_empty()).then_some(blocking),
+            hold_at_headers: cfg.allow_on_headers_stop_iteration,
+            reads_bodies: cfg
+                .routes
+                .iter()
+                .any(|r| r.request.is_some() || r.response.is_some()),
         })
     }
 

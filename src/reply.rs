@@ -98,6 +98,9 @@ pub enum Rejection {
     },
     /// The plugin has no valid configuration (Envoy normally refuses it first).
     NotConfigured,
+    /// Held at its headers, the message got no body callback in time (Envoy's
+    /// Wasm filter lacks `allow_on_headers_stop_iteration: true`).
+    HoldTimeout,
     /// A response body that may not leave unmasked was withheld.
     ResponseWithheld {
         /// Metric reason: `compressed`, `not_json`, `partial`, `too_large`,
@@ -133,9 +136,10 @@ impl Rejection {
             Rejection::BadPath { .. } => 400,
             Rejection::MissingToken | Rejection::InvalidToken { .. } => 401,
             Rejection::Forbidden { .. } => 403,
-            Rejection::KeysUnavailable | Rejection::QuotaUnavailable | Rejection::NotConfigured => {
-                503
-            }
+            Rejection::KeysUnavailable
+            | Rejection::QuotaUnavailable
+            | Rejection::NotConfigured
+            | Rejection::HoldTimeout => 503,
             Rejection::TooManyRequests { .. } | Rejection::Blocked { .. } => 429,
             Rejection::PayloadTooLarge { .. } => 413,
             Rejection::UnsupportedMediaType { .. } => 415,
@@ -170,6 +174,7 @@ impl Rejection {
             Rejection::SchemaViolation { .. } => "schema",
             Rejection::ResponseWithheld { reason, .. } => reason,
             Rejection::NotConfigured => "not_configured",
+            Rejection::HoldTimeout => "hold_timeout",
         }
     }
 
@@ -193,6 +198,7 @@ impl Rejection {
             Rejection::SchemaViolation { .. } => ("schema-violation", "Request Body Fails Schema"),
             Rejection::ResponseWithheld { .. } => ("response-withheld", "Response Withheld"),
             Rejection::NotConfigured => ("not-configured", "Filter Not Configured"),
+            Rejection::HoldTimeout => ("hold-timeout", "Held Without Body"),
         }
     }
 
@@ -223,6 +229,10 @@ impl Rejection {
             }
             Rejection::NotConfigured => {
                 "the API filter has no valid configuration; request refused".to_string()
+            }
+            Rejection::HoldTimeout => {
+                "the API filter held this message at its headers and never received its body"
+                    .to_string()
             }
             Rejection::PayloadTooLarge { limit } => {
                 format!("request body exceeds {limit} bytes")

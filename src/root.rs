@@ -149,7 +149,9 @@ impl RootContext for Root {
                 self.auth = Some(Rc::new(auth));
                 self.pending.clear();
                 metrics::set_batching(policy.metrics_flush.is_some());
-                let tick = match (policy.metrics_flush, remote) {
+                // Held messages are watched on the tick (see `filter::answer_stalled`).
+                let every_second = remote || (policy.reads_bodies && policy.hold_at_headers);
+                let tick = match (policy.metrics_flush, every_second) {
                     (Some(flush), true) => Some(flush.min(TICK)),
                     (Some(flush), false) => Some(flush),
                     (None, true) => Some(TICK),
@@ -174,14 +176,16 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        crate::filter::answer_stalled(host::now_ms());
         metrics::flush();
         self.fetch_due_keys();
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Filter::new(
             self.policy.clone(),
             self.auth.clone(),
+            context_id,
         )))
     }
 

@@ -150,6 +150,10 @@ pub struct PluginConfig {
     /// Automated blocking rules.
     #[serde(default)]
     pub blocking: BlockingConfig,
+    /// Whether the Wasm filter in Envoy has `allow_on_headers_stop_iteration:
+    /// true`, which decides how bodies are held (see docs/configuration.md).
+    #[serde(default = "default_true")]
+    pub allow_on_headers_stop_iteration: bool,
 }
 
 /// `blocking`: rules that block callers after a sequence of events.

@@ -137,7 +137,7 @@ def cluster(name, port, http2=False):
     return c
 
 
-def wasm_filter(plugin_config, as_struct=False, wasm=None):
+def wasm_filter(plugin_config, as_struct=False, wasm=None, hold_headers=True):
     if as_struct:
         configuration = {"@type": "type.googleapis.com/google.protobuf.Struct", "value": plugin_config}
     else:
@@ -149,7 +149,7 @@ def wasm_filter(plugin_config, as_struct=False, wasm=None):
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
                 "root_id": "api-guard",
-                "allow_on_headers_stop_iteration": True,
+                "allow_on_headers_stop_iteration": hold_headers,
                 "fail_open": False,
                 "configuration": configuration,
                 "vm_config": {
@@ -162,9 +162,10 @@ def wasm_filter(plugin_config, as_struct=False, wasm=None):
 
 
 def bootstrap(plugin_config, upstream_port, clusters=(), as_struct=False, hcm=None,
-              http_filters=None):
+              http_filters=None, hold_headers=True):
     """The Envoy bootstrap (as a dict; written as JSON, which Envoy reads as YAML)."""
-    filters = http_filters if http_filters is not None else [wasm_filter(plugin_config, as_struct)]
+    filters = (http_filters if http_filters is not None
+               else [wasm_filter(plugin_config, as_struct, hold_headers=hold_headers)])
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
@@ -213,8 +214,11 @@ class Envoy:
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
 
-    def upstream_requests(self):
-        return self.recorder.snapshot()
+    def upstream_requests(self, incomplete=False):
+        """What the upstream received. Requests it saw only in part (headers, then
+        a reset: a body refused by a filter that let the headers go on) only with
+        `incomplete=True`."""
+        return [r for r in self.recorder.snapshot() if incomplete or r.get("complete", True)]
 
     # -- observation -----------------------------------------------------
     def admin_get(self, path):
@@ -345,16 +349,21 @@ STATS_SETTLE_S = 0.35
 @contextlib.contextmanager
 def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=None,
                 responders=None, http_filters=None, expect_loaded=True, timeout=30,
-                make_bootstrap=None, envoy_args=()):
+                make_bootstrap=None, envoy_args=(), hold_headers=True):
     """Starts the upstream and Envoy; yields an `Envoy`; stops both afterwards.
 
     clusters: extra clusters, e.g. `cluster("idp", port)`; responders: upstream
     overrides {path_prefix: fn(handler, request) -> (status, headers, body)};
     make_bootstrap: fn(upstream_port) -> bootstrap dict, replacing the generated one;
-    envoy_args: more command-line arguments for Envoy.
+    envoy_args: more command-line arguments for Envoy; hold_headers: the Wasm
+    filter's `allow_on_headers_stop_iteration` (False: as istiod renders a
+    WasmPlugin), told to the plugin as well.
     """
     if isinstance(plugin_config, dict) and "metrics_flush_ms" not in plugin_config:
         plugin_config = dict(plugin_config, metrics_flush_ms=FLUSH_MS)
+    if (isinstance(plugin_config, dict) and not hold_headers
+            and "allow_on_headers_stop_iteration" not in plugin_config):
+        plugin_config = dict(plugin_config, allow_on_headers_stop_iteration=False)
     recorder = demo_upstream.Recorder()
     upstream = demo_upstream.serve(recorder=recorder, responders=responders)
     workdir = tempfile.mkdtemp(prefix="apiguard-e2e-")
@@ -362,7 +371,7 @@ def start_envoy(plugin_config, concurrency=1, clusters=(), as_struct=False, hcm=
     with open(cfg_path, "w") as f:
         doc = (make_bootstrap(upstream.server_port) if make_bootstrap else
                bootstrap(plugin_config, upstream.server_port, clusters, as_struct, hcm,
-                         http_filters))
+                         http_filters, hold_headers))
         json.dump(doc, f)
     admin_path = os.path.join(workdir, "admin.txt")
     log_path = os.path.join(workdir, "envoy.log")

@@ -77,7 +77,12 @@ def test_envoyfilter_is_the_wasmplugin_with_the_flag_set():
     assert config["allow_on_headers_stop_iteration"] is True
     assert config["fail_open"] is False
     assert config["vm_config"]["code"]["remote"]["http_uri"]["uri"] == plugin["url"]
-    assert json.loads(config["configuration"]["value"]) == plugin["pluginConfig"]
+    # The same configuration, except that the EnvoyFilter sets Envoy's flag (and the
+    # plugin's field of that name keeps its default, true).
+    plugin_cfg = dict(plugin["pluginConfig"])
+    assert plugin_cfg.pop("allow_on_headers_stop_iteration") is False
+    assert config["allow_on_headers_stop_iteration"] is True
+    assert json.loads(config["configuration"]["value"]) == plugin_cfg
     discovery = http["patch"]["value"]["config_discovery"]
     assert http["patch"]["value"]["name"] == ext["patch"]["value"]["name"]
     assert discovery["type_urls"] == [WASM_TYPE]
@@ -108,7 +113,9 @@ def test_wasmplugin_config_protects_in_a_real_envoy():
     cfg = wasmplugin()["spec"]["pluginConfig"]
     clerk = token(key, sub="alice", shop_id="s1", roles=["clerk"], scope="orders:write")
     try:
-        with start_envoy(cfg, clusters=[cluster("outbound|80||idp.example.com", idp.port)]) as env:
+        # As istiod renders a WasmPlugin: without Envoy's allow_on_headers_stop_iteration.
+        with start_envoy(cfg, clusters=[cluster("outbound|80||idp.example.com", idp.port)],
+                         hold_headers=False) as env:
             r = poll(lambda: env.get("/shops/s1/orders/1", headers=clerk),
                      lambda r: r.status != 503, 10)
             assert r.status == 200, r

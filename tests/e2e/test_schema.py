@@ -1,6 +1,7 @@
 """Request validation through a real Envoy: nothing unvalidated reaches the upstream."""
 import json
 import socket
+import time
 
 import pytest
 
@@ -16,8 +17,11 @@ ORDER_SCHEMA = {
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def env():
+@pytest.fixture(scope="module", params=[True, False], ids=["hold-headers", "stream-headers"])
+def env(request):
+    """Each test runs twice: with the Wasm filter's `allow_on_headers_stop_iteration`
+    (requests and responses held at their headers) and without it, as istiod
+    renders a WasmPlugin (headers go on, bodies are held)."""
     cfg = {
         "schemas": [{"$id": "https://schemas.example.com/money",
                      "type": "object", "required": ["amount"],
@@ -36,7 +40,8 @@ def env():
     }
     # Trailers on HTTP/1.1 chunked requests reach filters only when enabled.
     hcm = {"http_protocol_options": {"enable_trailers": True}}
-    with start_envoy(cfg, hcm=hcm) as e:
+    with start_envoy(cfg, hcm=hcm, hold_headers=request.param) as e:
+        e.hold_headers = request.param
         yield e
 
 
@@ -187,3 +192,49 @@ def test_threat_limits_cost_bounded_work_and_envoy_keeps_serving(env):
     assert env.stat("apiguard.route.big.request.limits") == 3
     assert env.request("POST", "/big", headers=JSON, body=b'{"ok": true}').status == 200
     assert env.alive()
+
+
+def test_what_the_upstream_sees_of_a_refused_body(env):
+    """Held at its headers, a refused request never reaches the upstream. With the
+    headers let through, the upstream may see the headers (here they are sent a
+    while before the body), then a reset: never a byte of the body."""
+    before = len(env.upstream_requests(incomplete=True))
+    body = b'{"sku": 7, "qty": 0}'
+    head = (b"POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", env.port), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.5)
+        sock.sendall(body)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    seen = [u for u in env.upstream_requests(incomplete=True)[before:] if u["path"] == "/orders"]
+    if env.hold_headers:
+        assert seen == []
+    else:
+        assert len(seen) == 1 and not seen[0]["complete"] and seen[0]["body"] == b"", seen
+        assert seen[0]["headers"]["content-type"] == "application/json"
+
+
+def test_a_mismatched_hold_setting_is_answered_not_hung():
+    """The plugin told the Wasm filter holds at headers, Envoy's filter does not:
+    the request would hang until the route timeout. The watchdog answers it with
+    503 and a log line that names the setting."""
+    from concurrent.futures import ThreadPoolExecutor
+    cfg = {"allow_on_headers_stop_iteration": True,
+           "routes": [{"name": "orders", "match": {"path": "/orders"}, "request": {"schema": ORDER_SCHEMA}},
+                      {"name": "masked", "match": {"path": "/masked"},
+                       "response": {"mask": [{"path": "$.x", "action": "remove"}]}}]}
+    with start_envoy(cfg, hold_headers=False) as env:
+        t0 = time.time()
+        with ThreadPoolExecutor(2) as pool:
+            req = pool.submit(env.request, "POST", "/orders", headers=JSON,
+                              body=b'{"sku": "a", "qty": 1}', timeout=30)
+            resp = pool.submit(env.get, "/masked", timeout=30)
+            rs = [req.result(), resp.result()]
+        assert time.time() - t0 < 15
+        for r in rs:
+            problem(r, 503, ":hold-timeout")
+        assert env.upstream_requests() == [] or all(u["path"] == "/masked" for u in env.upstream_requests())
+        assert "allow_on_headers_stop_iteration" in env.log()
+        assert env.stat("apiguard.unmatched.hold_timeout") == 2
