@@ -358,11 +358,12 @@ impl Filter {
         let result = {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
-            auth.authenticate(&tokens, &keys, &mut cache, now)
+            auth.authenticate(&tokens, &keys, &mut cache, &state.verifier, now)
         };
         let outcome = match result {
             Ok(o) => o,
             Err(f) => {
+                count_signatures(&f.signatures);
                 let provider = f.provider.as_deref().unwrap_or("none");
                 if f.refetch_keys
                     && state
@@ -384,6 +385,7 @@ impl Filter {
                 return Err(f.rejection);
             }
         }
+        count_signatures(&outcome.signatures);
         for id in &outcome.identities {
             let counter = if id.from_cache {
                 "verified_cached"
@@ -692,6 +694,13 @@ impl Filter {
             .metrics
             .count("response", &format!("withheld.{}", rejection.reason()), 1);
         self.send_problem(Some(&route), &rejection)
+    }
+}
+
+/// `apiguard.provider.<name>.signature.host` / `.module`: one per signature check.
+fn count_signatures(checks: &[(String, jwt::hostsig::Backend)]) {
+    for (provider, backend) in checks {
+        metrics::provider_counter(provider, backend.counter());
     }
 }
 

@@ -6,7 +6,8 @@
 
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
-    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Semicolons, Unmatched,
+    self, ClientIpConfig, ConfigError, PluginConfig, SecurityHeadersConfig, Semicolons,
+    SignatureBackend, Unmatched,
 };
 use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
@@ -85,6 +86,9 @@ pub struct Policy {
     /// Period of the metrics flush (`metrics_flush_ms`); `None`: every count is
     /// added to Envoy's stats at once.
     pub metrics_flush: Option<Duration>,
+    /// Where RS* and ES* signatures are verified; the root context decides with
+    /// the host's check ([`crate::jwt::hostsig::choose`]).
+    pub signature_backend: SignatureBackend,
 }
 
 impl Policy {
@@ -179,6 +183,7 @@ impl Policy {
             providers,
             output_headers,
             metrics_flush: compile_metrics_flush(cfg.metrics_flush_ms)?,
+            signature_backend: SignatureBackend::from_name(cfg.signature_backend.as_deref())?,
         })
     }
 
@@ -433,6 +438,20 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn signature_backend_is_compiled_into_the_policy() {
+        let backend = |json: &str| policy(json).map(|p| p.signature_backend);
+        assert_eq!(backend(r#"{"routes":[]}"#), Ok(SignatureBackend::Auto));
+        assert_eq!(
+            backend(r#"{"routes":[],"signature_backend":"module"}"#),
+            Ok(SignatureBackend::Module)
+        );
+        assert_eq!(
+            backend(r#"{"routes":[],"signature_backend":"Host"}"#),
+            Err("signature_backend: unknown variant `Host`, expected one of `auto`, `module`, `host`".to_string())
+        );
     }
 
     #[test]
