@@ -9,7 +9,9 @@
 use crate::config::{self, ConfigError};
 use serde_json::Value;
 
-pub use crate::jwt::verify::{verify_jws, verify_jwt, ClaimsRules};
+pub use crate::jwt::hostsig::{Backend, Families, SignatureHost, Verifier};
+pub use crate::jwt::standin::NativeVerifySignature;
+pub use crate::jwt::verify::{verify_jws, verify_jws_with, verify_jwt, ClaimsRules};
 pub use crate::jwt::{KeyRules, KeySet};
 pub use crate::mask::ResponsePolicy;
 pub use crate::quota::{CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
@@ -55,6 +57,7 @@ pub mod fuzzing {
     pub use crate::host::Headers;
     pub use crate::http::MediaType;
     pub use crate::json::{JsonError, JsonLimits};
+    pub use crate::jwt::hostsig::ecdsa_der;
     pub use crate::jwt::{remove_cookies, remove_query_params, RequestTokens};
     pub use crate::route::{NormalizedPath, PathTemplate, MAX_PATH_BYTES, MAX_SEGMENTS};
 

@@ -632,11 +632,12 @@ impl Filter {
         let result = {
             let keys = state.keys.borrow();
             let mut cache = state.cache.borrow_mut();
-            auth.authenticate(&tokens, &keys, &mut cache, now)
+            auth.authenticate(&tokens, &keys, &mut cache, &state.verifier, now)
         };
         let outcome = match result {
             Ok(o) => o,
             Err(f) => {
+                count_signatures(&f.signatures);
                 let provider = f.provider.as_deref().unwrap_or("none");
                 if f.refetch_keys
                     && state
@@ -647,7 +648,7 @@ impl Filter {
                     log::info!("unknown kid for provider {provider}: key refetch scheduled");
                 }
                 metrics::provider_counter(provider, f.reason);
-                return Err(f.rejection);
+                return Err(*f.rejection);
             }
         };
         // The identity is verified even if it is not authorised: records and
@@ -660,9 +661,10 @@ impl Filter {
         if let Some(claims) = &outcome.claims {
             if let Err(f) = auth.authorize(claims, &routed.params) {
                 metrics::provider_counter(outcome.provider.as_deref().unwrap_or("none"), f.reason);
-                return Err(f.rejection);
+                return Err(*f.rejection);
             }
         }
+        count_signatures(&outcome.signatures);
         for id in &outcome.identities {
             let counter = if id.from_cache {
                 "verified_cached"
@@ -1014,6 +1016,13 @@ impl Filter {
             .metrics
             .count("response", &format!("withheld.{}", rejection.reason()), 1);
         self.send_problem(Some(&route), &rejection)
+    }
+}
+
+/// `apiguard.provider.<name>.signature.host` / `.module`: one per signature check.
+fn count_signatures(checks: &[(String, jwt::hostsig::Backend)]) {
+    for (provider, backend) in checks {
+        metrics::provider_counter(provider, backend.counter());
     }
 }
 

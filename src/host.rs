@@ -2,7 +2,10 @@
 //!
 //! Every call goes through `proxy_wasm::hostcalls`, which returns `Result`, and
 //! failures are logged and turned into `None`/`false` — never a panic, which would
-//! kill the VM and make Envoy fail every request on the worker.
+//! kill the VM and make Envoy fail every request on the worker. Two calls use the
+//! raw ABI instead: reading a header map whole (no copy per header), and Envoy's
+//! `verify_signature` foreign function, since the SDK's `call_foreign_function`
+//! panics on a status it does not list.
 //!
 //! Trap: the SDK's `get_map_value` / `get_map` convert header values with
 //! `String::from_utf8(..).unwrap()`. HTTP/1.1 allows obs-text bytes (0x80-0xFF)
@@ -10,6 +13,7 @@
 //! byte. We only use the `_bytes` variants and convert lossily: a value that was
 //! not UTF-8 cannot match a token, media type or claim anyway.
 
+use crate::jwt::hostsig::SignatureHost;
 use crate::quota::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
@@ -65,6 +69,33 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+
+    /// The proxy-wasm ABI call behind `hostcalls::call_foreign_function`, which
+    /// panics on a status it does not list (proxy-wasm 0.2.5); the status is read
+    /// here as the plain number it is.
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+}
+
+/// Takes ownership of a buffer the host allocated for a result.
+///
+/// # Safety
+/// `data` is null or points to `size` bytes the host allocated through the SDK's
+/// `proxy_on_memory_allocate` (a leaked `Box<[u8]>` of exactly `size` bytes) that
+/// nothing else refers to.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller's contract; the SDK's own hostcalls reclaim such buffers
+    // the same way.
+    unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
 /// The serialized header map (proxy-wasm ABI: count, lengths, then each name and
@@ -80,11 +111,44 @@ fn raw_map(map: MapType) -> Result<Vec<u8>, u32> {
     if status != 0 {
         return Err(status);
     }
-    if data.is_null() {
-        return Ok(Vec::new());
+    // SAFETY: as above: `data` is null or a `size`-byte allocation now owned here.
+    Ok(unsafe { take_host_buffer(data, size) })
+}
+
+/// Envoy's `verify_signature` foreign function (BoringSSL inside Envoy), for
+/// [`crate::jwt::hostsig`].
+pub struct EnvoySignatures;
+
+impl SignatureHost for EnvoySignatures {
+    fn verify_signature(&self, arguments: &[u8]) -> Result<Vec<u8>, u32> {
+        const NAME: &str = "verify_signature";
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the name and arguments are live slices for the whole call; the
+        // host only reads them. It writes into `data`/`size` a buffer it allocated
+        // through `proxy_on_memory_allocate`, or nothing.
+        let status = unsafe {
+            proxy_call_foreign_function(
+                NAME.as_ptr(),
+                NAME.len(),
+                arguments.as_ptr(),
+                arguments.len(),
+                &mut data,
+                &mut size,
+            )
+        };
+        // SAFETY: `data` is null or the host's allocation of `size` bytes, owned here
+        // whatever the status, so a buffer that came with a failure is freed too.
+        let answer = unsafe { take_host_buffer(data, size) };
+        if status == 0 {
+            Ok(answer)
+        } else {
+            // The probe reports it once per configuration; after the probe passed a
+            // failure is unexpected, and the signature counts as invalid.
+            log::debug!("api-guard: verify_signature failed: status {status}");
+            Err(status)
+        }
     }
-    // SAFETY: as above: `data` is a `size`-byte allocation now owned here.
-    Ok(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> Option<usize> {

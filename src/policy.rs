@@ -9,7 +9,7 @@ use crate::blocking::{BlockingPolicy, RouteInfo};
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
     self, ClientIpConfig, ConfigError, Mode, PluginConfig, SecurityHeadersConfig, Semicolons,
-    Unmatched,
+    SignatureBackend, Unmatched,
 };
 use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
@@ -105,6 +105,9 @@ pub struct Policy {
     pub hold_at_headers: bool,
     /// Some route reads request or response bodies.
     pub reads_bodies: bool,
+    /// Where RS* and ES* signatures are verified; the root context decides with
+    /// the host's check ([`crate::jwt::hostsig::choose`]).
+    pub signature_backend: SignatureBackend,
 }
 
 impl Policy {
@@ -219,6 +222,7 @@ impl Policy {
                 .routes
                 .iter()
                 .any(|r| r.request.is_some() || r.response.is_some()),
+            signature_backend: SignatureBackend::from_name(cfg.signature_backend.as_deref())?,
         })
     }
 
@@ -473,6 +477,20 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn signature_backend_is_compiled_into_the_policy() {
+        let backend = |json: &str| policy(json).map(|p| p.signature_backend);
+        assert_eq!(backend(r#"{"routes":[]}"#), Ok(SignatureBackend::Auto));
+        assert_eq!(
+            backend(r#"{"routes":[],"signature_backend":"module"}"#),
+            Ok(SignatureBackend::Module)
+        );
+        assert_eq!(
+            backend(r#"{"routes":[],"signature_backend":"Host"}"#),
+            Err("signature_backend: unknown variant `Host`, expected one of `auto`, `module`, `host`".to_string())
+        );
     }
 
     #[test]

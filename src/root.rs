@@ -1,7 +1,9 @@
 //! The root context: owns the compiled policy and the JWT key store of one
 //! worker's VM.
 //!
-//! `on_configure` parses and compiles the whole configuration; any error is
+//! `on_configure` parses and compiles the whole configuration and decides who
+//! verifies RS* and ES* signatures (`signature_backend`, which may check Envoy's
+//! `verify_signature` once, see [`crate::jwt::hostsig`]); any error is
 //! logged with its field path and `false` is returned, so Envoy refuses the
 //! plugin (and `envoy --mode validate` fails) instead of running unprotected.
 //! Remote JWKS are fetched from here with `dispatch_http_call`: first at
@@ -11,7 +13,7 @@
 
 use crate::filter::Filter;
 use crate::host::{self, BufferType};
-use crate::jwt::AuthState;
+use crate::jwt::{hostsig, AuthState, Verifier};
 use crate::metrics;
 use crate::policy::Policy;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -137,14 +139,23 @@ impl RootContext for Root {
             plugin_configuration_size,
         )
         .unwrap_or_default();
-        match Policy::from_bytes(&bytes) {
-            Ok(policy) => {
+        let loaded = Policy::from_bytes(&bytes).and_then(|policy| {
+            // Once per configuration: the host's check is a few signature checks.
+            let choice = hostsig::choose(policy.signature_backend, || {
+                hostsig::probe(&host::EnvoySignatures)
+            })?;
+            Ok((policy, choice))
+        });
+        match loaded {
+            Ok((policy, choice)) => {
                 log::info!(
                     "configuration loaded: {} route(s), {} provider(s)",
                     policy.routes.len(),
                     policy.providers.len()
                 );
-                let auth = AuthState::new(&policy.providers, now_s());
+                log::info!("api-guard: {}", choice.summary);
+                let verifier = Verifier::host(&host::EnvoySignatures, choice.families);
+                let auth = AuthState::new(&policy.providers, now_s(), verifier);
                 let remote = auth.keys.borrow().remote_providers().next().is_some();
                 self.auth = Some(Rc::new(auth));
                 self.pending.clear();

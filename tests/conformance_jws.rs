@@ -13,9 +13,19 @@
 //! Six labels contradict other vectors or RFC 7515; they are listed in
 //! [`MISLABELLED`] with the outcome asserted instead and why. Any other disagreement
 //! fails the test.
+//!
+//! Every vector also runs on the host path, the one `signature_backend: host` takes
+//! in Envoy: RS256/384/512 and ES256/384/512 signatures are encoded for Envoy's
+//! `verify_signature` (key as SubjectPublicKeyInfo, ECDSA signature as DER, the
+//! protobuf arguments) and handed to `NativeVerifySignature`, a stand-in that reads
+//! those bytes back and verifies with ring (and `p521`). Its verdict must equal the
+//! module's on every vector.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use api_guard::api::{verify_jws, verify_jwt, ClaimsRules, KeyRules, KeySet};
+use api_guard::api::{
+    verify_jws, verify_jws_with, verify_jwt, Backend, ClaimsRules, Families, KeyRules, KeySet,
+    NativeVerifySignature, Verifier,
+};
 use serde_json::{json, Value};
 
 /// The vectors' folder: `$CONFORMANCE_DIR/wycheproof`, by default beside the clone.
@@ -54,6 +64,8 @@ const MISLABELLED: &[(u64, bool, &str)] = &[
 
 struct Tally {
     vectors: usize,
+    /// Vectors whose signature the host path checked.
+    on_host: usize,
     valid_accepted: usize,
     invalid_rejected: usize,
     rejected_at_key_load: usize,
@@ -94,8 +106,11 @@ fn group_jwks(group: &Value) -> Value {
 
 fn run(file: &str) -> Tally {
     let doc = load(file);
+    static STAND_IN: NativeVerifySignature = NativeVerifySignature;
+    let host = Verifier::host(&STAND_IN, Families::ALL);
     let mut t = Tally {
         vectors: 0,
+        on_host: 0,
         valid_accepted: 0,
         invalid_rejected: 0,
         rejected_at_key_load: 0,
@@ -118,6 +133,19 @@ fn run(file: &str) -> Tally {
                 Ok(ks) => verify_jws(jws, ks).is_ok(),
                 Err(_) => false,
             };
+            if let Ok(ks) = &keys {
+                let (on_host, backend) = verify_jws_with(jws, ks, &host);
+                if backend == Some(Backend::Host) {
+                    t.on_host += 1;
+                }
+                if on_host.is_ok() != accepted {
+                    t.wrong.push(format!(
+                        "tcId {id} ({comment}): the host path says {}, the module {}",
+                        on_host.is_ok(),
+                        accepted
+                    ));
+                }
+            }
             if accepted {
                 // Signature fine: the full JWT check must fail on the payload.
                 let full = verify_jwt(jws, keys.as_ref().unwrap(), &rules(), 1_700_000_000);
@@ -166,12 +194,14 @@ fn run(file: &str) -> Tally {
 fn report(name: &str, t: &Tally) {
     println!(
         "wycheproof {name}: {} vectors, {} valid accepted, {} invalid rejected ({} at key load), \
-         {} mislabelled handled as documented, {} wrong",
+         {} mislabelled handled as documented, {} checked on the host path with the same \
+         verdict, {} wrong",
         t.vectors,
         t.valid_accepted,
         t.invalid_rejected,
         t.rejected_at_key_load,
         t.mislabelled,
+        t.on_host,
         t.wrong.len()
     );
     for w in &t.wrong {
@@ -186,6 +216,9 @@ fn wycheproof_json_web_signature_vectors() {
     assert_eq!(t.vectors, 401);
     assert!(t.wrong.is_empty(), "{:#?}", t.wrong);
     assert_eq!(t.mislabelled, MISLABELLED.len());
+    // The RS* and ES* vectors whose key loads and whose token reaches a signature
+    // check of such a key.
+    assert_eq!(t.on_host, 263);
 }
 
 #[test]

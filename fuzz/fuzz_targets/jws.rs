@@ -1,17 +1,24 @@
 //! JWS compact parsing and verification (`api::verify_jws`, `api::verify_jwt`)
 //! against two fixed key sets: two HS256 keys, and ES256 + RS256 + EdDSA keys.
 //!
-//! Input: first byte even: the rest is a token as it would arrive in a header.
-//! Odd: the fuzzer's own signed token: next byte `h`, then `h` bytes of header
-//! and the payload; the harness signs it with an independent HMAC-SHA-256 under
-//! key `hs-0` (bit 1 set) or `hs-1`, so the claims checks after the signature are
-//! reached with arbitrary headers and payloads.
+//! Input: first byte even: the rest is a token as it would arrive in a header,
+//! and also a JWS ECDSA signature `r || s` for the DER conversion of the host
+//! path (`api::fuzzing::ecdsa_der`). Odd: the fuzzer's own signed token: next
+//! byte `h`, then `h` bytes of header and the payload; the harness signs it with
+//! an independent HMAC-SHA-256 under key `hs-0` (bit 1 set) or `hs-1`, so the
+//! claims checks after the signature are reached with arbitrary headers and
+//! payloads.
 //!
 //! Invariants:
 //! - nothing panics;
 //! - the fuzzer cannot forge: an HS256 acceptance is re-checked with an
 //!   independent HMAC over the signing input, and the asymmetric set accepts
 //!   nothing but the seeds signed with its private keys;
+//! - the host path (`signature_backend: host`, with the native stand-in for
+//!   Envoy's `verify_signature`) gives the asymmetric set exactly the module's
+//!   verdicts;
+//! - `ecdsa_der` encodes exactly the inputs of even length with r and s not zero,
+//!   as DER that an independent strict reader takes back to the same r and s;
 //! - a token the harness signed is accepted exactly when its header is a JSON
 //!   object with `alg` `HS256`, no `crit`, `b64` absent or `true`, and a `kid`
 //!   that is absent or names the signing key (and the token is at most 8 KiB);
@@ -22,7 +29,11 @@
 //!   `iat` numeric and not in the future (60 s skew).
 #![no_main]
 
-use api_guard::api::{verify_jws, verify_jwt, ClaimsRules, KeyRules, KeySet};
+use api_guard::api::fuzzing::ecdsa_der;
+use api_guard::api::{
+    verify_jws, verify_jws_with, verify_jwt, ClaimsRules, Families, KeyRules, KeySet,
+    NativeVerifySignature, Verifier,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
@@ -188,6 +199,13 @@ fn raw_token(token: &str) {
     check_jwt(token, &f.hs, hs.as_deref().ok());
 
     let asym = verify_jws(token, &f.asym);
+    static STAND_IN: NativeVerifySignature = NativeVerifySignature;
+    let (on_host, _) = verify_jws_with(token, &f.asym, &Verifier::host(&STAND_IN, Families::ALL));
+    assert_eq!(
+        on_host.as_deref().ok(),
+        asym.as_deref().ok(),
+        "the host path disagrees: {token:?}"
+    );
     if asym.is_ok() {
         assert!(
             ASYM_VALID.contains(&token),
@@ -195,6 +213,64 @@ fn raw_token(token: &str) {
         );
     }
     check_jwt(token, &f.asym, asym.as_deref().ok());
+}
+
+/// Reads a DER `SEQUENCE { INTEGER, INTEGER }` strictly (minimal lengths,
+/// minimal non-negative integers, nothing left over): the two integers' digits.
+fn read_der_pair(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+        let (&t, rest) = input.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if t != tag {
+            return None;
+        }
+        let (len, rest) = match first {
+            0..=0x7f => (usize::from(first), rest),
+            0x81 => {
+                let (&len, rest) = rest.split_first()?;
+                if len < 0x80 {
+                    return None;
+                }
+                (usize::from(len), rest)
+            }
+            _ => return None,
+        };
+        Some((rest.get(..len)?, rest.get(len..)?))
+    }
+    fn integer(content: &[u8]) -> Option<&[u8]> {
+        match content {
+            [] => None,
+            [0, next, ..] if next & 0x80 == 0 => None,
+            [0, rest @ ..] if !rest.is_empty() => Some(rest),
+            [first, ..] if first & 0x80 != 0 => None,
+            digits => Some(digits),
+        }
+    }
+    let (seq, after) = element(der, 0x30)?;
+    let (r, seq) = element(seq, 0x02)?;
+    let (s, seq) = element(seq, 0x02)?;
+    if !after.is_empty() || !seq.is_empty() {
+        return None;
+    }
+    Some((integer(r)?, integer(s)?))
+}
+
+fn ecdsa_signature(rs: &[u8]) {
+    let (r, s) = rs.split_at(rs.len() / 2);
+    let nonzero = |v: &[u8]| v.iter().any(|b| *b != 0);
+    let encodable = rs.len() % 2 == 0 && nonzero(r) && nonzero(s);
+    let der = ecdsa_der(rs);
+    assert_eq!(der.is_some(), encodable, "r || s = {rs:02x?}");
+    if let Some(der) = der {
+        let strip = |v: &[u8]| {
+            v.iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<u8>>()
+        };
+        let (dr, ds) = read_der_pair(&der).expect("our DER is strict DER");
+        assert_eq!((strip(dr), strip(ds)), (strip(r), strip(s)), "{rs:02x?}");
+    }
 }
 
 fn signed_token(flags: u8, rest: &[u8]) {
@@ -237,6 +313,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 0 {
+        if rest.len() <= 240 {
+            ecdsa_signature(rest);
+        }
         if let Ok(token) = std::str::from_utf8(rest) {
             raw_token(token);
         }

@@ -154,6 +154,10 @@ pub struct PluginConfig {
     /// true`, which decides how bodies are held (see docs/configuration.md).
     #[serde(default = "default_true")]
     pub allow_on_headers_stop_iteration: bool,
+    /// Where RS* and ES* signatures are verified: `auto`, `module` or `host`
+    /// ([`SignatureBackend`], read by [`SignatureBackend::from_name`]).
+    #[serde(default)]
+    pub signature_backend: Option<String>,
 }
 
 /// `blocking`: rules that block callers after a sequence of events.
@@ -248,6 +252,38 @@ pub enum Unmatched {
     Deny,
     /// Pass untouched (counted and logged as an undeclared endpoint).
     Allow,
+}
+
+/// `signature_backend`: which code verifies RS256/384/512 and ES256/384/512
+/// signatures. The other algorithms are always verified in the module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SignatureBackend {
+    /// Envoy's `verify_signature` for each family it passed the configure-time
+    /// check on, the module for the rest (default).
+    #[default]
+    Auto,
+    /// The module only (ring and the RustCrypto curves).
+    Module,
+    /// Envoy's `verify_signature` for all of them; the configuration is refused
+    /// if it fails the check.
+    Host,
+}
+
+impl SignatureBackend {
+    /// Reads `signature_backend`. The field is a string in [`PluginConfig`] and
+    /// read here rather than derived as an enum: serde's enum machinery, instantiated
+    /// for one more type, is about 1.5 KB of the module. The error reads as serde's.
+    pub fn from_name(name: Option<&str>) -> Result<SignatureBackend, ConfigError> {
+        match name {
+            None | Some("auto") => Ok(SignatureBackend::Auto),
+            Some("module") => Ok(SignatureBackend::Module),
+            Some("host") => Ok(SignatureBackend::Host),
+            Some(other) => Err(ConfigError::new(
+                "signature_backend",
+                format!("unknown variant `{other}`, expected one of `auto`, `module`, `host`"),
+            )),
+        }
+    }
 }
 
 /// `paths`: how request paths are read before routing.
@@ -770,6 +806,33 @@ mod tests {
     fn bad_enum_value_is_named() {
         let e = err(r#"{"routes":[],"unmatched":"maybe"}"#);
         assert!(e.starts_with("unmatched: unknown variant `maybe`"), "{e}");
+    }
+
+    #[test]
+    fn signature_backend_values() {
+        let backend = |json: &str| {
+            parse(json.as_bytes())
+                .and_then(|c| SignatureBackend::from_name(c.signature_backend.as_deref()))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(backend(r#"{"routes":[]}"#), Ok(SignatureBackend::Auto));
+        for (text, want) in [
+            ("auto", SignatureBackend::Auto),
+            ("module", SignatureBackend::Module),
+            ("host", SignatureBackend::Host),
+        ] {
+            let json = format!(r#"{{"routes":[],"signature_backend":"{text}"}}"#);
+            assert_eq!(backend(&json), Ok(want));
+        }
+        assert_eq!(
+            backend(r#"{"routes":[],"signature_backend":"envoy"}"#),
+            Err(
+                "signature_backend: unknown variant `envoy`, expected one of `auto`, `module`, `host`"
+                    .to_string()
+            )
+        );
+        assert!(err(r#"{"routes":[],"signature_backend":true}"#)
+            .starts_with("signature_backend: invalid type: boolean `true`, expected a string"));
     }
 
     #[test]

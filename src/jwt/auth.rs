@@ -28,9 +28,10 @@ use crate::authz::{binds, lookup_claim, ClaimRule, Claims};
 use crate::config::{AuthConfig, Combination, ConfigError, Requirement};
 use crate::jwt::cache::TokenCache;
 use crate::jwt::extract::{RequestTokens, TokenLocation};
+use crate::jwt::hostsig::{Backend, Verifier};
 use crate::jwt::keystore::{KeyLookup, KeyStore};
 use crate::jwt::provider::{Provider, Providers};
-use crate::jwt::verify::{self, VerifyError};
+use crate::jwt::verify::{self, Checked, VerifyError};
 use crate::reply::Rejection;
 use serde_json::Value;
 use std::rc::Rc;
@@ -112,13 +113,17 @@ pub struct AuthOutcome {
     pub set_headers: Vec<(String, String)>,
     /// Token locations to remove (`forward: false`).
     pub strip: StripPlan,
+    /// Every signature check made for the request (cache hits make none): the
+    /// provider and the backend, for its `signature.*` counters.
+    pub signatures: Vec<(String, Backend)>,
 }
 
 /// A failed authentication or authorization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthFailure {
-    /// What to answer (via [`Rejection::render`]).
-    pub rejection: Rejection,
+    /// What to answer (via [`Rejection::render`]); boxed, so a `Result` with this
+    /// error stays small on the path that succeeds.
+    pub rejection: Box<Rejection>,
     /// Provider for the metric label; `None` from [`AuthPolicy::authorize`] (label it
     /// with [`AuthOutcome::provider`]).
     pub provider: Option<String>,
@@ -129,6 +134,8 @@ pub struct AuthFailure {
     /// The token named an unknown `kid` of a remote provider: call
     /// [`KeyStore::request_refetch_unknown_kid`] for [`AuthFailure::provider`].
     pub refetch_keys: bool,
+    /// As [`AuthOutcome::signatures`]: the checks made before the failure.
+    pub signatures: Vec<(String, Backend)>,
 }
 
 /// The compiled `auth` section of one route.
@@ -218,13 +225,36 @@ impl AuthPolicy {
     }
 
     /// Authenticates a request at `now` (Unix seconds). See the module documentation
-    /// for the rules. Verified tokens are cached in `cache`.
+    /// for the rules. Verified tokens are cached in `cache`; signatures are checked
+    /// by the backends `verifier` names.
     pub fn authenticate(
         &self,
         req: &dyn RequestTokens,
         keys: &KeyStore,
         cache: &mut TokenCache,
+        verifier: &Verifier,
         now: u64,
+    ) -> Result<AuthOutcome, AuthFailure> {
+        let mut checks = Vec::new();
+        let mut result = self.authenticate_recording(req, keys, cache, verifier, now, &mut checks);
+        if !checks.is_empty() {
+            match &mut result {
+                Ok(o) => o.signatures = checks,
+                Err(f) => f.signatures = checks,
+            }
+        }
+        result
+    }
+
+    /// [`AuthPolicy::authenticate`], recording each signature check in `checks`.
+    fn authenticate_recording(
+        &self,
+        req: &dyn RequestTokens,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+        verifier: &Verifier,
+        now: u64,
+        checks: &mut Vec<(String, Backend)>,
     ) -> Result<AuthOutcome, AuthFailure> {
         let found = self.find_tokens(req)?;
         if found.tokens.is_empty() {
@@ -242,7 +272,11 @@ impl AuthPolicy {
             let mut first_err: Option<(usize, VerifyError)> = None;
             let mut any_ok = false;
             for pi in candidates {
-                match self.verify_for(pi, &f.token, keys, cache, now) {
+                let (result, backend) = self.verify_for(pi, &f.token, keys, cache, verifier, now);
+                if let (Some(b), Some(name)) = (backend, self.provider_name(pi)) {
+                    checks.push((name, b));
+                }
+                match result {
                     Ok((claims, from_cache)) => {
                         if let Some(Some((other, _, _))) = verified.get(pi) {
                             if *other != fi {
@@ -288,14 +322,15 @@ impl AuthPolicy {
         params: &[(String, String)],
     ) -> Result<(), AuthFailure> {
         let forbidden = |reason: &'static str, description: &str, rule: String| AuthFailure {
-            rejection: Rejection::Forbidden {
+            rejection: Box::new(Rejection::Forbidden {
                 reason,
                 description: description.to_string(),
                 rule,
-            },
+            }),
             provider: None,
             reason,
             refetch_keys: false,
+            signatures: Vec::new(),
         };
         if let Some(rule) = self.claim_rules.iter().find(|r| !r.matches(claims)) {
             return Err(forbidden(
@@ -378,40 +413,45 @@ impl AuthPolicy {
         Ok(picked)
     }
 
+    /// Verifies `token` for provider `pi`: its claims and whether they came from the
+    /// cache, and the backend if a signature was checked.
     fn verify_for(
         &self,
         pi: usize,
         token: &str,
         keys: &KeyStore,
         cache: &mut TokenCache,
+        verifier: &Verifier,
         now: u64,
-    ) -> Result<(Rc<Claims>, bool), VerifyError> {
+    ) -> Checked<(Rc<Claims>, bool)> {
         let Some(p) = self.providers.get(pi) else {
-            return Err(VerifyError::KeysUnavailable);
+            return (Err(VerifyError::KeysUnavailable), None);
         };
-        match keys.lookup(p.name()) {
+        let (keys, generation) = match keys.lookup(p.name()) {
+            KeyLookup::Ready { keys, generation } => (keys, generation),
             KeyLookup::Unavailable => {
                 // A token that is garbage anyway is a 401, not a 503.
-                verify::decode(token)?;
-                Err(VerifyError::KeysUnavailable)
+                let e = verify::decode(token).err();
+                return (Err(e.unwrap_or(VerifyError::KeysUnavailable)), None);
             }
-            KeyLookup::Ready { keys, generation } => {
-                if let Some(claims) = cache.get(p.name(), token, generation, &p.rules, now) {
-                    return Ok((claims, true));
-                }
-                let v = verify::verify_jwt(token, keys, &p.rules, now)?;
-                let claims = Rc::new(v.claims);
-                cache.insert(
-                    p.name(),
-                    token,
-                    Rc::clone(&claims),
-                    v.times,
-                    generation,
-                    now,
-                );
-                Ok((claims, false))
-            }
+        };
+        if let Some(claims) = cache.get(p.name(), token, generation, &p.rules, now) {
+            return (Ok((claims, true)), None);
         }
+        let (v, backend) = verify::verify_jwt_with(token, keys, &p.rules, now, verifier);
+        let result = v.map(|v| {
+            let claims = Rc::new(v.claims);
+            cache.insert(
+                p.name(),
+                token,
+                Rc::clone(&claims),
+                v.times,
+                generation,
+                now,
+            );
+            (claims, false)
+        });
+        (result, backend)
     }
 
     fn provider_name(&self, pi: usize) -> Option<String> {
@@ -421,19 +461,21 @@ impl AuthPolicy {
     fn failure(&self, pi: usize, e: VerifyError) -> AuthFailure {
         let remote = self.providers.get(pi).is_some_and(|p| p.is_remote());
         AuthFailure {
-            rejection: e.to_rejection(),
+            rejection: Box::new(e.to_rejection()),
             provider: self.provider_name(pi),
             reason: e.reason(),
             refetch_keys: remote && e == VerifyError::UnknownKid,
+            signatures: Vec::new(),
         }
     }
 
     fn missing(&self, pi: usize) -> AuthFailure {
         AuthFailure {
-            rejection: Rejection::MissingToken,
+            rejection: Box::new(Rejection::MissingToken),
             provider: self.provider_name(pi),
             reason: "missing",
             refetch_keys: false,
+            signatures: Vec::new(),
         }
     }
 
@@ -681,7 +723,13 @@ mod tests {
 
     fn run(p: &AuthPolicy, req: &FakeRequest) -> Result<AuthOutcome, AuthFailure> {
         let keys = KeyStore::new(&providers(), NOW);
-        p.authenticate(req, &keys, &mut TokenCache::new(16), NOW)
+        p.authenticate(
+            req,
+            &keys,
+            &mut TokenCache::new(16),
+            &Verifier::module(),
+            NOW,
+        )
     }
 
     fn bearer(t: &str) -> FakeRequest {
@@ -737,7 +785,7 @@ mod tests {
     fn missing_and_allow_missing() {
         let p = policy(json!({"requires": "main"}));
         let f = run(&p, &FakeRequest::new()).unwrap_err();
-        assert_eq!(f.rejection, Rejection::MissingToken);
+        assert_eq!(*f.rejection, Rejection::MissingToken);
         assert_eq!((f.reason, f.provider.as_deref()), ("missing", Some("main")));
         // A non-Bearer Authorization header is no token for this provider.
         assert!(run(
@@ -973,16 +1021,18 @@ mod tests {
         let req = FakeRequest::new().header("x-remote-token", &token);
         let mut keys = KeyStore::new(&providers(), NOW);
         let mut cache = TokenCache::new(8);
-        let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
+        let f = p
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW)
+            .unwrap_err();
         assert_eq!(
-            (f.rejection.clone(), f.reason),
+            (*f.rejection.clone(), f.reason),
             (Rejection::KeysUnavailable, "keys_unavailable")
         );
         assert_eq!(f.rejection.status(), 503);
         // Garbage is still a 401 while keys are missing.
         let junk = FakeRequest::new().header("x-remote-token", "junk");
         assert_eq!(
-            p.authenticate(&junk, &keys, &mut cache, NOW)
+            p.authenticate(&junk, &keys, &mut cache, &Verifier::module(), NOW)
                 .unwrap_err()
                 .reason,
             "malformed"
@@ -994,7 +1044,9 @@ mod tests {
             keys.on_fetch_response("remote", Some(200), jwks.as_bytes(), NOW),
             Ok(1)
         );
-        let f = p.authenticate(&req, &keys, &mut cache, NOW).unwrap_err();
+        let f = p
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW)
+            .unwrap_err();
         assert_eq!(
             (f.reason, f.refetch_keys, f.provider.as_deref()),
             ("unknown_kid", true, Some("remote"))
@@ -1007,7 +1059,9 @@ mod tests {
             keys.on_fetch_response("remote", Some(200), rotated.as_bytes(), NOW + 1),
             Ok(2)
         );
-        assert!(p.authenticate(&req, &keys, &mut cache, NOW + 1).is_ok());
+        assert!(p
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW + 1)
+            .is_ok());
     }
 
     #[test]
@@ -1016,15 +1070,83 @@ mod tests {
         let keys = KeyStore::new(&providers(), NOW);
         let mut cache = TokenCache::new(8);
         let req = bearer(&main_token());
-        let first = p.authenticate(&req, &keys, &mut cache, NOW).unwrap();
+        let first = p
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW)
+            .unwrap();
         assert!(!first.identities[0].from_cache);
-        let second = p.authenticate(&req, &keys, &mut cache, NOW + 1).unwrap();
+        let second = p
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW + 1)
+            .unwrap();
         assert!(second.identities[0].from_cache);
         assert_eq!(second.set_headers, first.set_headers);
         let late = p
-            .authenticate(&req, &keys, &mut cache, NOW + 600 + 60)
+            .authenticate(&req, &keys, &mut cache, &Verifier::module(), NOW + 600 + 60)
             .unwrap_err();
         assert_eq!(late.reason, "expired");
+    }
+
+    #[test]
+    fn every_signature_check_is_recorded_with_its_provider_and_backend() {
+        use crate::jwt::hostsig::Families;
+        use crate::jwt::standin::NativeVerifySignature;
+        static STAND_IN: NativeVerifySignature = NativeVerifySignature;
+        let on_host = Verifier::host(&STAND_IN, Families::ALL);
+        let p = policy(json!({"requires": {"all": ["main", "side"]}}));
+        let keys = KeyStore::new(&providers(), NOW);
+        let mut cache = TokenCache::new(8);
+        let side = side_token();
+        let req = bearer(&main_token()).header("x-side-token", &side);
+        // ES256 on the host, EdDSA in the module.
+        let out = p
+            .authenticate(&req, &keys, &mut cache, &on_host, NOW)
+            .unwrap();
+        assert_eq!(
+            out.signatures,
+            vec![
+                ("main".to_string(), Backend::Host),
+                ("side".to_string(), Backend::Module)
+            ]
+        );
+        // Cache hits check no signature.
+        let again = p
+            .authenticate(&req, &keys, &mut cache, &on_host, NOW + 1)
+            .unwrap();
+        assert!(again.signatures.is_empty());
+        // A failure carries the checks made, also the failing one.
+        let (h, _, sig) = {
+            let mut parts = side.splitn(3, '.');
+            (parts.next(), parts.next(), parts.next())
+        };
+        let forged_payload =
+            crate::jwt::b64url_encode(br#"{"iss":"https://side/","sub":"mallory"}"#);
+        let forged = format!(
+            "{}.{forged_payload}.{}",
+            h.unwrap_or_default(),
+            sig.unwrap_or_default()
+        );
+        let req = bearer(&main_token()).header("x-side-token", &forged);
+        let f = p
+            .authenticate(
+                &req,
+                &keys,
+                &mut TokenCache::new(8),
+                &Verifier::module(),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(f.reason, "bad_signature");
+        assert_eq!(
+            f.signatures,
+            vec![
+                ("main".to_string(), Backend::Module),
+                ("side".to_string(), Backend::Module)
+            ]
+        );
+        // Refused before a signature check: nothing recorded.
+        let f = p
+            .authenticate(&bearer("not-a-token"), &keys, &mut cache, &on_host, NOW)
+            .unwrap_err();
+        assert!(f.signatures.is_empty());
     }
 
     #[test]
@@ -1045,7 +1167,7 @@ mod tests {
         let strict = policy(json!({"requires": "main", "claims": {"roles": {"all_of": ["root"]}}}));
         let f = strict.authorize(&claims, &[]).unwrap_err();
         assert_eq!((f.reason, f.rejection.status()), ("claims", 403));
-        if let Rejection::Forbidden { description, .. } = f.rejection {
+        if let Rejection::Forbidden { description, .. } = *f.rejection {
             assert!(!description.contains("root") && !description.contains("admin"));
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! A key is compiled once, when the configuration is loaded or a remote JWKS arrives,
 //! into a [`VerifyingKey`]: the key material ready for the signature check (ring,
-//! or `p521`/`k256`, see [`crate::jwt::verify`]) and the one
+//! or `p521`/`k256`, see [`crate::jwt::verify`]), for the keys Envoy can verify
+//! also their part of its `verify_signature` arguments ([`hostsig`]), and the one
 //! [`Algorithm`] it may verify. The algorithm comes from the JWK `alg` member when
 //! present (and must agree with `kty`/`crv`), otherwise from the key type:
 //!
@@ -30,6 +31,7 @@
 //! (remote keys: see [`KeyStore`](crate::jwt::KeyStore)).
 
 use crate::jwt::b64url_decode_lenient;
+use crate::jwt::hostsig;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -180,6 +182,9 @@ pub struct VerifyingKey {
     kid: Option<String>,
     alg: Algorithm,
     pub(crate) material: KeyMaterial,
+    /// The key's part of Envoy's `verify_signature` arguments (hash and
+    /// SubjectPublicKeyInfo, see [`hostsig`]), for RS*, ES256, ES384 and ES512 keys.
+    pub(crate) host: Option<Box<[u8]>>,
 }
 
 impl VerifyingKey {
@@ -411,7 +416,7 @@ pub(crate) fn parse_jwk(key: &Value, rules: &KeyRules) -> Result<VerifyingKey, S
             ));
         }
     }
-    let (alg, material) = match kty {
+    let (alg, material, host) = match kty {
         "oct" => parse_oct(obj, alg, rules)?,
         "RSA" => parse_rsa(obj, alg, rules)?,
         "EC" => parse_ec(obj, alg)?,
@@ -423,14 +428,23 @@ pub(crate) fn parse_jwk(key: &Value, rules: &KeyRules) -> Result<VerifyingKey, S
             ))
         }
     };
-    Ok(VerifyingKey { kid, alg, material })
+    Ok(VerifyingKey {
+        kid,
+        alg,
+        material,
+        host,
+    })
 }
+
+/// A compiled key: its algorithm, its material and its part of the host's
+/// arguments (`None` where only the module can verify it).
+type Compiled = (Algorithm, KeyMaterial, Option<Box<[u8]>>);
 
 fn parse_oct(
     obj: &Map<String, Value>,
     alg: Option<Algorithm>,
     rules: &KeyRules,
-) -> Result<(Algorithm, KeyMaterial), String> {
+) -> Result<Compiled, String> {
     if !rules.allow_symmetric {
         return Err("symmetric (`oct`) keys are not accepted from a remote key set".to_string());
     }
@@ -453,14 +467,14 @@ fn parse_oct(
         Algorithm::HS384 => ring::hmac::HMAC_SHA384,
         _ => ring::hmac::HMAC_SHA512,
     };
-    Ok((alg, KeyMaterial::Hmac(ring::hmac::Key::new(hash, &k))))
+    Ok((alg, KeyMaterial::Hmac(ring::hmac::Key::new(hash, &k)), None))
 }
 
 fn parse_rsa(
     obj: &Map<String, Value>,
     alg: Option<Algorithm>,
     rules: &KeyRules,
-) -> Result<(Algorithm, KeyMaterial), String> {
+) -> Result<Compiled, String> {
     // Without `alg`, an RSA key verifies RS256 only: the algorithm must come from
     // the key, and RS256 is what RFC 7518 §3.1 recommends and IdPs publish.
     let alg = alg.unwrap_or(Algorithm::RS256);
@@ -521,19 +535,18 @@ fn parse_rsa(
             ))
         }
     };
+    let host = hostsig::rsa_key(alg, &n, &e);
     Ok((
         alg,
         KeyMaterial::Rsa {
             key: rs::RsaPublicKeyComponents { n, e },
             params,
         },
+        host,
     ))
 }
 
-fn parse_ec(
-    obj: &Map<String, Value>,
-    alg: Option<Algorithm>,
-) -> Result<(Algorithm, KeyMaterial), String> {
+fn parse_ec(obj: &Map<String, Value>, alg: Option<Algorithm>) -> Result<Compiled, String> {
     let crv = str_member(obj, "crv")?.ok_or("missing `crv`")?;
     let (curve_alg, size) = match crv {
         "P-256" => (Algorithm::ES256, 32),
@@ -572,6 +585,7 @@ fn parse_ec(
     // P-384 are checked here and verified with ring over the same SEC1 bytes
     // (`*_FIXED`: the signature is R || S, as in JWS); p521/k256's from_sec1_bytes
     // check their own.
+    let host = hostsig::ec_key(curve_alg, &sec1);
     let not_on_curve = || format!("the point (x, y) is not on curve {crv}");
     let bad = |_| not_on_curve();
     let material = match curve_alg {
@@ -598,7 +612,7 @@ fn parse_ec(
         }
         _ => KeyMaterial::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(bad)?),
     };
-    Ok((curve_alg, material))
+    Ok((curve_alg, material, host))
 }
 
 // NIST P-256 and P-384 (SEC 2 §2.4.2, §2.5.1): field prime p and coefficient b of
@@ -645,10 +659,7 @@ fn on_nist_curve<const L: usize>(x: &[u8], y: &[u8], p: &[u8], b: &[u8]) -> bool
     mul(&y, &y) == rhs
 }
 
-fn parse_okp(
-    obj: &Map<String, Value>,
-    alg: Option<Algorithm>,
-) -> Result<(Algorithm, KeyMaterial), String> {
+fn parse_okp(obj: &Map<String, Value>, alg: Option<Algorithm>) -> Result<Compiled, String> {
     let crv = str_member(obj, "crv")?.ok_or("missing `crv`")?;
     if crv != "Ed25519" {
         return Err(format!(
@@ -675,6 +686,7 @@ fn parse_okp(
             &ring::signature::ED25519,
             *pk,
         )),
+        None,
     ))
 }
 
@@ -966,6 +978,26 @@ mod tests {
         assert!(roca_fingerprint(&(p * q).to_bytes_be()));
         // Random primes (the test key) do not have it.
         assert!(!roca_fingerprint(&testkeys::rsa_modulus()));
+    }
+
+    #[test]
+    fn keys_envoy_can_verify_carry_their_part_of_its_arguments() {
+        for alg in Algorithm::ALL {
+            let key = parse_jwk(&testkeys::jwk_for(alg), &KeyRules::default());
+            let host = key.map(|k| k.host.is_some());
+            assert_eq!(
+                host,
+                Ok(hostsig::Family::of(alg).is_some()),
+                "{alg}: only RS*, ES256, ES384 and ES512"
+            );
+        }
+        // Legacy-size RSA keys too: Envoy verifies them as well.
+        let lowered = KeyRules {
+            min_rsa_bits: 1024,
+            allow_symmetric: false,
+        };
+        let key = parse_jwk(&testkeys::rsa1024_jwk(), &lowered);
+        assert!(key.is_ok_and(|k| k.host.is_some()));
     }
 
     #[test]

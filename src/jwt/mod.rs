@@ -27,8 +27,10 @@
 //! (RFC 7519 §7.2 step 10) from a bad signature, accepts what its struct accepts
 //! (e.g. it has its own rules for `crit`, `aud` and time types) and chooses the key
 //! by the token's header. [`verify`] instead implements RFC 7515 §5.2 step by step and
-//! checks the signature over the exact `header.payload` bytes with `ring` (HMAC,
-//! RSA, ES256, ES384, EdDSA) and, for what ring lacks, the RustCrypto curves
+//! checks the signature over the exact `header.payload` bytes: with Envoy's
+//! BoringSSL through the `verify_signature` foreign function ([`hostsig`]) for RS*,
+//! ES256, ES384 and ES512 where the host passed its check, otherwise with `ring`
+//! (HMAC, RSA, ES256, ES384, EdDSA) and, for what ring lacks, the RustCrypto curves
 //! jwt-simple is built on (`k256` for ES256K) plus `p521` for ES512. jwt-simple
 //! remains useful to the tests as an independent implementation that mints tokens.
 //!
@@ -43,9 +45,11 @@
 mod auth;
 mod cache;
 mod extract;
+pub mod hostsig;
 pub mod jwks;
 mod keystore;
 mod provider;
+pub mod standin;
 pub mod verify;
 
 #[cfg(test)]
@@ -54,6 +58,7 @@ pub(crate) mod testkeys;
 pub use auth::AuthPolicy;
 pub use cache::TokenCache;
 pub use extract::{remove_cookies, remove_query_params, RequestTokens};
+pub use hostsig::Verifier;
 pub use jwks::{KeyRules, KeySet};
 pub use keystore::KeyStore;
 pub use provider::Providers;
@@ -72,15 +77,18 @@ pub struct AuthState {
     pub keys: RefCell<KeyStore>,
     /// Verified-token cache.
     pub cache: RefCell<TokenCache>,
+    /// Which backend verifies which signatures (`signature_backend`).
+    pub verifier: Verifier,
 }
 
 impl AuthState {
     /// The state for `providers` at `now` (Unix seconds): inline key sets loaded,
-    /// remote ones due for their first fetch.
-    pub fn new(providers: &Providers, now: u64) -> AuthState {
+    /// remote ones due for their first fetch; signatures checked as `verifier` says.
+    pub fn new(providers: &Providers, now: u64, verifier: Verifier) -> AuthState {
         AuthState {
             keys: RefCell::new(KeyStore::new(providers, now)),
             cache: RefCell::new(TokenCache::default()),
+            verifier,
         }
     }
 }

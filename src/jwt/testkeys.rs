@@ -149,6 +149,17 @@ fn ec_xy(alg: Algorithm) -> (Vec<u8>, Vec<u8>, &'static str) {
     }
 }
 
+/// The uncompressed SEC1 point (`04 || x || y`) of `alg`'s test key.
+pub fn ec_point(alg: Algorithm) -> Vec<u8> {
+    let (x, y, _) = ec_xy(alg);
+    [&[4u8][..], &x, &y].concat()
+}
+
+/// The test RSA key's modulus and exponent, big-endian.
+pub fn rsa_n_e() -> (Vec<u8>, Vec<u8>) {
+    rsa_components(RSA2048_PEM)
+}
+
 pub fn ec_jwk(alg: Algorithm, kid: Option<&str>) -> Value {
     let (x, y, crv) = ec_xy(alg);
     with_kid(

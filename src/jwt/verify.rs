@@ -11,13 +11,15 @@
 //!    and among them only keys whose algorithm equals the header's `alg`; without a
 //!    `kid`, the first [`MAX_KEYS_TRIED_WITHOUT_KID`] keys of that algorithm. Header
 //!    members such as `jwk`, `jku`, `x5u`, `x5c` are never used to find a key;
-//! 4. signature, with the primitive of the key's algorithm: `ring` for HMAC, RSA
+//! 4. signature, by the backend the [`Verifier`] names for the key's algorithm:
+//!    Envoy's `verify_signature` ([`hostsig`]) for RS256/384/512, ES256, ES384 and
+//!    ES512 when the host passed its check, else the module: `ring` for HMAC, RSA
 //!    (RS*/PS* from 2048 bits; under that, down to `min_rsa_bits`, RS256 and RS512
 //!    with its legacy PKCS#1 v1.5 parameters), ES256, ES384 and EdDSA (in V8 about
 //!    1.5-2x faster than the pure-Rust crates, ES384 about even); the RustCrypto
-//!    `p521` and `k256` for ES512 and ES256K, over ring's digests. Both refuse
-//!    signatures of the wrong length and accept high-S ECDSA signatures (RFC 7518
-//!    does not forbid them);
+//!    `p521` and `k256` for ES512 and ES256K, over ring's digests. Every backend
+//!    refuses signatures of the wrong length (checked here before the host is
+//!    asked) and accepts high-S ECDSA signatures (RFC 7518 does not forbid them);
 //! 5. only then the payload: a JSON object, numeric `exp`/`nbf`/`iat`, `iss`, the
 //!    times with `clock_skew_seconds`, `max_lifetime_seconds`, and last `aud` (so an
 //!    expired token is a 401, not a 403).
@@ -26,6 +28,7 @@
 //! which RFC 7515 §4 and RFC 7519 §4 allow.
 
 use crate::authz::Claims;
+use crate::jwt::hostsig::{self, Backend, Family, Verifier};
 use crate::jwt::jwks::{Algorithm, KeyMaterial, KeySet, VerifyingKey};
 use crate::jwt::{b64url_decode, MAX_TOKEN_BYTES};
 use crate::reply::Rejection;
@@ -112,6 +115,10 @@ impl fmt::Display for VerifyError {
         write!(f, "{}: {}", self.reason(), self.description())
     }
 }
+
+/// A check's result and which backend checked the signature: `None` when the
+/// token was refused before any key was tried.
+pub type Checked<T> = (Result<T, VerifyError>, Option<Backend>);
 
 /// A compact JWS split and decoded, signature not yet checked.
 #[derive(Debug, Clone)]
@@ -203,11 +210,18 @@ pub(crate) fn decode(token: &str) -> Result<DecodedJws<'_>, VerifyError> {
     })
 }
 
-/// Checks the signature of a decoded JWS with `keys` (steps 3–4 above).
-pub(crate) fn verify_signature(jws: &DecodedJws<'_>, keys: &KeySet) -> Result<(), VerifyError> {
+/// Checks the signature of a decoded JWS with `keys` (steps 3–4 above). Also
+/// returns which backend checked it, if a key was tried (all keys tried share the
+/// token's algorithm, so one backend).
+pub(crate) fn verify_signature(
+    jws: &DecodedJws<'_>,
+    keys: &KeySet,
+    verifier: &Verifier,
+) -> Checked<()> {
     let mut tried = 0usize;
     let mut verified = false;
     let mut kid_matched = false;
+    let mut backend = None;
     for key in keys.keys() {
         match &jws.kid {
             Some(kid) => {
@@ -228,12 +242,14 @@ pub(crate) fn verify_signature(jws: &DecodedJws<'_>, keys: &KeySet) -> Result<()
             continue;
         }
         tried += 1;
-        if verify_with_key(key, jws.signing_input.as_bytes(), &jws.signature) {
+        let (ok, by) = verify_with_key(key, jws.signing_input.as_bytes(), &jws.signature, verifier);
+        backend = Some(by);
+        if ok {
             verified = true;
             break;
         }
     }
-    if verified {
+    let result = if verified {
         Ok(())
     } else if jws.kid.is_some() && !kid_matched {
         Err(VerifyError::UnknownKid)
@@ -243,15 +259,26 @@ pub(crate) fn verify_signature(jws: &DecodedJws<'_>, keys: &KeySet) -> Result<()
         ))
     } else {
         Err(VerifyError::BadSignature("the token signature is invalid"))
-    }
+    };
+    (result, backend)
 }
 
-/// Verifies only the signature of a compact JWS and returns the payload bytes,
-/// whatever they are (Wycheproof's `foo`). Not a JWT check: see [`verify_jwt`].
+/// Verifies only the signature of a compact JWS, in the module, and returns the
+/// payload bytes, whatever they are (Wycheproof's `foo`). Not a JWT check: see
+/// [`verify_jwt`].
 pub fn verify_jws(token: &str, keys: &KeySet) -> Result<Vec<u8>, VerifyError> {
-    let jws = decode(token)?;
-    verify_signature(&jws, keys)?;
-    Ok(jws.payload)
+    verify_jws_with(token, keys, &Verifier::module()).0
+}
+
+/// [`verify_jws`] with the backends of `verifier`; also returns which backend
+/// checked the signature (`None`: refused before any key was tried).
+pub fn verify_jws_with(token: &str, keys: &KeySet, verifier: &Verifier) -> Checked<Vec<u8>> {
+    let jws = match decode(token) {
+        Ok(jws) => jws,
+        Err(e) => return (Err(e), None),
+    };
+    let (result, backend) = verify_signature(&jws, keys, verifier);
+    (result.map(|()| jws.payload), backend)
 }
 
 /// The provider's claim requirements.
@@ -289,16 +316,35 @@ pub struct VerifiedToken {
     pub times: TimeClaims,
 }
 
-/// Full check of a JWT against one provider's keys and rules at `now` (Unix seconds).
+/// Full check of a JWT against one provider's keys and rules at `now` (Unix
+/// seconds), signatures verified in the module.
 pub fn verify_jwt(
     token: &str,
     keys: &KeySet,
     rules: &ClaimsRules,
     now: u64,
 ) -> Result<VerifiedToken, VerifyError> {
-    let jws = decode(token)?;
-    verify_signature(&jws, keys)?;
-    check_claims(&jws.payload, rules, now)
+    verify_jwt_with(token, keys, rules, now, &Verifier::module()).0
+}
+
+/// [`verify_jwt`] with the backends of `verifier`; also returns which backend
+/// checked the signature (`None`: refused before any key was tried).
+pub(crate) fn verify_jwt_with(
+    token: &str,
+    keys: &KeySet,
+    rules: &ClaimsRules,
+    now: u64,
+    verifier: &Verifier,
+) -> Checked<VerifiedToken> {
+    let jws = match decode(token) {
+        Ok(jws) => jws,
+        Err(e) => return (Err(e), None),
+    };
+    let (result, backend) = verify_signature(&jws, keys, verifier);
+    (
+        result.and_then(|()| check_claims(&jws.payload, rules, now)),
+        backend,
+    )
 }
 
 /// Checks a verified payload (step 5 above).
@@ -395,8 +441,40 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>, VerifyError>
     }
 }
 
-/// Checks `sig` over `msg` with `key`, under the key's own algorithm.
-fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+/// Checks `sig` over `msg` with `key`, under the key's own algorithm, on the
+/// backend `verifier` names for it.
+fn verify_with_key(
+    key: &VerifyingKey,
+    msg: &[u8],
+    sig: &[u8],
+    verifier: &Verifier,
+) -> (bool, Backend) {
+    match (
+        &key.host,
+        verifier.host_for(key.alg()),
+        Family::of(key.alg()),
+    ) {
+        (Some(args), Some(host), Some(family)) => {
+            // The lengths the module's primitives insist on (RFC 8017 §8.2.2 step 1,
+            // RFC 7518 §3.4): a signature of another size never reaches the host.
+            // Only these key materials come with host arguments.
+            let len = match &key.material {
+                KeyMaterial::Rsa { key, .. } => Some(key.n.len()),
+                KeyMaterial::P256(_) => Some(64),
+                KeyMaterial::P384(_) => Some(96),
+                KeyMaterial::P521(_) => Some(132),
+                _ => None,
+            };
+            let ok = len == Some(sig.len())
+                && hostsig::verify(host, args, family, sig, msg).unwrap_or(false);
+            (ok, Backend::Host)
+        }
+        _ => (verify_in_module(key, msg, sig), Backend::Module),
+    }
+}
+
+/// Checks `sig` over `msg` with `key` in the module.
+fn verify_in_module(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
     use p521::ecdsa::signature::hazmat::PrehashVerifier;
     use ring::digest;
     match (&key.material, key.alg()) {
@@ -437,7 +515,9 @@ fn verify_with_key(key: &VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::hostsig::{Families, SignatureHost};
     use crate::jwt::jwks::{parse_jwk, KeyRules};
+    use crate::jwt::standin::NativeVerifySignature;
     use crate::jwt::testkeys::{self, mint, mint_raw, Minted};
     use serde_json::json;
 
@@ -471,6 +551,149 @@ mod tests {
         }
     }
 
+    /// Envoy's verify_signature as the native stand-in plays it, for every family.
+    fn on_host() -> Verifier {
+        static STAND_IN: NativeVerifySignature = NativeVerifySignature;
+        Verifier::host(&STAND_IN, Families::ALL)
+    }
+
+    #[test]
+    fn every_algorithm_verifies_on_its_backend() {
+        for alg in Algorithm::ALL {
+            let keys = testkeys::keyset(&[alg]);
+            let token = mint(alg, Some(testkeys::kid_of(alg)), &good_claims());
+            let want = if Family::of(alg).is_some() {
+                Backend::Host
+            } else {
+                Backend::Module
+            };
+            let (res, backend) = verify_jwt_with(&token, &keys, &rules(), NOW, &on_host());
+            assert!(res.is_ok(), "{alg}: {res:?}");
+            assert_eq!(backend, Some(want), "{alg}");
+            let (res, backend) = verify_jwt_with(&token, &keys, &rules(), NOW, &Verifier::module());
+            assert!(res.is_ok(), "{alg}: {res:?}");
+            assert_eq!(backend, Some(Backend::Module), "{alg}");
+            // A different signature byte fails on either backend, as a signature error.
+            let (input, sig) = token.rsplit_once('.').unwrap_or_default();
+            let mut bytes = crate::jwt::b64url_decode(sig).unwrap_or_default();
+            let at = bytes.len() / 3;
+            bytes[at] ^= 0x10;
+            let bad = format!("{input}.{}", crate::jwt::b64url_encode(&bytes));
+            for verifier in [on_host(), Verifier::module()] {
+                let (res, backend) = verify_jwt_with(&bad, &keys, &rules(), NOW, &verifier);
+                assert_eq!(
+                    res.err(),
+                    Some(VerifyError::BadSignature("the token signature is invalid")),
+                    "{alg}"
+                );
+                assert!(backend.is_some(), "{alg}");
+            }
+        }
+    }
+
+    /// A host that answers every call with `answer` and counts the calls.
+    struct Counting {
+        answer: Result<Vec<u8>, u32>,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl SignatureHost for Counting {
+        fn verify_signature(&self, _arguments: &[u8]) -> Result<Vec<u8>, u32> {
+            self.calls.set(self.calls.get() + 1);
+            self.answer.clone()
+        }
+    }
+
+    fn counting(answer: Result<Vec<u8>, u32>) -> &'static Counting {
+        Box::leak(Box::new(Counting {
+            answer,
+            calls: std::cell::Cell::new(0),
+        }))
+    }
+
+    #[test]
+    fn the_host_decides_only_signatures_of_the_right_length() {
+        // A host that says yes to everything: what reaches it passes, so this shows
+        // exactly which signatures are refused before it is asked.
+        let yes = counting(Ok(vec![0x08, 0x01]));
+        let verifier = Verifier::host(yes, Families::ALL);
+        for (alg, len) in [
+            (Algorithm::RS256, 256),
+            (Algorithm::ES256, 64),
+            (Algorithm::ES384, 96),
+            (Algorithm::ES512, 132),
+        ] {
+            let keys = testkeys::keyset(&[alg]);
+            let header = format!(r#"{{"alg":"{alg}"}}"#);
+            let input = format!(
+                "{}.{}",
+                crate::jwt::b64url_encode(header.as_bytes()),
+                crate::jwt::b64url_encode(b"{}")
+            );
+            for (sig_len, fill, reaches_host) in [
+                (len, 7u8, true),
+                (len - 1, 7, false),
+                (len + 1, 7, false),
+                (len * 2, 7, false),
+                (1, 7, false),
+            ] {
+                let before = yes.calls.get();
+                let token = format!(
+                    "{input}.{}",
+                    crate::jwt::b64url_encode(&vec![fill; sig_len])
+                );
+                let (res, backend) = verify_jws_with(&token, &keys, &verifier);
+                assert_eq!(res.is_ok(), reaches_host, "{alg} {sig_len}");
+                assert_eq!(
+                    yes.calls.get() - before,
+                    usize::from(reaches_host),
+                    "{alg} {sig_len}"
+                );
+                assert_eq!(backend, Some(Backend::Host), "{alg} {sig_len}");
+            }
+            // ECDSA with r or s zero is never sent.
+            if alg != Algorithm::RS256 {
+                let before = yes.calls.get();
+                let mut zero_s = vec![1u8; len];
+                zero_s[len / 2..].fill(0);
+                let token = format!("{input}.{}", crate::jwt::b64url_encode(&zero_s));
+                assert!(
+                    verify_jws_with(&token, &keys, &verifier).0.is_err(),
+                    "{alg}"
+                );
+                assert_eq!(yes.calls.get(), before, "{alg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_host_call_is_an_invalid_signature() {
+        let keys = testkeys::keyset(&[Algorithm::ES256]);
+        let token = mint(Algorithm::ES256, Some("es256"), &good_claims());
+        for answer in [Err(1), Err(2), Err(10), Ok(vec![]), Ok(vec![0x08, 0x00])] {
+            let host = counting(answer.clone());
+            let (res, backend) = verify_jwt_with(
+                &token,
+                &keys,
+                &rules(),
+                NOW,
+                &Verifier::host(host, Families::ALL),
+            );
+            assert_eq!(
+                res.err(),
+                Some(VerifyError::BadSignature("the token signature is invalid")),
+                "{answer:?}"
+            );
+            assert_eq!((backend, host.calls.get()), (Some(Backend::Host), 1));
+        }
+        // Refused before any key: no backend.
+        let (res, backend) = verify_jws_with("a.b", &keys, &on_host());
+        assert!(res.is_err() && backend.is_none());
+        let hs = mint(Algorithm::HS256, Some("es256"), &good_claims());
+        let (res, backend) = verify_jws_with(&hs, &keys, &on_host());
+        assert!(res.is_err() && backend.is_none());
+    }
+
     #[test]
     fn tokens_minted_by_jwt_simple_verify() {
         // An independent implementation signs; ours verifies.
@@ -478,6 +701,9 @@ mod tests {
             let keys = testkeys::keyset(&[alg]);
             let res = verify_jwt(&token, &keys, &rules(), testkeys::wall_clock());
             assert!(res.is_ok(), "{alg}: {res:?}");
+            let (res, _) =
+                verify_jwt_with(&token, &keys, &rules(), testkeys::wall_clock(), &on_host());
+            assert!(res.is_ok(), "{alg} on the host: {res:?}");
         }
     }
 
@@ -509,6 +735,14 @@ mod tests {
                     Err("bad_signature"),
                     "{signer} token vs {verifier} key"
                 );
+                // The host infers the algorithm from the key: the binding is ours.
+                let (res, _) =
+                    verify_jwt_with(&tokens[si], &keysets[vi], &rules(), NOW, &on_host());
+                assert_eq!(
+                    res.map(|_| ()).map_err(|e| e.reason()),
+                    Err("bad_signature"),
+                    "{signer} token vs {verifier} key on the host"
+                );
                 if relabel {
                     // Relabelled: header says the verifier's alg, signature is the signer's.
                     let forged = testkeys::mint_with_header(
@@ -520,6 +754,9 @@ mod tests {
                         verify_jwt(&forged, &keysets[vi], &rules(), NOW).is_err(),
                         "{signer} as {verifier}"
                     );
+                    let (res, _) =
+                        verify_jwt_with(&forged, &keysets[vi], &rules(), NOW, &on_host());
+                    assert!(res.is_err(), "{signer} as {verifier} on the host");
                 }
             }
         }
@@ -912,11 +1149,15 @@ mod tests {
             let keys = KeySet::new(keys);
             let token = testkeys::mint_rsa1024(alg, &good_claims());
             assert!(verify_jwt(&token, &keys, &rules(), NOW).is_ok(), "{alg}");
+            let (res, backend) = verify_jwt_with(&token, &keys, &rules(), NOW, &on_host());
+            assert!(res.is_ok() && backend == Some(Backend::Host), "{alg}");
             // A different signature byte (first character of the signature part).
             let (input, sig) = token.rsplit_once('.').unwrap_or_default();
             let flipped = if sig.starts_with('A') { "B" } else { "A" };
             let bad = format!("{input}.{flipped}{}", &sig[1..]);
             assert!(verify_jwt(&bad, &keys, &rules(), NOW).is_err(), "{alg}");
+            let (res, _) = verify_jwt_with(&bad, &keys, &rules(), NOW, &on_host());
+            assert!(res.is_err(), "{alg}");
         }
         // The other RSA algorithms have no parameters that small: refused at load.
         for alg in [Algorithm::RS384, Algorithm::PS256, Algorithm::PS512] {

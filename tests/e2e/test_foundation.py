@@ -161,6 +161,8 @@ BAD_CONFIGS = [
      "routes[0].match.path: parameter {id} appears twice"),
     ({"routes": [], "unmatched": "sometimes"},
      "unmatched: unknown variant `sometimes`"),
+    ({"routes": [], "signature_backend": "boringssl"},
+     "signature_backend: unknown variant `boringssl`, expected one of `auto`, `module`, `host`"),
     ("not json at all", "invalid plugin configuration"),
 ]
 

@@ -1,8 +1,11 @@
 """JWT authentication and claims authorization through a real Envoy and upstream.
 
 Keys are generated here; tokens are minted with PyJWT (or by hand where a token
-must be malformed on purpose). Two Envoys: `env` (inline key sets, every other
-scenario) and `remote_env` (key sets fetched from `idp.IdP`, a local HTTP server).
+must be malformed on purpose). Envoys: `env` (inline key sets, the default
+`signature_backend: auto`, which is Envoy's verify_signature on this Envoy),
+`backend_env` (the same configuration once with `signature_backend: host` and once
+with `module`, for the tests whose outcome rests on the signature check) and
+`remote_env` (key sets fetched from `idp.IdP`, a local HTTP server).
 """
 import base64
 import hashlib
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from harness import closed_port, cluster, poll, start_envoy
+from harness import closed_port, cluster, poll, start_envoy, validate
 from idp import IdP
 
 ISS = "https://idp.e2e.test/"
@@ -35,6 +38,10 @@ EC_CURVES = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP5
              "ES256K": ec.SECP256K1()}
 HMAC_ALGS = {"HS256": 32, "HS384": 48, "HS512": 64}  # secret size = hash size
 ASYM_ALGS = RSA_ALGS + list(EC_CURVES) + ["EdDSA"]
+# What Envoy's verify_signature checks under `signature_backend: host` (the rest
+# stays in the module whatever the setting).
+HOST_ALGS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}
+BACKENDS = ["host", "module"]
 
 
 def b64u(data):
@@ -242,16 +249,66 @@ def env():
         yield e
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_env(request):
+    """(signature_backend, Envoy) for each backend."""
+    with start_envoy(dict(CONFIG, signature_backend=request.param)) as e:
+        yield request.param, e
+
+
+SIGNATURE_COUNTERS = tuple(f"apiguard.provider.asym.signature.{b}" for b in BACKENDS)
+
+
+def checked_by(backend, alg):
+    """The backend that checks an `alg` signature under `signature_backend: backend`."""
+    return "host" if backend == "host" and alg in HOST_ALGS else "module"
+
+
 # 1. Every key type ------------------------------------------------------------
 
 @pytest.mark.parametrize("alg", ASYM_ALGS)
 def test_good_asymmetric_token_passes_and_is_forwarded(env, alg):
     # {"iss": ISS, "aud": "orders-api", "sub": "alice", ..., "exp": now+600}, kid = alg
     token = mint(ASYM[alg])
-    with Delta(env, "apiguard.provider.asym.verified") as d:
+    with Delta(env, "apiguard.provider.asym.verified", *SIGNATURE_COUNTERS) as d:
         seen = allowed(env, "/alg/asym", token)
     assert seen["headers"]["authorization"] == f"Bearer {token}"  # forward: true (default)
     assert d["apiguard.provider.asym.verified"] == 1
+    # `auto` takes the host here (Envoy 1.40 has verify_signature).
+    by = checked_by("host", alg)
+    assert {b: d[f"apiguard.provider.asym.signature.{b}"] for b in BACKENDS} == \
+        {b: int(b == by) for b in BACKENDS}, alg
+
+
+def test_every_algorithm_passes_on_each_backend(backend_env):
+    # One token per algorithm, all through one counter reading (a reading costs
+    # several flush periods): each passes, and the backends' counts add up.
+    backend, env = backend_env
+    with Delta(env, "apiguard.provider.asym.verified", *SIGNATURE_COUNTERS) as d:
+        for alg in ASYM_ALGS:
+            allowed(env, "/alg/asym", mint(ASYM[alg]))
+    on_host = sum(checked_by(backend, alg) == "host" for alg in ASYM_ALGS)
+    assert d["apiguard.provider.asym.verified"] == len(ASYM_ALGS)
+    assert (d["apiguard.provider.asym.signature.host"],
+            d["apiguard.provider.asym.signature.module"]) == \
+        (on_host, len(ASYM_ALGS) - on_host), backend
+
+
+def test_signature_backend_host_passes_validate():
+    # `envoy --mode validate` runs the configure step, and with it the host's check.
+    rc, out = validate(dict(CONFIG, signature_backend="host"))
+    assert rc == 0, out[-3000:]
+    assert "verified by Envoy (verify_signature)" in out
+
+
+def test_the_backend_is_chosen_once_and_logged(backend_env, env):
+    backend, benv = backend_env
+    host_line = ("signatures: RS256/384/512 and ES256/384/512 verified by Envoy "
+                 "(verify_signature), the other algorithms in the module")
+    module_line = "signatures: all verified in the module (signature_backend: module)"
+    assert (host_line if backend == "host" else module_line) in benv.log()
+    # `auto` (the default) takes the host on an Envoy that has verify_signature.
+    assert host_line in env.log()
 
 
 @pytest.mark.parametrize("alg", list(HMAC_ALGS))
@@ -260,7 +317,8 @@ def test_good_hmac_token_passes(env, alg):
     allowed(env, "/alg/hmac", token)
 
 
-def test_a_key_verifies_only_its_own_algorithm(env):
+def test_a_key_verifies_only_its_own_algorithm(backend_env):
+    _, env = backend_env
     # The RS256 key signing a token labelled RS512 (kid rs256): the key fixes RS256.
     signer = jwt.get_algorithm_by_name("RS512")
     token = raw_token({"alg": "RS512", "kid": "rs256"}, claims(),
@@ -344,6 +402,33 @@ REJECTIONS = {
                                                 pyjwt_signer(ES256)), 401, "malformed"),
     "not_a_jws": (lambda: "abc.def", 401, "malformed"),
 }
+
+
+# Rejections decided by the signature check, or after it passed: on each backend.
+SIGNATURE_CASES = ["tampered_payload", "tampered_signature", "es256_der_signature",
+                   "known_kid_wrong_key", "payload_not_an_object", "expired"]
+
+
+def test_signature_rejections_on_each_backend(backend_env):
+    backend, env = backend_env
+    reasons = sorted({REJECTIONS[c][2] for c in SIGNATURE_CASES} | {"bad_signature"})
+    names = tuple(f"apiguard.provider.asym.{r}" for r in reasons) + SIGNATURE_COUNTERS
+    want = {n: 0 for n in names}
+    with Delta(env, *names) as d:
+        for case in SIGNATURE_CASES:  # all ES256
+            factory, status, reason = REJECTIONS[case]
+            rejected(env, "/strict", status, factory())
+            want[f"apiguard.provider.asym.{reason}"] += 1
+        # A tampered signature of the other host families.
+        for alg in ("RS256", "ES384", "ES512"):
+            h, p, s = mint(ASYM[alg]).split(".")
+            sig = bytearray(b64u_decode(s))
+            sig[len(sig) // 2] ^= 0x04
+            rejected(env, "/strict", 401, f"{h}.{p}.{b64u(bytes(sig))}")
+            want["apiguard.provider.asym.bad_signature"] += 1
+    checks = len(SIGNATURE_CASES) + 3
+    want[f"apiguard.provider.asym.signature.{checked_by(backend, 'ES256')}"] = checks
+    assert {n: d[n] for n in names} == want, backend
 
 
 @pytest.mark.parametrize("case", list(REJECTIONS))
@@ -606,15 +691,18 @@ def test_underscore_spellings_of_forwarded_headers_are_removed(env, path):
 
 # 7. Cache; 8. decision metrics ----------------------------------------------
 
-def test_repeated_token_is_served_from_cache(env):
+def test_repeated_token_is_served_from_cache(backend_env):
+    backend, env = backend_env
     token = mint()
-    names = ("apiguard.provider.asym.verified", "apiguard.provider.asym.verified_cached")
+    signature = f"apiguard.provider.asym.signature.{checked_by(backend, 'ES256')}"
+    names = ("apiguard.provider.asym.verified", "apiguard.provider.asym.verified_cached",
+             signature)
     with Delta(env, *names) as first:
         allowed(env, "/alg/asym", token)
     with Delta(env, *names) as second:
         allowed(env, "/alg/asym", token)
-    assert (first[names[0]], first[names[1]]) == (1, 0)
-    assert (second[names[0]], second[names[1]]) == (0, 1)
+    assert [first[n] for n in names] == [1, 0, 1]
+    assert [second[n] for n in names] == [0, 1, 0], "a cache hit checks no signature"
 
 
 def test_cache_never_serves_a_token_past_exp(env):
