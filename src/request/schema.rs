@@ -114,6 +114,13 @@ impl SchemaRegistry {
         self.docs.len()
     }
 
+    /// The entry whose `$id` is `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&Value> {
+        self.contains_id(id)
+            .and_then(|i| self.docs.get(i))
+            .map(|(_, doc)| doc)
+    }
+
     fn contains_id(&self, id: &str) -> Option<usize> {
         self.docs.iter().position(|(other, _)| same_id(other, id))
     }
