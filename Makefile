@@ -9,6 +9,9 @@ TARGET     := wasm32-wasip1
 RAW_WASM   := target/$(TARGET)/release/api_guard.wasm
 WASM       := build/api_guard.wasm
 STAMP      := $(VENV)/.installed
+# The OpenAPI importer (tools/openapi): a native binary, built with the `openapi`
+# profile (Cargo.toml), never part of the module.
+OPENAPI_BIN := target/openapi/api-guard-openapi
 # rustc's wasm32 defaults use these proposals; binaryen must be told (V8 refuses
 # modules optimised with --all-features).
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
@@ -31,7 +34,7 @@ FUZZ_FLAGS      := --sanitizer none --debug-assertions --codegen-units 16
 # out-of-memory (-rss_limit_mb, default 2048).
 FUZZ_RUN_FLAGS  := -timeout=10 -print_final_stats=1
 
-.PHONY: help setup build run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci e2e validate token bench clean
+.PHONY: help setup build run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e validate token bench clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,8 +75,8 @@ clippy: ## cargo clippy on every target, warnings as errors
 doc: ## Code docs (private items included) with broken links as errors
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -p api-guard
 
-unit: ## Unit tests (native), the regex shim's included
-	cargo test --workspace --lib
+unit: ## Unit tests (native), the regex shim's included (the importer's: make openapi-test)
+	cargo test --workspace --lib --exclude api-guard-openapi
 
 conformance: ## Wycheproof JWS/JWK and JSON-Schema-Test-Suite runs, with counts (reads ../shared/conformance)
 	cargo test --test conformance_jws --test conformance_schema -- --nocapture
@@ -100,16 +103,31 @@ fuzz-ci: ## Fuzz every target for FUZZ_CI_SECONDS (default 20) after replaying i
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
+openapi: ## Print the configuration for SPEC=<OpenAPI 3.0/3.1, JSON or YAML> [OVERLAY=<file>] [BASE_PATH=/v2] [JSON_ONLY=1] (use make -s)
+	@test -n "$(SPEC)" || { echo "usage: make -s openapi SPEC=api.yaml [OVERLAY=overlay.yaml] [BASE_PATH=/prefix] [JSON_ONLY=1] [ADDITIONAL_QUERY=allow]" >&2; exit 2; }
+	@cargo build -q --profile openapi -p api-guard-openapi
+	@$(OPENAPI_BIN) "$(SPEC)" $(if $(OVERLAY),--overlay "$(OVERLAY)") $(if $(BASE_PATH),--base-path "$(BASE_PATH)") \
+	  $(if $(JSON_ONLY),--json-only) $(if $(ADDITIONAL_QUERY),--additional-query "$(ADDITIONAL_QUERY)")
+
+openapi-demo: openapi-build $(STAMP) ## Regenerate the demo's OpenAPI listener (envoy/envoy.yaml) from envoy/openapi-demo.yaml
+	@$(PY) envoy/openapi_demo.py --openapi $(OPENAPI_BIN)
+
+openapi-build: ## Build the OpenAPI importer (tools/openapi): target/openapi/api-guard-openapi
+	cargo build --profile openapi -p api-guard-openapi
+
+openapi-test: ## The importer's unit tests and its runs on real OpenAPI documents (builds it): part of `make test`
+	cargo test --profile openapi -p api-guard-openapi
+
 token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
 	@$(PY) envoy/mint_token.py $(ARGS)
 
 validate: build ## envoy --mode validate on the demo configuration
 	@$(PY) envoy/run_demo.py --envoy $(ENVOY) --wasm $(WASM) --validate
 
-e2e: build ## End-to-end tests through a real Envoy
-	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
+e2e: build openapi-build ## End-to-end tests through a real Envoy (the importer's output included)
+	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) OPENAPI=$(abspath $(OPENAPI_BIN)) $(VENV)/bin/pytest -q tests/e2e
 
-test: setup fmt-check clippy doc unit conformance fuzz-ci e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, fuzzing, end-to-end
+test: setup fmt-check clippy doc unit conformance fuzz-ci openapi-test e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, fuzzing, the OpenAPI importer, end-to-end
 
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \

@@ -24,6 +24,16 @@ fn message(e: ConfigError) -> String {
     e.to_string()
 }
 
+/// Parses and compiles a whole plugin configuration (JSON text) exactly as the
+/// filter does at load: `Ok` with the number of routes, or the error the filter
+/// would log, naming the field (`routes[1].match.path: ...`). The OpenAPI importer
+/// (`tools/openapi`) checks what it writes with it.
+pub fn check_config(bytes: &[u8]) -> Result<usize, String> {
+    crate::policy::Policy::from_bytes(bytes)
+        .map(|p| p.routes.len())
+        .map_err(message)
+}
+
 /// Compiles a `routes[].request` section against `registry`.
 pub fn request_policy(json: &Value, registry: &SchemaRegistry) -> Result<RequestPolicy, String> {
     let cfg: config::RequestConfig = section(json)?;
