@@ -45,8 +45,15 @@ fn write_value(value: &Value, indent: usize, out: &mut String) {
     match value {
         Value::Array(items) if !items.is_empty() => {
             if items.iter().all(|i| !i.is_object() && !i.is_array()) {
-                // Short lists of scalars stay on one line (`"methods": ["GET"]`).
-                let _ = write!(out, "{value}");
+                // Lists of scalars stay on one line (`"methods": ["GET", "HEAD"]`).
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "{item}");
+                }
+                out.push(']');
                 return;
             }
             out.push('[');
@@ -99,12 +106,12 @@ mod tests {
 
     #[test]
     fn names_first_and_text_that_parses_back() {
-        let v = json!({"routes": [{"request": {}, "name": "a", "match": {"methods": ["GET"], "path": "/a"}}], "unmatched": "deny"});
+        let v = json!({"routes": [{"request": {}, "name": "a", "match": {"methods": ["GET", "PUT"], "path": "/a"}}], "unmatched": "deny"});
         let text = pretty(&v);
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
         let name = text.find("\"name\"").unwrap();
         assert!(name < text.find("\"match\"").unwrap());
         assert!(text.find("\"path\"").unwrap() < text.find("\"methods\"").unwrap());
-        assert!(text.contains("\"methods\": [\"GET\"]"));
+        assert!(text.contains("\"methods\": [\"GET\", \"PUT\"]"));
     }
 }
