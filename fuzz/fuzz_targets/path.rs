@@ -43,7 +43,11 @@ const TEMPLATES: &[&str] = &[
 ];
 
 /// Templates with segments that mix text and parameters.
-const MIXED_TEMPLATES: &[&str] = &["/files/{name}.json", "/range/{from}-{to}", "/v1/{name}:cancel"];
+const MIXED_TEMPLATES: &[&str] = &[
+    "/files/{name}.json",
+    "/range/{from}-{to}",
+    "/v1/{name}:cancel",
+];
 
 fn templates() -> &'static [(PathTemplate, usize)] {
     static T: OnceLock<Vec<(PathTemplate, usize)>> = OnceLock::new();
