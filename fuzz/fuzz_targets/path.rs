@@ -252,7 +252,8 @@ fuzz_target!(|data: &[u8]| {
     // and its text with each parameter written as one character.
     if let Ok(t) = path_template(&raw) {
         let whole = raw.split('/').all(|seg| {
-            !seg.contains(['{', '}']) || (seg.starts_with('{') && seg.matches('{').count() == 1)
+            !seg.contains(['{', '}'])
+                || (seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1)
         });
         if whole {
             if let Ok(n) = normalize_path(&raw) {
