@@ -39,10 +39,10 @@ struct Entry {
 /// filter never fetches anything. Tests may add a loader
 /// ([`SchemaRegistry::with_loader`]) to serve fixtures; configuration cannot.
 ///
-/// Entries reach boon through its loader, on demand: a schema's compilation copies
-/// only the entries it references. (Handing every entry to every compiler copied
-/// the whole registry once per schema, which for an imported API of a thousand
-/// operations and as many shared schemas cost seconds at load.)
+/// Entries reach boon through its loader, on demand, so a schema's compilation
+/// copies only the entries it references: handing every entry to every compiler
+/// would copy the whole registry once per schema, seconds at load for an imported
+/// API of a thousand operations and as many shared schemas.
 #[derive(Clone, Default)]
 pub struct SchemaRegistry {
     /// In configuration order.
