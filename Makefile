@@ -20,6 +20,9 @@ IMAGE_TAG  ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 # Conformance data (Wycheproof, JSON-Schema-Test-Suite): beside the clone, as CI has it.
 CONFORMANCE_DIR ?= $(abspath ../shared/conformance)
 export CONFORMANCE_DIR
+# The OpenAPI importer (tools/openapi): a native binary, built with the `openapi`
+# profile (Cargo.toml), never part of the module.
+OPENAPI_BIN := target/openapi/api-guard-openapi
 # rustc's wasm32 defaults use these proposals; binaryen must be told (V8 refuses
 # modules optimised with --all-features).
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
@@ -42,7 +45,7 @@ FUZZ_FLAGS      := --sanitizer none --debug-assertions --codegen-units 16
 # out-of-memory (-rss_limit_mb, default 2048).
 FUZZ_RUN_FLAGS  := -timeout=10 -print_final_stats=1
 
-.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci e2e checks validate token bench clean
+.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e checks validate token bench clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -112,8 +115,8 @@ clippy: ## cargo clippy on every target, warnings as errors
 doc: ## Code docs (private items included) with broken links as errors
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -p api-guard
 
-unit: ## Unit tests (native), the regex shim's included
-	cargo test --workspace --lib
+unit: ## Unit tests (native), the regex shim's included (the importer's: make openapi-test)
+	cargo test --workspace --lib --exclude api-guard-openapi
 
 # Without the data (a clone outside this project's machines) the suites are skipped
 # with a notice naming what is missing; under CI=true a missing suite fails the run.
@@ -156,19 +159,34 @@ fuzz-ci: ## Fuzz every target for FUZZ_CI_SECONDS (default 20) after replaying i
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
+openapi: ## Print the configuration for SPEC=<OpenAPI 3.0/3.1, JSON or YAML> [OVERLAY=<file>] [BASE_PATH=/v2] [JSON_ONLY=1] (use make -s)
+	@test -n "$(SPEC)" || { echo "usage: make -s openapi SPEC=api.yaml [OVERLAY=overlay.yaml] [BASE_PATH=/prefix] [JSON_ONLY=1] [ADDITIONAL_QUERY=allow]" >&2; exit 2; }
+	@cargo build -q --profile openapi -p api-guard-openapi
+	@$(OPENAPI_BIN) "$(SPEC)" $(if $(OVERLAY),--overlay "$(OVERLAY)") $(if $(BASE_PATH),--base-path "$(BASE_PATH)") \
+	  $(if $(JSON_ONLY),--json-only) $(if $(ADDITIONAL_QUERY),--additional-query "$(ADDITIONAL_QUERY)")
+
+openapi-demo: openapi-build $(STAMP) ## Regenerate the demo's OpenAPI listener (envoy/envoy.yaml) from envoy/openapi-demo.yaml
+	@$(PY) envoy/openapi_demo.py --openapi $(OPENAPI_BIN)
+
+openapi-build: ## Build the OpenAPI importer (tools/openapi): target/openapi/api-guard-openapi
+	cargo build --profile openapi -p api-guard-openapi
+
+openapi-test: ## The importer's unit tests and its runs on real OpenAPI documents (builds it): part of `make test`
+	cargo test --profile openapi -p api-guard-openapi
+
 token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
 	@$(PY) envoy/mint_token.py $(ARGS)
 
 validate: build ## envoy --mode validate: the demo, or CONFIG=file (Envoy YAML, plugin JSON/YAML, Istio WasmPlugin/EnvoyFilter)
 	@$(PY) envoy/validate.py --envoy $(ENVOY) --wasm $(WASM) $(or $(CONFIG),envoy/envoy.yaml)
 
-e2e: build ## End-to-end tests through a real Envoy
-	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) $(VENV)/bin/pytest -q tests/e2e
+e2e: build openapi-build ## End-to-end tests through a real Envoy (the importer's output included)
+	WASM=$(abspath $(WASM)) ENVOY=$(abspath $(ENVOY)) OPENAPI=$(abspath $(OPENAPI_BIN)) $(VENV)/bin/pytest -q tests/e2e
 
 checks: image ## Repository checks without Envoy: markdown tables, the OCI image, the Grafana dashboard, make's own behaviour
 	WASM=$(abspath $(WASM)) IMAGE_DIR=$(abspath $(IMAGE_DIR)) $(VENV)/bin/pytest -q tests/repo
 
-test: setup fmt-check clippy doc unit conformance checks fuzz-ci e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, repository checks, fuzzing, end-to-end
+test: setup fmt-check clippy doc unit conformance checks fuzz-ci openapi-test e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, repository checks, fuzzing, the OpenAPI importer, end-to-end
 
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \

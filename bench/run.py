@@ -415,6 +415,28 @@ def build_scenarios(keys, token_files):
                 ({"native"}, "the rate limiter counts", {}, 200, has_header("x-ratelimit-limit"), False)],
         target=("added_us", 3)))
 
+    # Parameter checks: a path, two query and a header parameter, typed and
+    # validated at request headers, undeclared query parameters refused.
+    out.append(Scenario(
+        "params", "parameter checks (path, 3 query incl. an array, 1 header; additional_query: deny)",
+        "GET", "/api/items/42?limit=10&tag=a,b&active=true",
+        headers={"x-correlation-id": "0b7e4a5c-1f2d-4c3b-9a8e-7d6c5b4a3f21"},
+        ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]},
+                          "request": {"additional_query": "deny", "parameters": [
+                              {"in": "path", "name": "id", "schema": {"type": "integer", "minimum": 1}},
+                              {"in": "query", "name": "limit", "schema": {"type": "integer", "maximum": 100}},
+                              {"in": "query", "name": "tag", "schema": {
+                                  "type": "array", "maxItems": 5,
+                                  "items": {"type": "string", "pattern": "^[a-z]{1,16}$"}}},
+                              {"in": "query", "name": "active", "schema": {"type": "boolean"}},
+                              {"in": "header", "name": "x-correlation-id", "required": True,
+                               "schema": {"type": "string", "pattern": "^[0-9a-f-]{36}$"}}]}}]},
+        native=None, native_note="Envoy has no native parameter validation",
+        checks=[({"ours"}, "a parameter over its maximum is refused",
+                 {"path": "/api/items/42?limit=1000"}, 400, None, False),
+                ({"ours"}, "an undeclared query parameter is refused",
+                 {"path": "/api/items/42?debug=1"}, 400, None, False)]))
+
     for name, body, target in (("schema-615b", small, 10), ("schema-10kb", large, 130)):
         out.append(Scenario(
             name, f"schema validation, {len(body)} B body", "POST", "/api/orders", body=body,

@@ -63,14 +63,19 @@ def curl_examples():
     admin = mint("--sub", "root", "--shop", "s1", "--roles", "admin")
     expired = mint("--expires-in", "-600")
     other_aud = mint("--aud", "billing-api")
+    inv_read = mint("--scope", "inventory:read")
+    inv_write = mint("--scope", "inventory:read inventory:write")
+    inv = "http://127.0.0.1:10001/inventory/v1"
     print(f"""
-api-guard demo is up: Envoy {base} (admin http://127.0.0.1:9901), upstream 127.0.0.1:8081
+api-guard demo is up: Envoy {base} and 127.0.0.1:10001 (admin http://127.0.0.1:9901), upstream 127.0.0.1:8081
 Tokens below were minted just now with envoy/demo-keys (make token ARGS="--help").
 
   CLERK={clerk}
   ADMIN={admin}
   EXPIRED={expired}
   OTHER_AUD={other_aud}
+  INV_READ={inv_read}
+  INV_WRITE={inv_write}
 
 Routes and rejections
   curl -i {base}/healthz                                   # 200, security headers added
@@ -114,6 +119,21 @@ Report mode and the audit log (route shop-reports is in mode: report)
 Automated blocking (rule scanning: 50 undeclared paths a minute, then 429 everywhere for 10 min)
   for i in $(seq 51); do curl -s -o /dev/null {base}/probe-$i; done; curl -i {base}/healthz   # 429 blocked
   # (the block is on 127.0.0.1: Ctrl-C and `make run` again to lift it)
+
+An API configured from its OpenAPI description (envoy/openapi-demo.yaml, on port 10001)
+  curl -i {inv}/status                                                  # 200: public (security: [])
+  curl -i -H "Authorization: Bearer $INV_READ" '{inv}/items?limit=5&tag=red,blue'   # 200
+  curl -i -H "Authorization: Bearer $INV_READ" '{inv}/items?limit=500'  # 400 invalid-parameter (maximum)
+  curl -i -H "Authorization: Bearer $INV_READ" '{inv}/items?debug=1'    # 400: undeclared query parameter
+  curl -i -H "Authorization: Bearer $INV_READ" {inv}/items/ABC-0001.json  # 200: the {{sku}}.json route
+  curl -i -H "Authorization: Bearer $INV_READ" {inv}/items/abc          # 400: sku fails its pattern
+  curl -i -H "Authorization: Bearer $INV_READ" -H 'content-type: application/json' -d '{{"sku":"ABC-0001","name":"bolt","qty":3}}' {inv}/items
+        # 403: creating needs the inventory:write scope
+  curl -i -H "Authorization: Bearer $INV_WRITE" -H 'content-type: application/json' -d '{{"sku":"ABC-0001","name":"bolt","qty":-1}}' {inv}/items
+        # 400 schema-violation: /qty minimum
+  curl -i {inv}/admin                                                   # 404: not in the document
+  # Regenerate after editing the document: make openapi-demo; the import itself:
+  #   make -s openapi SPEC=envoy/openapi-demo.yaml
 
 Metrics
   curl -s http://127.0.0.1:9901/stats/prometheus | grep apiguard

@@ -16,7 +16,7 @@ pub use crate::jwt::{KeyRules, KeySet};
 pub use crate::mask::ResponsePolicy;
 pub use crate::quota::{CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
 pub use crate::reply::Rejection;
-pub use crate::request::{parse_body, RequestPolicy, SchemaRegistry};
+pub use crate::request::{parse_body, ParamInputs, ParamPolicy, RequestPolicy, SchemaRegistry};
 
 fn section<T: serde::de::DeserializeOwned>(json: &Value) -> Result<T, String> {
     serde_json::from_value(json.clone()).map_err(|e| e.to_string())
@@ -26,10 +26,40 @@ fn message(e: ConfigError) -> String {
     e.to_string()
 }
 
+/// Parses and compiles a whole plugin configuration (JSON text) exactly as the
+/// filter does at load: `Ok` with the number of routes, or the error the filter
+/// would log, naming the field (`routes[1].match.path: ...`). The OpenAPI importer
+/// (`tools/openapi`) checks what it writes with it.
+pub fn check_config(bytes: &[u8]) -> Result<usize, String> {
+    crate::policy::Policy::from_bytes(bytes)
+        .map(|p| p.routes.len())
+        .map_err(message)
+}
+
 /// Compiles a `routes[].request` section against `registry`.
 pub fn request_policy(json: &Value, registry: &SchemaRegistry) -> Result<RequestPolicy, String> {
     let cfg: config::RequestConfig = section(json)?;
     RequestPolicy::compile(&cfg, registry, "request").map_err(message)
+}
+
+/// Compiles the `parameters` and `additional_query` of a `routes[].request` section,
+/// for a route whose `match.path` is `template`; `Ok(None)` when they ask for nothing.
+pub fn param_policy(
+    json: &Value,
+    template: &str,
+    registry: &SchemaRegistry,
+) -> Result<Option<ParamPolicy>, String> {
+    let cfg: config::RequestConfig = section(json)?;
+    let template = crate::route::PathTemplate::parse(template, "match.path").map_err(message)?;
+    ParamPolicy::compile(
+        &cfg.parameters,
+        cfg.additional_query.as_deref(),
+        &template,
+        registry,
+        cfg.assert_formats,
+        "request",
+    )
+    .map_err(message)
 }
 
 /// Compiles a `routes[].response` section with the top-level `mask_salt`.

@@ -21,7 +21,7 @@ use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
 use crate::quota::{self, CallerKey, KeyInputs};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
-use crate::request::{self, BodyCheck, BodyPlan};
+use crate::request::{self, BodyCheck, BodyPlan, ParamInputs};
 use crate::route::{self, NormalizedPath, Params};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -461,7 +461,7 @@ impl Filter {
 
     /// Every check at request headers, in order: authentication and authorization,
     /// the quota (after them, so `claim:` keys are verified and refused requests
-    /// consume nothing), the response's masking, the body plan.
+    /// consume nothing), the response's masking, the parameters, the body plan.
     fn check_request(
         &mut self,
         policy: &Policy,
@@ -516,6 +516,16 @@ impl Filter {
                     }
                 }
             }
+        }
+        if let Some(pp) = &routed.route.parameters {
+            let headers = &self.headers;
+            let header = |name: &str| headers.joined(name, ",");
+            pp.check(&ParamInputs {
+                path: &routed.params,
+                query: &path.query,
+                header: &header,
+            })
+            .inspect_err(|r| routed.route.metrics.count("request", r.reason(), 1))?;
         }
         if let Some(rp) = &routed.route.request {
             // `Some(0)`: the headers ended the stream; `None`: a body of unknown

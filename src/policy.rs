@@ -16,7 +16,7 @@ use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::ResponsePolicy;
 use crate::metrics::RouteMetrics;
 use crate::quota::QuotaPolicy;
-use crate::request::{RequestPolicy, SchemaRegistry};
+use crate::request::{ParamPolicy, RequestPolicy, SchemaRegistry};
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct Route {
     pub auth: Option<AuthPolicy>,
     /// Rate limit.
     pub quota: Option<QuotaPolicy>,
+    /// Path, query and header parameters.
+    pub parameters: Option<ParamPolicy>,
     /// Request body validation.
     pub request: Option<RequestPolicy>,
     /// Response masking and sensitive-data detection.
@@ -168,11 +170,22 @@ impl Policy {
                 None => None,
             };
             let request = match &r.request {
-                Some(rc) => Some(RequestPolicy::compile(
+                Some(rc) if rc.checks_body() => Some(RequestPolicy::compile(
                     rc,
                     &registry,
                     &format!("{base}.request"),
                 )?),
+                _ => None,
+            };
+            let parameters = match &r.request {
+                Some(rc) => ParamPolicy::compile(
+                    &rc.parameters,
+                    rc.additional_query.as_deref(),
+                    &template,
+                    &registry,
+                    rc.assert_formats,
+                    &format!("{base}.request"),
+                )?,
                 None => None,
             };
             let response = match &r.response {
@@ -189,6 +202,7 @@ impl Policy {
                 methods,
                 auth,
                 quota,
+                parameters,
                 request,
                 response,
                 metrics: RouteMetrics::new(&r.name),
@@ -454,6 +468,30 @@ mod tests {
             let e = policy(json).err().unwrap_or_default();
             assert!(e.starts_with(want), "want {want:?}, got {e:?}");
         }
+    }
+
+    #[test]
+    fn parameters_alone_leave_the_body_unchecked() {
+        let p = policy(
+            r#"{"routes":[
+            {"name":"params","match":{"path":"/a/{id}"},
+             "request":{"parameters":[{"in":"path","name":"id","schema":{"type":"integer"}}]}},
+            {"name":"deny","match":{"path":"/b"},"request":{"additional_query":"deny"}},
+            {"name":"both","match":{"path":"/c"},
+             "request":{"max_body_bytes":10,"parameters":[{"in":"query","name":"q"}]}},
+            {"name":"body","match":{"path":"/d"},"request":{}}
+        ]}"#,
+        );
+        let Ok(p) = p else { unreachable!("{p:?}") };
+        let parts: Vec<(bool, bool)> = p
+            .routes
+            .iter()
+            .map(|r| (r.parameters.is_some(), r.request.is_some()))
+            .collect();
+        assert_eq!(
+            parts,
+            [(true, false), (true, false), (true, true), (false, true)]
+        );
     }
 
     #[test]

@@ -21,6 +21,19 @@ pub struct SchemaError {
     pub message: String,
 }
 
+/// One failure of a request parameter, reported in the 400 body's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    /// `path`, `query` or `header`.
+    pub location: &'static str,
+    /// The parameter's name as configured (for an undeclared query parameter, its
+    /// name as sent, cut short).
+    pub name: String,
+    /// The failure: `instancePath` inside the value (an array item: `/1`; empty for
+    /// the whole value), keyword, message. Never the value itself.
+    pub error: SchemaError,
+}
+
 /// Why a request (or response) is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -96,6 +109,11 @@ pub enum Rejection {
         /// The failures, already capped in number and size.
         errors: Vec<SchemaError>,
     },
+    /// A path, query or header parameter is missing, undeclared or fails its schema.
+    InvalidParameter {
+        /// The failures, already capped in number and size.
+        errors: Vec<ParamError>,
+    },
     /// The plugin has no valid configuration (Envoy normally refuses it first).
     NotConfigured,
     /// Held at its headers, the message got no body callback in time (Envoy's
@@ -143,7 +161,9 @@ impl Rejection {
             Rejection::TooManyRequests { .. } | Rejection::Blocked { .. } => 429,
             Rejection::PayloadTooLarge { .. } => 413,
             Rejection::UnsupportedMediaType { .. } => 415,
-            Rejection::BadBody { .. } | Rejection::SchemaViolation { .. } => 400,
+            Rejection::BadBody { .. }
+            | Rejection::SchemaViolation { .. }
+            | Rejection::InvalidParameter { .. } => 400,
             Rejection::ResponseWithheld { status, .. } => *status,
         }
     }
@@ -172,6 +192,7 @@ impl Rejection {
             Rejection::UnsupportedMediaType { .. } => "content_type",
             Rejection::BadBody { reason, .. } => reason,
             Rejection::SchemaViolation { .. } => "schema",
+            Rejection::InvalidParameter { .. } => "invalid_parameter",
             Rejection::ResponseWithheld { reason, .. } => reason,
             Rejection::NotConfigured => "not_configured",
             Rejection::HoldTimeout => "hold_timeout",
@@ -196,6 +217,9 @@ impl Rejection {
             }
             Rejection::BadBody { .. } => ("invalid-body", "Invalid Request Body"),
             Rejection::SchemaViolation { .. } => ("schema-violation", "Request Body Fails Schema"),
+            Rejection::InvalidParameter { .. } => {
+                ("invalid-parameter", "Invalid Request Parameter")
+            }
             Rejection::ResponseWithheld { .. } => ("response-withheld", "Response Withheld"),
             Rejection::NotConfigured => ("not-configured", "Filter Not Configured"),
             Rejection::HoldTimeout => ("hold-timeout", "Held Without Body"),
@@ -242,6 +266,9 @@ impl Rejection {
             }
             Rejection::SchemaViolation { errors } => {
                 format!("request body fails the schema ({} error(s))", errors.len())
+            }
+            Rejection::InvalidParameter { errors } => {
+                format!("request parameters are invalid ({} error(s))", errors.len())
             }
         }
     }
@@ -307,6 +334,23 @@ impl Rejection {
                                 "instancePath": e.instance_path,
                                 "keyword": e.keyword,
                                 "message": e.message,
+                            })
+                        })
+                        .collect();
+                    map.insert("errors".into(), Value::Array(list));
+                }
+            }
+            Rejection::InvalidParameter { errors } => {
+                if let Value::Object(map) = &mut doc {
+                    let list: Vec<Value> = errors
+                        .iter()
+                        .map(|e| {
+                            json!({
+                                "in": e.location,
+                                "name": e.name,
+                                "instancePath": e.error.instance_path,
+                                "keyword": e.error.keyword,
+                                "message": e.error.message,
                             })
                         })
                         .collect();
@@ -396,6 +440,7 @@ mod tests {
                 400,
             ),
             (Rejection::SchemaViolation { errors: vec![] }, 400),
+            (Rejection::InvalidParameter { errors: vec![] }, 400),
             (
                 Rejection::ResponseWithheld {
                     reason: "compressed",

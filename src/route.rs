@@ -1,6 +1,7 @@
 //! Path templates, request-path normalisation and method sets.
 //!
-//! A template is literal segments, `{name}` for exactly one segment and a final
+//! A template is literal segments, `{name}` for exactly one segment, segments that
+//! mix literal text and parameters (`{name}.json`, `{from}-{to}`) and a final
 //! `{name...}` for the rest of the path. Requests are matched on a *normalised*
 //! path: query and fragment dropped, each segment percent-decoded, empty and `.`
 //! segments dropped, `..` resolved (RFC 3986 §5.2.4, clamped at the root). A
@@ -23,6 +24,16 @@ enum Segment {
     Literal(String),
     Param(String),
     Rest(String),
+    /// Literal text and parameters in one segment (`{name}.json`), as OpenAPI
+    /// path templates allow; two parameters are always separated by text.
+    Mixed(Vec<Piece>),
+}
+
+/// A part of a [`Segment::Mixed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Param(String),
 }
 
 /// A compiled path template.
@@ -64,12 +75,16 @@ impl PathTemplate {
             if seg == "." || seg == ".." {
                 return Err(err(format!("template {template:?} has a dot segment")));
             }
-            if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let whole = seg
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .filter(|inner| !inner.contains(['{', '}']));
+            if let Some(inner) = whole {
                 let (name, rest) = match inner.strip_suffix("...") {
                     Some(n) => (n, true),
                     None => (inner, false),
                 };
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if !is_param_name(name) {
                     return Err(err(format!(
                         "parameter {{{inner}}} must be a name of letters, digits or '_'"
                     )));
@@ -90,10 +105,10 @@ impl PathTemplate {
                 return Err(err(format!(
                     "segment {seg:?}: ';' is not allowed (path parameters play no part in routing)"
                 )));
-            } else if seg.contains('{') || seg.contains('}') {
-                return Err(err(format!(
-                    "segment {seg:?}: a parameter must be a whole segment, like {{id}}"
-                )));
+            } else if seg.contains(['{', '}']) {
+                let pieces = parse_mixed(seg, &mut names)
+                    .map_err(|m| err(format!("segment {seg:?}: {m}")))?;
+                segments.push(Segment::Mixed(pieces));
             } else {
                 // Literals are compared with decoded request segments, so decode them too.
                 let decoded =
@@ -114,13 +129,21 @@ impl PathTemplate {
 
     /// Names of the parameters, in order.
     pub fn param_names(&self) -> Vec<String> {
-        self.segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(n) | Segment::Rest(n) => Some(n.clone()),
-                Segment::Literal(_) => None,
-            })
-            .collect()
+        let mut names = Vec::new();
+        for s in &self.segments {
+            match s {
+                Segment::Param(n) | Segment::Rest(n) => names.push(n.clone()),
+                Segment::Mixed(pieces) => {
+                    for p in pieces {
+                        if let Piece::Param(n) = p {
+                            names.push(n.clone());
+                        }
+                    }
+                }
+                Segment::Literal(_) => {}
+            }
+        }
+        names
     }
 
     /// Matches normalised segments; returns the captured parameters. With
@@ -147,6 +170,12 @@ impl PathTemplate {
                     params.push((n.clone(), segs.get(i)?.clone()));
                     i += 1;
                 }
+                Segment::Mixed(pieces) => {
+                    if !match_mixed(pieces, segs.get(i)?, ignore_case, &mut params) {
+                        return None;
+                    }
+                    i += 1;
+                }
                 Segment::Rest(n) => {
                     // `{rest...}` takes one or more segments.
                     if i >= segs.len() {
@@ -159,6 +188,101 @@ impl PathTemplate {
         }
         (i == segs.len()).then_some(params)
     }
+}
+
+/// Whether a parameter name is letters, digits and `_`.
+fn is_param_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses a segment that mixes literal text and `{name}` parameters. `names`: the
+/// template's parameter names so far (each name once per template).
+fn parse_mixed<'a>(seg: &'a str, names: &mut Vec<&'a str>) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = seg;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('{') {
+            let Some((name, tail)) = after.split_once('}') else {
+                return Err("a '{' is not closed".into());
+            };
+            if let Some(n) = name.strip_suffix("...") {
+                return Err(format!("{{{n}...}} must be a whole segment, the last one"));
+            }
+            if !is_param_name(name) {
+                return Err(format!(
+                    "parameter {{{name}}} must be a name of letters, digits or '_'"
+                ));
+            }
+            if names.contains(&name) {
+                return Err(format!("parameter {{{name}}} appears twice"));
+            }
+            if matches!(pieces.last(), Some(Piece::Param(_))) {
+                return Err("two parameters must be separated by literal text".into());
+            }
+            names.push(name);
+            pieces.push(Piece::Param(name.to_string()));
+            rest = tail;
+        } else {
+            let end = rest.find(['{', '}']).unwrap_or(rest.len());
+            if end == 0 {
+                return Err("a '}' has no matching '{'".into());
+            }
+            let decoded = decode_segment(&rest[..end]).map_err(str::to_string)?;
+            pieces.push(Piece::Literal(decoded));
+            rest = &rest[end..];
+        }
+    }
+    Ok(pieces)
+}
+
+/// Whether `text` starts with `prefix`, ASCII case ignored with `ignore_case`.
+fn starts_with(text: &str, prefix: &str, ignore_case: bool) -> bool {
+    match text.as_bytes().get(..prefix.len()) {
+        Some(head) if ignore_case => head.eq_ignore_ascii_case(prefix.as_bytes()),
+        Some(head) => head == prefix.as_bytes(),
+        None => false,
+    }
+}
+
+/// Matches one decoded request segment against a mixed segment, left to right,
+/// each parameter taking the shortest run of one or more characters after which
+/// the next literal follows (no backtracking). Pushes the captured parameters.
+fn match_mixed(pieces: &[Piece], seg: &str, ignore_case: bool, params: &mut Params) -> bool {
+    let mut pos = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        let rest = &seg[pos..];
+        match piece {
+            Piece::Literal(l) => {
+                if !starts_with(rest, l, ignore_case) {
+                    return false;
+                }
+                pos += l.len();
+            }
+            Piece::Param(name) => {
+                // At least one character.
+                if rest.is_empty() {
+                    return false;
+                }
+                let len = match pieces.get(i + 1) {
+                    Some(Piece::Literal(next)) => {
+                        let found = rest
+                            .char_indices()
+                            .skip(1)
+                            .find(|(k, _)| starts_with(&rest[*k..], next, ignore_case));
+                        match found {
+                            Some((k, _)) => k,
+                            None => return false,
+                        }
+                    }
+                    // The parse refuses two parameters in a row: this one ends the segment.
+                    _ => rest.len(),
+                };
+                params.push((name.clone(), rest[..len].to_string()));
+                pos += len;
+            }
+        }
+    }
+    pos == seg.len()
 }
 
 /// A request path after normalisation.
@@ -471,6 +595,66 @@ mod tests {
     }
 
     #[test]
+    fn segments_mix_literals_and_parameters() {
+        type Case<'a> = (&'a str, &'a str, Option<Vec<(&'a str, &'a str)>>);
+        let cases: Vec<Case> = vec![
+            (
+                "/files/{name}.json",
+                "/files/a.json",
+                Some(vec![("name", "a")]),
+            ),
+            (
+                "/files/{name}.json",
+                "/files/a.b.json",
+                Some(vec![("name", "a.b")]),
+            ),
+            ("/files/{name}.json", "/files/.json", None),
+            ("/files/{name}.json", "/files/a.txt", None),
+            // Shortest match, no backtracking: the first ".json" ends the name.
+            ("/files/{name}.json", "/files/a.json.json", None),
+            (
+                "/v1/{name}:cancel",
+                "/v1/job-7:cancel",
+                Some(vec![("name", "job-7")]),
+            ),
+            ("/v1/{name}:cancel", "/v1/job-7", None),
+            (
+                "/range/{from}-{to}",
+                "/range/1-10",
+                Some(vec![("from", "1"), ("to", "10")]),
+            ),
+            (
+                "/range/{from}-{to}",
+                "/range/1-2-3",
+                Some(vec![("from", "1"), ("to", "2-3")]),
+            ),
+            ("/range/{from}-{to}", "/range/1-", None),
+            ("/range/{from}-{to}", "/range/-1", None),
+            ("/p/v{major}", "/p/v2", Some(vec![("major", "2")])),
+            ("/p/v{major}", "/p/v", None),
+            ("/p/{x}caf%C3%A9", "/p/1caf%C3%A9", Some(vec![("x", "1")])),
+            ("/p/{x}é", "/p/éé", Some(vec![("x", "é")])),
+            ("/p/{x}é", "/p/ééé", None),
+        ];
+        for (t, p, want) in cases {
+            let got = tpl(t).matches(&norm(p), false);
+            let want: Option<Params> = want.map(|v| {
+                v.into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect()
+            });
+            assert_eq!(got, want, "{t} vs {p}");
+        }
+        let t = tpl("/files/{name}.JSON");
+        assert_eq!(t.matches(&norm("/files/a.json"), false), None);
+        assert_eq!(
+            t.matches(&norm("/files/a.json"), true),
+            Some(vec![("name".to_string(), "a".to_string())])
+        );
+        assert_eq!(tpl("/r/{from}-{to}/x").param_names(), ["from", "to"]);
+    }
+
+    #[test]
     fn template_errors_are_explained() {
         let cases = [
             ("healthz", "must start with '/'"),
@@ -479,7 +663,12 @@ mod tests {
             ("/a/{x-y}", "must be a name"),
             ("/a/{id}/{id}", "appears twice"),
             ("/a/{rest...}/b", "must be the last segment"),
-            ("/a/x{id}", "must be a whole segment"),
+            ("/a/{x...}.json", "must be a whole segment"),
+            ("/a/{x}{y}", "separated by literal text"),
+            ("/a/x{id", "not closed"),
+            ("/a/x}id", "no matching"),
+            ("/a/{id}/{id}.json", "appears twice"),
+            ("/a/{x-y}.json", "must be a name"),
             ("/a?x=1", "query"),
             ("/a/../b", "dot segment"),
             ("/a/%2e%2E/b", "dot segment"),

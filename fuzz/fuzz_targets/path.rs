@@ -15,8 +15,12 @@
 //!   the same segments, path and query, and reports no change;
 //! - `reject` accepts only what `strip` accepts, with the same result;
 //! - template matching: a case-sensitive match is also the case-insensitive one,
-//!   parameters are whole non-empty segments (`{rest...}` the joined tail);
-//! - a template the configuration accepts matches its own text as a request path.
+//!   parameters are whole non-empty segments (`{rest...}` the joined tail), or in
+//!   a segment that mixes text and parameters, a non-empty part of one segment;
+//! - a template the configuration accepts matches its own text as a request path
+//!   when each parameter is a whole segment, and with every parameter written as
+//!   one character in any case (a parameter inside a segment takes the shortest
+//!   match, so `{x}x` cannot match its own text `{x}x`).
 #![no_main]
 
 use api_guard::api::fuzzing::{
@@ -38,6 +42,13 @@ const TEMPLATES: &[&str] = &[
     "/v1/users/{id}/keys",
 ];
 
+/// Templates with segments that mix text and parameters.
+const MIXED_TEMPLATES: &[&str] = &[
+    "/files/{name}.json",
+    "/range/{from}-{to}",
+    "/v1/{name}:cancel",
+];
+
 fn templates() -> &'static [(PathTemplate, usize)] {
     static T: OnceLock<Vec<(PathTemplate, usize)>> = OnceLock::new();
     T.get_or_init(|| {
@@ -48,6 +59,19 @@ fn templates() -> &'static [(PathTemplate, usize)] {
                     let n = p.param_names().len();
                     (p, n)
                 }
+                Err(e) => panic!("fixed template {t}: {e}"),
+            })
+            .collect()
+    })
+}
+
+fn mixed_templates() -> &'static [PathTemplate] {
+    static T: OnceLock<Vec<PathTemplate>> = OnceLock::new();
+    T.get_or_init(|| {
+        MIXED_TEMPLATES
+            .iter()
+            .map(|t| match path_template(t) {
+                Ok(p) => p,
                 Err(e) => panic!("fixed template {t}: {e}"),
             })
             .collect()
@@ -174,7 +198,19 @@ fn check(raw: &str, n: &NormalizedPath, strip: bool) {
         ),
     }
 
-    // Template matching.
+    // Template matching: a mixed segment's parameters are parts of one segment.
+    for t in mixed_templates() {
+        let exact = match_template(t, n);
+        if exact.is_some() {
+            assert_eq!(match_template_ignore_case(t, n), exact, "{mode}: case");
+        }
+        for (_, v) in exact.iter().flatten() {
+            assert!(
+                !v.is_empty() && n.segments.iter().any(|s| s.contains(v.as_str())),
+                "{mode}: parameter {v:?} is not part of a segment of {raw:?}"
+            );
+        }
+    }
     for (t, params) in templates() {
         let exact = match_template(t, n);
         let folded = match_template_ignore_case(t, n);
@@ -212,12 +248,34 @@ fuzz_target!(|data: &[u8]| {
         check(&raw, n, true);
     }
 
-    // A template matches its own text.
+    // A template matches its own text (when its parameters are whole segments),
+    // and its text with each parameter written as one character.
     if let Ok(t) = path_template(&raw) {
-        if let Ok(n) = normalize_path(&raw) {
+        let whole = raw.split('/').all(|seg| {
+            !seg.contains(['{', '}'])
+                || (seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1)
+        });
+        if whole {
+            if let Ok(n) = normalize_path(&raw) {
+                assert!(
+                    match_template(&t, &n).is_some(),
+                    "template {raw:?} does not match its own path (segments {:?})",
+                    n.segments
+                );
+            }
+        }
+        let mut filled = String::new();
+        let mut rest = raw.as_ref();
+        while let Some((head, tail)) = rest.split_once('{') {
+            filled.push_str(head);
+            filled.push('1');
+            rest = tail.split_once('}').map_or("", |(_, after)| after);
+        }
+        filled.push_str(rest);
+        if let Ok(n) = normalize_path(&filled) {
             assert!(
                 match_template(&t, &n).is_some(),
-                "template {raw:?} does not match its own path (segments {:?})",
+                "template {raw:?} does not match {filled:?} (segments {:?})",
                 n.segments
             );
         }

@@ -648,8 +648,92 @@ pub struct RequestConfig {
     pub limits: Option<JsonLimitsConfig>,
     /// Make `format` an assertion in draft 2020-12 schemas too (there it is only an
     /// annotation by default; draft 7 schemas always assert it). Default `false`.
+    /// Applies to the parameters' schemas as well.
     #[serde(default)]
     pub assert_formats: bool,
+    /// Path, query and header parameters, checked at request headers. Kept as
+    /// JSON and read by [`ParameterConfig::from_value`]: a derived struct costs
+    /// several KB of module through the path-tracking deserializer.
+    #[serde(default)]
+    pub parameters: Vec<Value>,
+    /// `allow` (default) or `deny`: what an undeclared query parameter gets. Text,
+    /// checked when compiled, as `mode` is.
+    #[serde(default)]
+    pub additional_query: Option<String>,
+}
+
+impl RequestConfig {
+    /// Whether the section says anything about the body. A section with only
+    /// `parameters` (or `additional_query`) leaves bodies alone; an empty one
+    /// checks them with the defaults.
+    pub fn checks_body(&self) -> bool {
+        self.content_types.is_some()
+            || self.max_body_bytes.is_some()
+            || self.schema.is_some()
+            || self.limits.is_some()
+            || (self.parameters.is_empty() && self.additional_query.is_none())
+    }
+}
+
+/// `routes[].request.parameters[]`, after OpenAPI's parameter object.
+#[derive(Debug, Clone)]
+pub struct ParameterConfig<'a> {
+    /// `in`: `path`, `query` or `header` (checked when compiled).
+    pub location: &'a str,
+    /// The parameter's name: a template parameter, a query key or a header name.
+    pub name: &'a str,
+    /// Whether a request must carry it (path parameters always do).
+    pub required: bool,
+    /// JSON Schema of the value; absent: only presence is checked.
+    pub schema: Option<&'a Value>,
+}
+
+impl<'a> ParameterConfig<'a> {
+    /// Reads one entry of `parameters`, with the same strictness as the derived
+    /// structs (unknown fields refused). `path` names the entry in errors.
+    pub fn from_value(value: &'a Value, path: &str) -> Result<Self, ConfigError> {
+        let Some(obj) = value.as_object() else {
+            return Err(ConfigError::new(
+                path,
+                "invalid type: expected a parameter object",
+            ));
+        };
+        let text = |key: &str| match obj.get(key) {
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(_) => Err(ConfigError::new(
+                format!("{path}.{key}"),
+                "invalid type: expected a string",
+            )),
+            None => Err(ConfigError::new(path, format!("missing field `{key}`"))),
+        };
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "in" | "name" | "required" | "schema") {
+                return Err(ConfigError::new(
+                    format!("{path}.{}", check::clip(key)),
+                    format!(
+                        "unknown field `{}`, expected one of `in`, `name`, `required`, `schema`",
+                        check::clip(key)
+                    ),
+                ));
+            }
+        }
+        let required = match obj.get("required") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{path}.required"),
+                    "invalid type: expected a boolean",
+                ))
+            }
+        };
+        Ok(ParameterConfig {
+            location: text("in")?,
+            name: text("name")?,
+            required,
+            schema: obj.get("schema"),
+        })
+    }
 }
 
 /// JSON threat limits; every field optional with a default.

@@ -1,5 +1,6 @@
-//! Request checks for routes with a `request` section: media type, size, JSON
-//! threat limits and JSON Schema.
+//! Request checks for routes with a `request` section: path, query and header
+//! parameters ([`ParamPolicy`]), and the body's media type, size, JSON threat
+//! limits and JSON Schema ([`RequestPolicy`]).
 //!
 //! Everything here is pure (no proxy-wasm calls) and compiled once at configure time:
 //! [`SchemaRegistry::compile`] checks the shared `schemas`, [`RequestPolicy::compile`]
@@ -50,8 +51,10 @@
 //! of `/2` for the third item after one `prefixItems` entry. The verdict is right;
 //! only that `instancePath` is off (pinned by a test).
 
+mod params;
 mod schema;
 
+pub use params::{ParamInputs, ParamPolicy};
 pub use schema::SchemaRegistry;
 
 use crate::config::check::in_range;

@@ -23,15 +23,30 @@ const ROUTE_SCHEMA_URL: &str = "https://api-guard.invalid/request-schema.json";
 /// A source of schema documents by absolute URL (see [`SchemaRegistry::with_loader`]).
 type DocLoader = Rc<dyn Fn(&str) -> Option<Value>>;
 
+/// One `schemas` entry.
+struct Entry {
+    /// `$id` as written.
+    id: String,
+    /// The `$id` as boon spells the URL it asks its loader for (WHATWG-normalised:
+    /// scheme and host in lower case, no fragment).
+    url: String,
+    doc: Value,
+}
+
 /// Shared schemas from the top-level `schemas`, found by their `$id`.
 ///
 /// Also the only source of documents for `$ref`s that leave a route schema: the
 /// filter never fetches anything. Tests may add a loader
 /// ([`SchemaRegistry::with_loader`]) to serve fixtures; configuration cannot.
+///
+/// Entries reach boon through its loader, on demand, so a schema's compilation
+/// copies only the entries it references: handing every entry to every compiler
+/// would copy the whole registry once per schema, seconds at load for an imported
+/// API of a thousand operations and as many shared schemas.
 #[derive(Clone, Default)]
 pub struct SchemaRegistry {
-    /// `($id as written, schema)`, in configuration order.
-    docs: Vec<(String, Value)>,
+    /// In configuration order.
+    docs: Rc<Vec<Entry>>,
     /// Fallback document source for URLs not in `docs` (tests only).
     loader: Option<DocLoader>,
 }
@@ -41,11 +56,7 @@ impl fmt::Debug for SchemaRegistry {
         f.debug_struct("SchemaRegistry")
             .field(
                 "ids",
-                &self
-                    .docs
-                    .iter()
-                    .map(|(id, _)| id.as_str())
-                    .collect::<Vec<_>>(),
+                &self.docs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             )
             .field("loader", &self.loader.is_some())
             .finish()
@@ -59,7 +70,7 @@ impl SchemaRegistry {
     /// name the entry: `schemas[2].$id: ...`, `schemas[2]: ...`. An entry without
     /// `$schema` is checked as draft 2020-12.
     pub(crate) fn compile(entries: &[Value]) -> Result<SchemaRegistry, ConfigError> {
-        let mut docs: Vec<(String, Value)> = Vec::with_capacity(entries.len());
+        let mut docs: Vec<Entry> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let path = format!("schemas[{i}]");
             let Some(obj) = entry.as_object() else {
@@ -79,20 +90,34 @@ impl SchemaRegistry {
                 Some(_) => return Err(ConfigError::new(format!("{path}.$id"), "must be a string")),
             };
             check_absolute_id(id).map_err(|m| ConfigError::new(format!("{path}.$id"), m))?;
-            if let Some(j) = docs.iter().position(|(other, _)| same_id(other, id)) {
+            if let Some(j) = docs.iter().position(|other| same_id(&other.id, id)) {
                 return Err(ConfigError::new(
                     format!("{path}.$id"),
                     format!("\"{}\" is already the $id of schemas[{j}]", clip(id, 100)),
                 ));
             }
-            docs.push((id.clone(), entry.clone()));
+            let without_fragment = id.split('#').next().unwrap_or_default();
+            let url = url::Url::parse(without_fragment).map_err(|e| {
+                ConfigError::new(
+                    format!("{path}.$id"),
+                    format!("invalid $id: \"{}\": {e}", clip(id, 100)),
+                )
+            })?;
+            docs.push(Entry {
+                id: id.clone(),
+                url: url.as_str().to_string(),
+                doc: entry.clone(),
+            });
         }
-        let registry = SchemaRegistry { docs, loader: None };
+        let registry = SchemaRegistry {
+            docs: Rc::new(docs),
+            loader: None,
+        };
         // One compiler for all entries: they may refer to each other.
-        let mut compiler = registry.compiler(Draft::V2020_12, false, "schemas")?;
+        let mut compiler = registry.compiler(Draft::V2020_12, false);
         let mut compiled = Schemas::new();
-        for (i, (id, _)) in registry.docs.iter().enumerate() {
-            compiler.compile(id, &mut compiled).map_err(|e| {
+        for (i, entry) in registry.docs.iter().enumerate() {
+            compiler.compile(&entry.id, &mut compiled).map_err(|e| {
                 ConfigError::new(format!("schemas[{i}]"), describe_compile_error(&e))
             })?;
         }
@@ -114,48 +139,46 @@ impl SchemaRegistry {
         self.docs.len()
     }
 
-    fn contains_id(&self, id: &str) -> Option<usize> {
-        self.docs.iter().position(|(other, _)| same_id(other, id))
+    /// The entry whose `$id` is `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&Value> {
+        self.contains_id(id)
+            .and_then(|i| self.docs.get(i))
+            .map(|e| &e.doc)
     }
 
-    /// A boon compiler that knows every registry entry and fetches nothing.
-    fn compiler(
-        &self,
-        default_draft: Draft,
-        assert_formats: bool,
-        path: &str,
-    ) -> Result<Compiler, ConfigError> {
+    fn contains_id(&self, id: &str) -> Option<usize> {
+        self.docs.iter().position(|e| same_id(&e.id, id))
+    }
+
+    /// A boon compiler that finds registry entries through its loader and fetches
+    /// nothing.
+    fn compiler(&self, default_draft: Draft, assert_formats: bool) -> Compiler {
         let mut compiler = Compiler::new();
         compiler.set_default_draft(default_draft);
         if assert_formats {
             compiler.enable_format_assertions();
         }
         compiler.use_loader(Box::new(RegistryLoader {
+            entries: self.docs.clone(),
             fallback: self.loader.clone(),
         }));
-        for (i, (id, doc)) in self.docs.iter().enumerate() {
-            compiler.add_resource(id, doc.clone()).map_err(|e| {
-                let at = if path == "schemas" {
-                    format!("schemas[{i}].$id")
-                } else {
-                    path.to_string()
-                };
-                ConfigError::new(at, format!("invalid $id: {}", describe_compile_error(&e)))
-            })?;
-        }
-        Ok(compiler)
+        compiler
     }
 }
 
-/// Serves `$ref` targets that are not registry entries: the test loader if any,
-/// otherwise nothing. Registry entries never reach it (boon finds them first), nor do
-/// the standard meta-schemas (built into boon).
+/// Serves `$ref` targets: registry entries by their URL, then the test loader if
+/// any, otherwise nothing. The standard meta-schemas never reach it (built into
+/// boon); boon asks once per document and compilation.
 struct RegistryLoader {
+    entries: Rc<Vec<Entry>>,
     fallback: Option<DocLoader>,
 }
 
 impl boon::UrlLoader for RegistryLoader {
     fn load(&self, url: &str) -> Result<Value, Box<dyn std::error::Error>> {
+        if let Some(entry) = self.entries.iter().find(|e| e.url == url) {
+            return Ok(entry.doc.clone());
+        }
         if let Some(doc) = self.fallback.as_ref().and_then(|f| f(url)) {
             return Ok(doc);
         }
@@ -232,7 +255,7 @@ pub(crate) fn compile(
         .and_then(Value::as_str)
         .and_then(Draft::from_url)
         .unwrap_or(Draft::V2020_12);
-    let mut compiler = registry.compiler(draft, assert_formats, path)?;
+    let mut compiler = registry.compiler(draft, assert_formats);
     compiler
         .add_resource(ROUTE_SCHEMA_URL, schema.clone())
         .map_err(|e| ConfigError::new(path, describe_compile_error(&e)))?;

@@ -110,3 +110,38 @@ def test_demo_blocks_a_scanner():
                     lambda p: 'apiguard_blocking_started{rule="scanning"} 1' in p, 5)
         assert 'apiguard_blocking_started{rule="scanning"} 1' in prom, prom[-3000:]
         assert 'apiguard_blocking_blocked{rule="scanning"} 1' in prom
+
+
+def listener_port(env, name):
+    doc = json.loads(env.admin_get("/listeners?format=json"))
+    for status in doc["listener_statuses"]:
+        if status["name"] == name:
+            return status["local_address"]["socket_address"]["port_value"]
+    raise AssertionError(f"no listener {name}: {doc}")
+
+
+def test_demo_openapi_listener_enforces_the_generated_routes():
+    """The demo's second listener: the routes `make openapi-demo` generated from
+    envoy/openapi-demo.yaml (tests/e2e/test_openapi.py checks they are current)."""
+    from harness import http_request
+    read = mint("--scope", "inventory:read")
+    write = mint("--scope", "inventory:read inventory:write")
+    item = json.dumps({"sku": "ABC-0001", "name": "bolt", "qty": 3}).encode()
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        port = listener_port(env, "openapi-demo")
+
+        def status(method, path, headers=None, body=None):
+            return http_request(port, method, path, headers, body).status
+        assert status("GET", "/inventory/v1/status") == 200
+        assert status("GET", "/inventory/v1/items?limit=5&tag=red,blue", read) == 200
+        assert status("GET", "/inventory/v1/items") == 401
+        assert status("GET", "/inventory/v1/items?limit=500", read) == 400
+        assert status("GET", "/inventory/v1/items?debug=1", read) == 400
+        assert status("GET", "/inventory/v1/items/ABC-0001.json", read) == 200
+        assert status("GET", "/inventory/v1/items/abc", read) == 400
+        assert status("POST", "/inventory/v1/items", {**read, "content-type": "application/json"}, item) == 403
+        assert status("POST", "/inventory/v1/items", {**write, "content-type": "application/json"}, item) == 200
+        bad = json.dumps({"sku": "ABC-0001", "name": "bolt", "qty": -1, "parts": [{"sku": "x"}]}).encode()
+        assert status("POST", "/inventory/v1/items", {**write, "content-type": "application/json"}, bad) == 400
+        assert status("PATCH", "/inventory/v1/items", read) == 405
+        assert status("GET", "/inventory/v2/items", read) == 404
