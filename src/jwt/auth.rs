@@ -19,8 +19,16 @@
 //!   `a`'s token): `MissingToken` naming the first missing provider.
 //! - `allow_missing` cannot be combined with `claims` or `bind`: an anonymous request
 //!   would skip the rules a token holder must pass.
+//! - `peer` providers have no token: the connection's client certificate is their
+//!   credential, asked for once per request, and only on routes that name one. No
+//!   client certificate counts as missing; a peer none of them lists is 403 when a
+//!   peer provider is what the unmet requirement lacks.
+//! - `api_key` providers read keys like tokens (their locations are theirs alone);
+//!   an empty key is a missing one, an unknown key is invalid like a bad token.
+//! - `require_cert_binding`: a JWT provider's verified token (from the cache too)
+//!   must name the client certificate's SHA-256 in `cnf["x5t#S256"]`.
 //! - The "primary" identity, whose claims [`AuthPolicy::authorize`] checks, is the
-//!   verified token of the first provider in `requires` order. Each verified
+//!   identity of the first provider in `requires` order that succeeded. Each verified
 //!   provider sets its own `claim_to_headers` and `forward_payload_header`; when two
 //!   set the same header, the first wins.
 
@@ -131,8 +139,8 @@ pub struct AuthFailure {
     /// with [`AuthOutcome::provider`]).
     pub provider: Option<String>,
     /// Metric reason: `missing`, `malformed`, `bad_signature`, `expired`,
-    /// `not_yet_valid`, `issuer`, `audience`, `unknown_kid`, `claims`, `bind` or
-    /// `keys_unavailable`.
+    /// `not_yet_valid`, `issuer`, `audience`, `unknown_kid`, `claims`, `bind`,
+    /// `keys_unavailable`, `cert_binding`, `peer` or `unknown_key`.
     pub reason: &'static str,
     /// The token named an unknown `kid` of a remote provider: call
     /// [`KeyStore::request_refetch_unknown_kid`] for [`AuthFailure::provider`].

@@ -328,3 +328,17 @@ def test_bound_token_refused_otherwise(env, pki):
     r = env.get("/bound", headers=bound_header(bound_to_web))
     assert r.status == 401 and "certificate binding failed" in r.headers["www-authenticate"]
     assert env.stat("apiguard.provider.bound.cert_binding") >= 4
+
+
+def test_make_api_key_prints_a_key_and_its_sha256_entry():
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run(["make", "-s", "api-key", "ARGS=--id acme --claims '{\"plan\": \"gold\"}'"],
+                         cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2
+    key, entry = out[0], json.loads(out[1])
+    assert len(key) >= 40 and key.isascii() and not set(key) & set("&=#; ")
+    assert entry == {"id": "acme", "sha256": sha256_hex(key), "claims": {"plan": "gold"}}
+    again = subprocess.run(["make", "-s", "api-key"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert again[0] != key
