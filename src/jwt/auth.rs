@@ -39,7 +39,7 @@ use crate::jwt::extract::{RequestTokens, TokenLocation};
 use crate::jwt::hostsig::{Backend, Verifier};
 use crate::jwt::keystore::{KeyLookup, KeyStore};
 use crate::jwt::provider::{
-    api_key_digest, find_api_key, match_peer, parse_sha256_hex, Kind, Provider, Providers,
+    api_key_digest, find_api_key, match_peer, parse_sha256_hex, ApiKeys, Kind, Provider, Providers,
 };
 use crate::jwt::verify::{self, Checked, VerifyError};
 use crate::reply::Rejection;
@@ -488,7 +488,14 @@ impl AuthPolicy {
         };
         match &p.kind {
             Kind::Jwt => {}
-            Kind::ApiKey(list) => {
+            Kind::ApiKey(source) => {
+                let list = match source {
+                    ApiKeys::Inline(list) => list.as_slice(),
+                    ApiKeys::Remote(_) => match keys.api_keys(p.name()) {
+                        Some(list) => list,
+                        None => return (Err(VerifyError::KeysUnavailable), None),
+                    },
+                };
                 let found = find_api_key(list, &api_key_digest(token));
                 return (
                     found
@@ -1662,6 +1669,45 @@ mod identity_tests {
         let mut garbled = with(&right);
         garbled.cert = Some("zz".into());
         assert_eq!(result(run(&p, &garbled)), binding);
+    }
+
+    #[test]
+    fn remote_api_keys_fail_closed_until_their_document_arrives() {
+        let cfg: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+            "rk": {"api_key": {"remote": {"cluster": "keys", "path": "/keys.json"}}}
+        }))
+        .unwrap();
+        let providers = Providers::compile(&cfg).unwrap();
+        let auth: AuthConfig = serde_json::from_value(json!({"requires": "rk"})).unwrap();
+        let p = AuthPolicy::compile(&auth, &providers, &[], "routes[0].auth").unwrap();
+        let mut keys = KeyStore::new(&providers, NOW);
+        let req = Conn::default().header("x-api-key", KEY);
+        let go = |keys: &KeyStore, req: &Conn| {
+            result(p.authenticate(req, keys, &mut TokenCache::new(4), &Verifier::module(), NOW))
+        };
+        assert_eq!(
+            go(&keys, &req),
+            Err(("keys_unavailable", "rk".to_string(), 503))
+        );
+        assert_eq!(
+            go(&keys, &Conn::default()),
+            Err(("missing", "rk".to_string(), 401))
+        );
+        let doc = json!({"keys": [{"id": "acme", "sha256": hex(&api_key_digest(KEY)), "claims": {"sub": "acme"}}]});
+        let body = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(keys.on_fetch_response("rk", Some(200), &body, NOW), Ok(1));
+        assert_eq!(go(&keys, &req), Ok("acme".to_string()));
+        let wrong = Conn::default().header("x-api-key", "nope");
+        let f = p
+            .authenticate(
+                &wrong,
+                &keys,
+                &mut TokenCache::new(4),
+                &Verifier::module(),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!((f.reason, f.refetch_keys), ("unknown_key", false));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::authz::Claims;
 use crate::config::check::{self, in_range, NameChars, MAX_METRIC_NAME};
-use crate::config::{ConfigError, JwksConfig, ProviderConfig};
+use crate::config::{ConfigError, JwksConfig, ProviderConfig, RemoteJwksConfig};
 use crate::http;
 use crate::jwt::extract::TokenSource;
 use crate::jwt::jwks::{KeyRules, KeySet, MAX_RSA_BITS, MIN_RSA_BITS_FLOOR};
@@ -57,7 +57,17 @@ pub enum Kind {
     /// `/*` is kept as its prefix with the `/` (`spiffe://td/ns/ops/`).
     Peer(Vec<PeerId>),
     /// An API key, looked up by its SHA-256.
-    ApiKey(Vec<ApiKey>),
+    ApiKey(ApiKeys),
+}
+
+/// Where an `api_key` provider's keys come from.
+#[derive(Debug, Clone)]
+pub enum ApiKeys {
+    /// `api_key.keys`.
+    Inline(Rc<Vec<ApiKey>>),
+    /// A key document fetched by the filter (`api_key.remote`), kept in the
+    /// [`crate::jwt::KeyStore`] like a remote JWKS.
+    Remote(RemoteJwks),
 }
 
 /// One entry of `peer.spiffe_ids`.
@@ -393,41 +403,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
             }
             KeySource::Inline(Rc::new(parsed.keys))
         }
-        JwksConfig::Remote(r) => {
-            let rp = |f: &str| at(&format!("jwks.remote.{f}"));
-            if r.cluster.is_empty() {
-                return Err(ConfigError::new(rp("cluster"), "must not be empty"));
-            }
-            if !r.path.starts_with('/') {
-                return Err(ConfigError::new(rp("path"), "must start with `/`"));
-            }
-            if r.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(ConfigError::new(
-                    rp("path"),
-                    "must not contain spaces or control characters",
-                ));
-            }
-            in_range(r.refresh_seconds, 1, u64::MAX, &rp("refresh_seconds"))?;
-            in_range(r.timeout_ms, 1, MAX_FETCH_TIMEOUT_MS, &rp("timeout_ms"))?;
-            let authority = match &r.authority {
-                Some(a)
-                    if a.is_empty()
-                        || a.bytes()
-                            .any(|b| b.is_ascii_control() || b == b' ' || b == b'/') =>
-                {
-                    return Err(ConfigError::new(rp("authority"), "must be a host[:port]"))
-                }
-                Some(a) => a.clone(),
-                None => r.cluster.clone(),
-            };
-            KeySource::Remote(RemoteJwks {
-                cluster: r.cluster.clone(),
-                authority,
-                path: r.path.clone(),
-                refresh_seconds: r.refresh_seconds,
-                timeout_ms: r.timeout_ms,
-            })
-        }
+        JwksConfig::Remote(r) => KeySource::Remote(remote_location(r, &at("jwks.remote"))?),
     };
 
     Ok(Provider {
@@ -447,6 +423,43 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         forward_payload_header,
         key_rules,
         keys,
+    })
+}
+
+/// A remote document's location (`jwks.remote`, `api_key.remote`) at `path`, checked.
+fn remote_location(r: &RemoteJwksConfig, path: &str) -> Result<RemoteJwks, ConfigError> {
+    let rp = |f: &str| format!("{path}.{f}");
+    if r.cluster.is_empty() {
+        return Err(ConfigError::new(rp("cluster"), "must not be empty"));
+    }
+    if !r.path.starts_with('/') {
+        return Err(ConfigError::new(rp("path"), "must start with `/`"));
+    }
+    if r.path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(ConfigError::new(
+            rp("path"),
+            "must not contain spaces or control characters",
+        ));
+    }
+    in_range(r.refresh_seconds, 1, u64::MAX, &rp("refresh_seconds"))?;
+    in_range(r.timeout_ms, 1, MAX_FETCH_TIMEOUT_MS, &rp("timeout_ms"))?;
+    let authority = match &r.authority {
+        Some(a)
+            if a.is_empty()
+                || a.bytes()
+                    .any(|b| b.is_ascii_control() || b == b' ' || b == b'/') =>
+        {
+            return Err(ConfigError::new(rp("authority"), "must be a host[:port]"))
+        }
+        Some(a) => a.clone(),
+        None => r.cluster.clone(),
+    };
+    Ok(RemoteJwks {
+        cluster: r.cluster.clone(),
+        authority,
+        path: r.path.clone(),
+        refresh_seconds: r.refresh_seconds,
+        timeout_ms: r.timeout_ms,
     })
 }
 
@@ -546,7 +559,6 @@ fn compile_other(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigError
     };
     Ok(Provider {
         name: name.to_string(),
-        kind,
         require_cert_binding: false,
         rules: ClaimsRules {
             issuer: String::new(),
@@ -563,7 +575,11 @@ fn compile_other(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigError
             min_rsa_bits: p.min_rsa_bits,
             allow_symmetric: false,
         },
-        keys: KeySource::Inline(Rc::new(KeySet::default())),
+        keys: match &kind {
+            Kind::ApiKey(ApiKeys::Remote(r)) => KeySource::Remote(r.clone()),
+            _ => KeySource::Inline(Rc::new(KeySet::default())),
+        },
+        kind,
     })
 }
 
@@ -652,10 +668,14 @@ fn compile_peer(v: &Value, path: &str) -> Result<Vec<PeerId>, ConfigError> {
     Ok(out)
 }
 
-type ApiKeyParts = (Vec<ApiKey>, Vec<TokenSource>, bool);
+type ApiKeyParts = (ApiKeys, Vec<TokenSource>, bool);
 
 fn compile_api_key(v: &Value, path: &str) -> Result<ApiKeyParts, ConfigError> {
-    let o = object(v, path, &["keys", "from_headers", "from_params", "forward"])?;
+    let o = object(
+        v,
+        path,
+        &["keys", "remote", "from_headers", "from_params", "forward"],
+    )?;
     let mut sources = Vec::new();
     if let Some(h) = o.get("from_headers") {
         let at = format!("{path}.from_headers");
@@ -712,20 +732,32 @@ fn compile_api_key(v: &Value, path: &str) -> Result<ApiKeyParts, ConfigError> {
             ))
         }
     };
-    let Some(list) = o
-        .get("keys")
-        .and_then(Value::as_array)
-        .filter(|l| !l.is_empty())
-    else {
-        return Err(ConfigError::new(
-            format!("{path}.keys"),
-            "must list at least one key",
-        ));
+    let keys = match (o.get("keys"), o.get("remote")) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                path,
+                "give either `keys` or `remote`, not both",
+            ))
+        }
+        (None, Some(r)) => ApiKeys::Remote(remote_keys(r, &format!("{path}.remote"))?),
+        (keys, None) => ApiKeys::Inline(Rc::new(parse_api_keys(
+            keys.unwrap_or(&Value::Null),
+            &format!("{path}.keys"),
+        )?)),
+    };
+    Ok((keys, sources, forward))
+}
+
+/// An API key list (`api_key.keys`, or the `keys` of a fetched key document) at
+/// `path`: its entries are `{"id", "sha256", "claims"}`.
+pub fn parse_api_keys(v: &Value, path: &str) -> Result<Vec<ApiKey>, ConfigError> {
+    let Some(list) = v.as_array().filter(|l| !l.is_empty()) else {
+        return Err(ConfigError::new(path, "must list at least one key"));
     };
     let mut keys: Vec<ApiKey> = Vec::new();
     let mut ids: Vec<&str> = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let at = format!("{path}.keys[{i}]");
+        let at = format!("{path}[{i}]");
         let ko = object(item, &at, &["id", "sha256", "claims"])?;
         let id = match ko.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() && id.len() <= MAX_IDENTITY_BYTES => id,
@@ -775,7 +807,48 @@ fn compile_api_key(v: &Value, path: &str) -> Result<ApiKeyParts, ConfigError> {
             claims: Rc::new(claims),
         });
     }
-    Ok((keys, sources, forward))
+    Ok(keys)
+}
+
+/// `api_key.remote`: the fields of `jwks.remote`.
+fn remote_keys(v: &Value, path: &str) -> Result<RemoteJwks, ConfigError> {
+    let o = object(
+        v,
+        path,
+        &[
+            "cluster",
+            "path",
+            "authority",
+            "refresh_seconds",
+            "timeout_ms",
+        ],
+    )?;
+    let text = |k: &str| -> Result<Option<String>, ConfigError> {
+        match o.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ConfigError::new(format!("{path}.{k}"), "must be a string")),
+        }
+    };
+    let number = |k: &str, default: u64| -> Result<u64, ConfigError> {
+        match o.get(k) {
+            None => Ok(default),
+            Some(n) => n.as_u64().ok_or_else(|| {
+                ConfigError::new(format!("{path}.{k}"), "must be a non-negative integer")
+            }),
+        }
+    };
+    let cfg = RemoteJwksConfig {
+        cluster: text("cluster")?.unwrap_or_default(),
+        authority: text("authority")?,
+        path: text("path")?.unwrap_or_default(),
+        refresh_seconds: number(
+            "refresh_seconds",
+            crate::config::DEFAULT_JWKS_REFRESH_SECONDS,
+        )?,
+        timeout_ms: number("timeout_ms", crate::config::DEFAULT_JWKS_TIMEOUT_MS)?,
+    };
+    remote_location(&cfg, path)
 }
 
 /// 64 hex digits (either case) as 32 bytes.
@@ -963,6 +1036,13 @@ mod tests {
             (key(json!({"from_params": ["k", "k"]})), "providers.k: token source Param(\"k\") is listed twice"),
             (key(json!({"forward": "no"})), "providers.k.api_key.forward: must be true or false"),
             (key(json!({"key": 1})), "providers.k.api_key.key: unknown field"),
+            (key(json!({"remote": {"cluster": "c", "path": "/k"}})), "providers.k.api_key: give either `keys` or `remote`, not both"),
+            (json!({"k": {"api_key": {"remote": {"cluster": "", "path": "/k"}}}}), "providers.k.api_key.remote.cluster: must not be empty"),
+            (json!({"k": {"api_key": {"remote": {"cluster": "c"}}}}), "providers.k.api_key.remote.path: must start with `/`"),
+            (json!({"k": {"api_key": {"remote": {"cluster": "c", "path": "/k", "refresh_seconds": 0}}}}), "providers.k.api_key.remote.refresh_seconds: must be > 0"),
+            (json!({"k": {"api_key": {"remote": {"cluster": "c", "path": "/k", "timeout_ms": -1}}}}), "providers.k.api_key.remote.timeout_ms: must be a non-negative integer"),
+            (json!({"k": {"api_key": {"remote": {"cluster": 1, "path": "/k"}}}}), "providers.k.api_key.remote.cluster: must be a string"),
+            (json!({"k": {"api_key": {"remote": {"cluster": "c", "path": "/k", "x": 1}}}}), "providers.k.api_key.remote.x: unknown field"),
         ];
         for (cfg, want) in cases {
             let got = compile_json(cfg.clone()).err().unwrap_or_default();
@@ -1014,13 +1094,30 @@ mod tests {
             }]
         );
         assert!(k.forward);
-        let Kind::ApiKey(keys) = &k.kind else {
+        let Kind::ApiKey(ApiKeys::Inline(keys)) = &k.kind else {
             panic!("api_key")
         };
         let claims = find_api_key(keys, &api_key_digest("secret")).unwrap();
         assert_eq!(claims.get("key_id"), Some(&json!("acme")));
         assert_eq!(claims.get("plan"), Some(&json!("gold")));
         assert!(find_api_key(keys, &api_key_digest("Secret")).is_none());
+    }
+
+    #[test]
+    fn remote_api_keys_are_scheduled_like_remote_key_sets() {
+        let ps = compile_json(
+            json!({"k": {"api_key": {"remote": {"cluster": "keys", "path": "/api-keys.json"}}}}),
+        )
+        .unwrap();
+        let k = ps.get("k").unwrap();
+        assert!(k.is_remote());
+        let Kind::ApiKey(ApiKeys::Remote(r)) = &k.kind else {
+            panic!("remote api_key")
+        };
+        assert_eq!(
+            (r.authority.as_str(), r.refresh_seconds, r.timeout_ms),
+            ("keys", 300, 2000)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ import http.client
 import json
 import os
 import ssl
+import subprocess
 import tempfile
+import time
 
 import jwt
 import pytest
@@ -23,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm
 
-from harness import bootstrap, start_envoy
+from harness import bootstrap, cluster, poll, start_envoy
+from idp import IdP
 
 WEB = "spiffe://cluster.local/ns/shop/sa/web"
 OPS = "spiffe://cluster.local/ns/ops/sa/cron"
@@ -331,7 +334,6 @@ def test_bound_token_refused_otherwise(env, pki):
 
 
 def test_make_api_key_prints_a_key_and_its_sha256_entry():
-    import subprocess
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(["make", "-s", "api-key", "ARGS=--id acme --claims '{\"plan\": \"gold\"}'"],
                          cwd=root, capture_output=True, text=True, check=True).stdout.splitlines()
@@ -342,3 +344,42 @@ def test_make_api_key_prints_a_key_and_its_sha256_entry():
     again = subprocess.run(["make", "-s", "api-key"], cwd=root, capture_output=True, text=True,
                            check=True).stdout.splitlines()
     assert again[0] != key
+
+
+# -- API keys fetched from a cluster ------------------------------------------------
+
+def test_remote_api_keys_refresh_and_keep_the_last_good_document():
+    idp = IdP()
+
+    def doc(key, kid):
+        return {"keys": [{"id": kid, "sha256": sha256_hex(key), "claims": {"plan": "gold"}}]}
+
+    idp.serve("/api-keys.json", doc(API_KEY, "first"))
+    cfg = {
+        "providers": {"rkeys": {"api_key": {"remote": {"cluster": "idp", "path": "/api-keys.json",
+                                                       "refresh_seconds": 1}},
+                                "claim_to_headers": [{"claim": "key_id", "header": "x-key-id"}]}},
+        "routes": [route("rkeys", "/rkeys", "rkeys")],
+    }
+    try:
+        with start_envoy(cfg, clusters=[cluster("idp", idp.port)]) as e:
+            def get(key):
+                return e.get("/rkeys", headers={"x-api-key": key})
+
+            assert poll(lambda: get(API_KEY).status, lambda s: s == 200, 10) == 200
+            assert upstream_header(e, "x-key-id") == "first"
+            assert get(OTHER_KEY).status == 401
+            idp.serve("/api-keys.json", doc(OTHER_KEY, "second"))
+            assert poll(lambda: get(OTHER_KEY).status, lambda s: s == 200, 10) == 200
+            assert upstream_header(e, "x-key-id") == "second"
+            assert get(API_KEY).status == 401
+            for mode in ("500", "garbage", "no_keys"):
+                idp.fail("/api-keys.json", mode)
+                since = time.monotonic()
+                poll(lambda: idp.hits("/api-keys.json", since), lambda n: n >= 2, 10)
+                assert get(OTHER_KEY).status == 200, mode
+            assert e.stat("apiguard.provider.rkeys.jwks.fetch_success") >= 2
+            assert e.stat("apiguard.provider.rkeys.jwks.fetch_failure") >= 3
+            assert OTHER_KEY not in e.log() and API_KEY not in e.log()
+    finally:
+        idp.close()
