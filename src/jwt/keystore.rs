@@ -139,7 +139,7 @@ impl KeyStore {
                 if now < lost_at {
                     continue;
                 }
-                log::warn!("jwks fetch for provider {name}: no answer; retrying");
+                log::warn!("key fetch for provider {name}: no answer; retrying");
                 r.in_flight_since = None;
                 r.failures = r.failures.saturating_add(1);
                 r.next_fetch_at = now;
