@@ -45,7 +45,7 @@ FUZZ_FLAGS      := --sanitizer none --debug-assertions --codegen-units 16
 # out-of-memory (-rss_limit_mb, default 2048).
 FUZZ_RUN_FLAGS  := -timeout=10 -print_final_stats=1
 
-.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e checks validate token bench clean
+.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e checks validate token api-key bench clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -176,6 +176,9 @@ openapi-test: ## The importer's unit tests and its runs on real OpenAPI document
 
 token: $(STAMP) ## Mint a demo JWT (ARGS="--sub bob --shop s2 --roles admin")
 	@$(PY) envoy/mint_token.py $(ARGS)
+
+api-key: ## A new random API key (first line) and its configuration entry with the SHA-256 (ARGS="--id acme --claims '{\"plan\": \"gold\"}'")
+	@python3 envoy/api_key.py $(ARGS)
 
 validate: build ## envoy --mode validate: the demo, or CONFIG=file (Envoy YAML, plugin JSON/YAML, Istio WasmPlugin/EnvoyFilter)
 	@$(PY) envoy/validate.py --envoy $(ENVOY) --wasm $(WASM) $(or $(CONFIG),envoy/envoy.yaml)

@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(HERE, "envoy.yaml")
 # What envoy/envoy.yaml and the upstream listen on.
-PORTS = {10000: "Envoy listener", 9901: "Envoy admin", 8081: "demo upstream"}
+PORTS = {10000: "Envoy listener", 10443: "Envoy mTLS listener", 9901: "Envoy admin",
+         8081: "demo upstream"}
 
 
 def port_taken(port):
@@ -66,6 +67,11 @@ def curl_examples():
     inv_read = mint("--scope", "inventory:read")
     inv_write = mint("--scope", "inventory:read inventory:write")
     inv = "http://127.0.0.1:10001/inventory/v1"
+
+    bound = mint("--bind-cert", "envoy/demo-pki/web.pem")
+    mtls = "https://localhost:10443"
+    pki = "--cacert envoy/demo-pki/ca.pem"
+    cert = lambda name: f"--cert envoy/demo-pki/{name}.pem --key envoy/demo-pki/{name}.key"
     print(f"""
 api-guard demo is up: Envoy {base} and 127.0.0.1:10001 (admin http://127.0.0.1:9901), upstream 127.0.0.1:8081
 Tokens below were minted just now with envoy/demo-keys (make token ARGS="--help").
@@ -76,6 +82,9 @@ Tokens below were minted just now with envoy/demo-keys (make token ARGS="--help"
   OTHER_AUD={other_aud}
   INV_READ={inv_read}
   INV_WRITE={inv_write}
+
+  BOUND={bound}
+        (bound to envoy/demo-pki/web.pem: make token ARGS="--bind-cert envoy/demo-pki/web.pem")
 
 Routes and rejections
   curl -i {base}/healthz                                   # 200, security headers added
@@ -89,6 +98,23 @@ Authentication and authorization
   curl -i -H "Authorization: Bearer $CLERK" {base}/shops/s2/orders/1      # 403: another shop (bind)
   curl -i -H "Authorization: Bearer $CLERK" -H "x-user-id: admin" {base}/shops/s1/orders/1
         # 200: the upstream sees x-user-id: alice (forged copy removed), no Authorization
+
+mTLS peers (listener {mtls}, certificates in envoy/demo-pki; python3 envoy/demo_pki.py rewrites them)
+  curl -i {pki} {cert("web")} {mtls}/internal/inventory        # 200: upstream sees x-peer-id: spiffe://demo.local/ns/shop/sa/web
+  curl -i {pki} {cert("cron")} {mtls}/internal/inventory       # 200: matches spiffe://demo.local/ns/ops/*
+  curl -i {pki} {cert("intruder")} {mtls}/internal/inventory   # 403: a valid certificate, identity not listed
+  curl -i {base}/internal/inventory                        # 401: no client certificate on the plain listener
+  curl -i -H "x-forwarded-client-cert: URI=spiffe://demo.local/ns/shop/sa/web" {base}/internal/inventory  # 401: headers never count
+
+API keys (only the SHA-256 is configured; make api-key makes new ones)
+  curl -i -H "x-api-key: demo-key-acme" {base}/partner/catalog    # 200: upstream sees x-api-key-id: acme, not the key
+  curl -i -H "x-api-key: wrong" {base}/partner/catalog            # 401 invalid-token
+  curl -i {base}/partner/catalog                                  # 401 missing-token
+
+Certificate-bound token (route payments requires all: [mesh, bound])
+  curl -i {pki} {cert("web")} -H "Authorization: Bearer $BOUND" {mtls}/internal/payments    # 200
+  curl -i {pki} {cert("cron")} -H "Authorization: Bearer $BOUND" {mtls}/internal/payments   # 401: certificate binding failed
+  curl -i {pki} {cert("web")} -H "Authorization: Bearer $CLERK" {mtls}/internal/payments    # 401: token has no cnf
 
 Request validation (JSON Schema)
   curl -i -H "Authorization: Bearer $CLERK" -H 'content-type: application/json' -d '{{"sku":"book-1","qty":2}}' {base}/shops/s1/orders

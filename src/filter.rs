@@ -759,6 +759,14 @@ impl RequestTokens for HostTokens<'_> {
     fn query(&self) -> Option<&str> {
         (!self.query.is_empty()).then_some(self.query)
     }
+
+    fn peer_uri_san(&self) -> Option<Option<String>> {
+        host::peer_uri_san()
+    }
+
+    fn peer_cert_sha256(&self) -> Option<String> {
+        host::peer_cert_sha256()
+    }
 }
 
 /// Response side. Found in Envoy 1.40 (docs/design.md, "Response masking"): response

@@ -359,6 +359,24 @@ fn property_bytes(path: &[&str]) -> Option<Vec<u8>> {
     }
 }
 
+/// The downstream connection's client certificate: `None` unless the connection is
+/// mutual TLS (`connection.mtls`), else its first URI SAN
+/// (`connection.uri_san_peer_certificate`), if it has one. Two host calls, so the
+/// caller asks only on routes that check a peer.
+pub fn peer_uri_san() -> Option<Option<String>> {
+    // A bool property is one byte.
+    let mtls = property_bytes(&["connection", "mtls"])?;
+    if mtls.first().copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(property(&["connection", "uri_san_peer_certificate"]).filter(|s| !s.is_empty()))
+}
+
+/// The SHA-256 of the client certificate, hex (`connection.sha256_peer_certificate_digest`).
+pub fn peer_cert_sha256() -> Option<String> {
+    property(&["connection", "sha256_peer_certificate_digest"]).filter(|s| !s.is_empty())
+}
+
 /// The status Envoy sent downstream (`response.code`), once a response exists.
 pub fn response_code() -> Option<u32> {
     let bytes = property_bytes(&["response", "code"])?;

@@ -6,7 +6,7 @@
 //!   rejection reason;
 //! - `apiguard.route.<route>.<area>.<counter>`: per-route detail (`quota`,
 //!   `request`, `response`);
-//! - `apiguard.provider.<provider>.<counter>`: JWT provider detail;
+//! - `apiguard.provider.<provider>.<counter>`: provider detail (JWT, peer, API key);
 //! - `apiguard.unmatched.<decision>`: requests that matched no route.
 //!
 //! Envoy prefixes Wasm-defined stats with `wasmcustom.` internally and strips it

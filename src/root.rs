@@ -61,7 +61,7 @@ impl Root {
                 }
                 Err(status) => {
                     log::warn!(
-                        "JWKS fetch for provider {} via cluster {} not dispatched: {status:?}",
+                        "key fetch for provider {} via cluster {} not dispatched: {status:?}",
                         f.provider,
                         f.cluster
                     );
@@ -125,7 +125,7 @@ impl Context for Root {
             }
             Err(reason) => {
                 metrics::provider_counter(&provider, "jwks.fetch_failure");
-                log::warn!("JWKS fetch for provider {provider} failed ({reason}); keeping the last good key set");
+                log::warn!("key fetch for provider {provider} failed ({reason}); keeping the last good key set");
             }
         }
     }

@@ -348,17 +348,30 @@ impl Default for SecurityHeadersConfig {
     }
 }
 
-/// A JWT provider (`providers.<name>`).
+/// A provider (`providers.<name>`): a JWT provider (`issuer` and `jwks`), `peer` or
+/// `api_key`. `peer` and `api_key` stay JSON values checked when the providers are
+/// compiled: two more derived structs would cost module size in the deserializer.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Required `iss`.
+    /// Required `iss` (JWT providers).
+    #[serde(default)]
     pub issuer: String,
     /// If non-empty, `aud` must contain one of these.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Where keys come from.
-    pub jwks: JwksConfig,
+    /// Where keys come from (JWT providers).
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
+    /// `{"spiffe_ids": [...]}`: the mTLS peer identities accepted.
+    #[serde(default)]
+    pub peer: Option<Value>,
+    /// `{"keys": [...], "from_headers": [...], "from_params": [...], "forward": bool}`.
+    #[serde(default)]
+    pub api_key: Option<Value>,
+    /// The token must be bound to the connection's client certificate (RFC 8705).
+    #[serde(default)]
+    pub require_cert_binding: bool,
     /// Header token sources; default `Authorization: Bearer `.
     #[serde(default)]
     pub from_headers: Option<Vec<HeaderSource>>,

@@ -19,8 +19,16 @@
 //!   `a`'s token): `MissingToken` naming the first missing provider.
 //! - `allow_missing` cannot be combined with `claims` or `bind`: an anonymous request
 //!   would skip the rules a token holder must pass.
+//! - `peer` providers have no token: the connection's client certificate is their
+//!   credential, asked for once per request, and only on routes that name one. No
+//!   client certificate counts as missing; a peer none of them lists is 403 when a
+//!   peer provider is what the unmet requirement lacks.
+//! - `api_key` providers read keys like tokens (their locations are theirs alone);
+//!   an empty key is a missing one, an unknown key is invalid like a bad token.
+//! - `require_cert_binding`: a JWT provider's verified token (from the cache too)
+//!   must name the client certificate's SHA-256 in `cnf["x5t#S256"]`.
 //! - The "primary" identity, whose claims [`AuthPolicy::authorize`] checks, is the
-//!   verified token of the first provider in `requires` order. Each verified
+//!   identity of the first provider in `requires` order that succeeded. Each verified
 //!   provider sets its own `claim_to_headers` and `forward_payload_header`; when two
 //!   set the same header, the first wins.
 
@@ -30,9 +38,12 @@ use crate::jwt::cache::TokenCache;
 use crate::jwt::extract::{RequestTokens, TokenLocation};
 use crate::jwt::hostsig::{Backend, Verifier};
 use crate::jwt::keystore::{KeyLookup, KeyStore};
-use crate::jwt::provider::{Provider, Providers};
+use crate::jwt::provider::{
+    api_key_digest, find_api_key, match_peer, parse_sha256_hex, ApiKeys, Kind, Provider, Providers,
+};
 use crate::jwt::verify::{self, Checked, VerifyError};
 use crate::reply::Rejection;
+use base64::Engine;
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -128,8 +139,8 @@ pub struct AuthFailure {
     /// with [`AuthOutcome::provider`]).
     pub provider: Option<String>,
     /// Metric reason: `missing`, `malformed`, `bad_signature`, `expired`,
-    /// `not_yet_valid`, `issuer`, `audience`, `unknown_kid`, `claims`, `bind` or
-    /// `keys_unavailable`.
+    /// `not_yet_valid`, `issuer`, `audience`, `unknown_kid`, `claims`, `bind`,
+    /// `keys_unavailable`, `cert_binding`, `peer` or `unknown_key`.
     pub reason: &'static str,
     /// The token named an unknown `kid` of a remote provider: call
     /// [`KeyStore::request_refetch_unknown_kid`] for [`AuthFailure::provider`].
@@ -257,24 +268,65 @@ impl AuthPolicy {
         checks: &mut Vec<(String, Backend)>,
     ) -> Result<AuthOutcome, AuthFailure> {
         let found = self.find_tokens(req)?;
-        if found.tokens.is_empty() {
+        // Per provider: (index into `found`, claims, from cache); peers have no
+        // token and use `NO_TOKEN`.
+        let mut verified: Vec<Option<(usize, Rc<Claims>, bool)>> = vec![None; self.providers.len()];
+        let mut unlisted_peer = false;
+        if self
+            .providers
+            .iter()
+            .any(|p| matches!(p.kind, Kind::Peer(_)))
+        {
+            let san = req.peer_uri_san();
+            for (pi, p) in self.providers.iter().enumerate() {
+                let Kind::Peer(ids) = &p.kind else { continue };
+                match &san {
+                    // Not mutual TLS: no peer identity, as if no token was sent.
+                    None => {}
+                    Some(san) => match san.as_deref().and_then(|s| match_peer(ids, s)) {
+                        Some(id) => {
+                            let mut claims = Claims::new();
+                            claims.insert("sub".to_string(), Value::String(id.to_string()));
+                            if let Some(slot) = verified.get_mut(pi) {
+                                *slot = Some((NO_TOKEN, Rc::new(claims), false));
+                            }
+                        }
+                        None => unlisted_peer = true,
+                    },
+                }
+            }
+        }
+        if found.tokens.is_empty() && verified.iter().all(Option::is_none) {
             if self.allow_missing {
                 let mut out = AuthOutcome::default();
                 strip_locations(&mut out.strip, &found.unreadable);
                 return Ok(out);
             }
-            return Err(self.missing(0));
+            let pi = self
+                .requirement
+                .first_missing(&vec![false; self.providers.len()])
+                .unwrap_or(0);
+            return Err(self.missing(pi, unlisted_peer));
         }
-        // Per provider: (index into `found`, claims, from cache).
-        let mut verified: Vec<Option<(usize, Rc<Claims>, bool)>> = vec![None; self.providers.len()];
+        // The client certificate's digest, read once and only if a token needs it.
+        let mut cert: Option<Option<String>> = None;
         for (fi, f) in found.tokens.iter().enumerate() {
             let candidates = self.candidates(f)?;
             let mut first_err: Option<(usize, VerifyError)> = None;
             let mut any_ok = false;
             for pi in candidates {
-                let (result, backend) = self.verify_for(pi, &f.token, keys, cache, verifier, now);
+                let (mut result, backend) =
+                    self.verify_for(pi, &f.token, keys, cache, verifier, now);
                 if let (Some(b), Some(name)) = (backend, self.provider_name(pi)) {
                     checks.push((name, b));
+                }
+                if let (Ok((claims, _)), Some(p)) = (&result, self.providers.get(pi)) {
+                    if p.require_cert_binding {
+                        let digest = cert.get_or_insert_with(|| req.peer_cert_sha256());
+                        if let Err(e) = check_binding(claims, digest.as_deref()) {
+                            result = Err(e);
+                        }
+                    }
                 }
                 match result {
                     Ok((claims, from_cache)) => {
@@ -307,7 +359,7 @@ impl AuthPolicy {
         }
         let ok: Vec<bool> = verified.iter().map(Option::is_some).collect();
         if let Some(pi) = self.requirement.first_missing(&ok) {
-            return Err(self.missing(pi));
+            return Err(self.missing(pi, unlisted_peer));
         }
         Ok(self.outcome(&found, &verified))
     }
@@ -364,6 +416,13 @@ impl AuthPolicy {
                     found.unreadable.push(loc.clone());
                 }
                 for token in extraction.tokens {
+                    // An empty API key is a missing one.
+                    if token.is_empty() && matches!(p.kind, Kind::ApiKey(_)) {
+                        if !p.forward && !found.unreadable.contains(&loc) {
+                            found.unreadable.push(loc.clone());
+                        }
+                        continue;
+                    }
                     if let Some(f) = found.tokens.iter_mut().find(|f| f.token == token) {
                         if !f.locations.contains(&loc) {
                             f.locations.push(loc.clone());
@@ -427,6 +486,26 @@ impl AuthPolicy {
         let Some(p) = self.providers.get(pi) else {
             return (Err(VerifyError::KeysUnavailable), None);
         };
+        match &p.kind {
+            Kind::Jwt => {}
+            Kind::ApiKey(source) => {
+                let list = match source {
+                    ApiKeys::Inline(list) => list.as_slice(),
+                    ApiKeys::Remote(_) => match keys.api_keys(p.name()) {
+                        Some(list) => list,
+                        None => return (Err(VerifyError::KeysUnavailable), None),
+                    },
+                };
+                let found = find_api_key(list, &api_key_digest(token));
+                return (
+                    found
+                        .map(|c| (Rc::clone(c), false))
+                        .ok_or(VerifyError::UnknownKey),
+                    None,
+                );
+            }
+            Kind::Peer(_) => return (Err(VerifyError::UnknownKey), None),
+        }
         let (keys, generation) = match keys.lookup(p.name()) {
             KeyLookup::Ready { keys, generation } => (keys, generation),
             KeyLookup::Unavailable => {
@@ -469,7 +548,27 @@ impl AuthPolicy {
         }
     }
 
-    fn missing(&self, pi: usize) -> AuthFailure {
+    /// Provider `pi` is missing: 401, or 403 when it is a `peer` provider and the
+    /// connection's peer is not one it lists.
+    fn missing(&self, pi: usize, unlisted_peer: bool) -> AuthFailure {
+        let peer = self
+            .providers
+            .get(pi)
+            .is_some_and(|p| matches!(p.kind, Kind::Peer(_)));
+        if peer && unlisted_peer {
+            return AuthFailure {
+                rejection: Box::new(Rejection::Forbidden {
+                    reason: "peer",
+                    description: "the client certificate's identity is not permitted here"
+                        .to_string(),
+                    rule: "peer.spiffe_ids".to_string(),
+                }),
+                provider: self.provider_name(pi),
+                reason: "peer",
+                refetch_keys: false,
+                signatures: Vec::new(),
+            };
+        }
         AuthFailure {
             rejection: Box::new(Rejection::MissingToken),
             provider: self.provider_name(pi),
@@ -525,6 +624,42 @@ impl AuthPolicy {
         }
         strip_locations(&mut out.strip, &found.unreadable);
         out
+    }
+}
+
+/// The `found` index of a peer identity, which comes with no token.
+const NO_TOKEN: usize = usize::MAX;
+
+/// RFC 8705 §3.1: the token's `cnf["x5t#S256"]` is the base64url SHA-256 of the
+/// client certificate `digest_hex` (as Envoy reports it, hex; `None` without one).
+fn check_binding(claims: &Claims, digest_hex: Option<&str>) -> Result<(), VerifyError> {
+    let Some(bound) = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(Value::as_str)
+    else {
+        return Err(VerifyError::CertBinding(
+            "certificate binding failed: the token has no cnf x5t#S256",
+        ));
+    };
+    let Some(digest) = digest_hex.and_then(parse_sha256_hex) else {
+        return Err(VerifyError::CertBinding(
+            "certificate binding failed: the connection has no client certificate",
+        ));
+    };
+    let ours = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+    let same = ours.len() == bound.len()
+        && ours
+            .bytes()
+            .zip(bound.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(VerifyError::CertBinding(
+            "certificate binding failed: the token is bound to another certificate",
+        ))
     }
 }
 
@@ -1230,5 +1365,368 @@ mod tests {
             let e = compile_err(cfg.clone());
             assert!(e.contains(want), "{cfg}\n got: {e}\nwant: {want}");
         }
+    }
+}
+
+/// `peer` and `api_key` providers, and certificate-bound tokens.
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use crate::config::ProviderConfig;
+    use crate::jwt::jwks::Algorithm;
+    use crate::jwt::testkeys::{self, mint};
+    use serde_json::json;
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    const NOW: u64 = 1_700_000_000;
+    const KEY: &str = "k-acme-0123456789";
+    /// SHA-256 of a client certificate, as Envoy reports it (hex).
+    const CERT_HEX: &str = "5d5b09f6dcb2d53a5fffc60c4ac0d55fabdf556069d6631545f42aa6e3500f2e";
+
+    fn hex(d: &[u8]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn providers() -> Providers {
+        let cfg: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+            "mesh": {"peer": {"spiffe_ids": ["spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/ops/*"]}},
+            "keys": {"api_key": {"from_headers": [{"name": "x-api-key"}], "from_params": ["api_key"], "forward": false,
+                                 "keys": [{"id": "acme", "sha256": hex(&api_key_digest(KEY)), "claims": {"sub": "acme", "plan": "gold"}},
+                                          {"id": "other", "sha256": hex(&api_key_digest("another-key"))}]}},
+            "main": {"issuer": "https://main/", "jwks": {"inline": testkeys::jwks(&[Algorithm::ES256])}},
+            "bound": {"issuer": "https://bound/", "jwks": {"inline": testkeys::jwks(&[Algorithm::ES256])},
+                      "from_headers": [{"name": "x-bound", "value_prefix": "Bearer "}], "require_cert_binding": true}
+        }))
+        .unwrap();
+        Providers::compile(&cfg).unwrap()
+    }
+
+    fn policy(requires: Value) -> AuthPolicy {
+        let cfg: AuthConfig = serde_json::from_value(json!({ "requires": requires })).unwrap();
+        AuthPolicy::compile(&cfg, &providers(), &[], "routes[0].auth").unwrap()
+    }
+
+    #[derive(Default)]
+    struct Conn {
+        headers: BTreeMap<String, String>,
+        query: Option<String>,
+        /// `None`: not mTLS.
+        san: Option<Option<String>>,
+        cert: Option<String>,
+        san_reads: Cell<u32>,
+        cert_reads: Cell<u32>,
+    }
+
+    impl Conn {
+        fn peer(san: Option<&str>) -> Conn {
+            Conn {
+                san: Some(san.map(str::to_string)),
+                cert: Some(CERT_HEX.to_string()),
+                ..Conn::default()
+            }
+        }
+        fn header(mut self, k: &str, v: &str) -> Conn {
+            self.headers.insert(k.to_string(), v.to_string());
+            self
+        }
+    }
+
+    impl RequestTokens for Conn {
+        fn header(&self, name: &str) -> Option<String> {
+            self.headers.get(name).cloned()
+        }
+        fn query(&self) -> Option<&str> {
+            self.query.as_deref()
+        }
+        fn peer_uri_san(&self) -> Option<Option<String>> {
+            self.san_reads.set(self.san_reads.get() + 1);
+            self.san.clone()
+        }
+        fn peer_cert_sha256(&self) -> Option<String> {
+            self.cert_reads.set(self.cert_reads.get() + 1);
+            self.cert.clone()
+        }
+    }
+
+    fn run(p: &AuthPolicy, req: &Conn) -> Result<AuthOutcome, AuthFailure> {
+        let keys = KeyStore::new(&providers(), NOW);
+        p.authenticate(
+            req,
+            &keys,
+            &mut TokenCache::new(16),
+            &Verifier::module(),
+            NOW,
+        )
+    }
+
+    /// (reason, provider, status) of a failure; the primary `sub` of a success.
+    fn result(r: Result<AuthOutcome, AuthFailure>) -> Result<String, (&'static str, String, u32)> {
+        r.map(|o| {
+            o.claims
+                .and_then(|c| c.get("sub").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default()
+        })
+        .map_err(|f| {
+            (
+                f.reason,
+                f.provider.unwrap_or_default(),
+                f.rejection.status(),
+            )
+        })
+    }
+
+    fn token(iss: &str, cnf: Option<Value>) -> String {
+        let mut claims = json!({"iss": iss, "sub": "alice", "exp": NOW + 600});
+        if let Some(c) = cnf {
+            claims["cnf"] = c;
+        }
+        mint(Algorithm::ES256, Some("es256"), &claims)
+    }
+
+    fn desc(f: &AuthFailure) -> String {
+        match &*f.rejection {
+            Rejection::InvalidToken { description, .. } => description.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn thumbprint(hex_digest: &str) -> String {
+        crate::jwt::b64url_encode(&parse_sha256_hex(hex_digest).unwrap())
+    }
+
+    #[test]
+    fn peers_listed_wildcard_unlisted_and_absent() {
+        let p = policy(json!("mesh"));
+        let web = "spiffe://cluster.local/ns/shop/sa/web";
+        assert_eq!(result(run(&p, &Conn::peer(Some(web)))), Ok(web.to_string()));
+        let ops = "spiffe://cluster.local/ns/ops/sa/cron";
+        assert_eq!(result(run(&p, &Conn::peer(Some(ops)))), Ok(ops.to_string()));
+        let forbidden = Err(("peer", "mesh".to_string(), 403));
+        for san in [
+            Some("spiffe://cluster.local/ns/shop/sa/web2"),
+            Some("spiffe://cluster.local/ns/ops/"),
+            Some("spiffe://cluster.local/ns/ops"),
+            Some("spiffe://cluster.local/ns/shop/sa/we"),
+            None,
+        ] {
+            assert_eq!(result(run(&p, &Conn::peer(san))), forbidden, "{san:?}");
+        }
+        let missing = Err(("missing", "mesh".to_string(), 401));
+        assert_eq!(result(run(&p, &Conn::default())), missing);
+        // Headers never stand in for the peer.
+        let spoof = Conn::default().header("x-forwarded-client-cert", &format!("URI={web}"));
+        assert_eq!(result(run(&p, &spoof)), missing);
+    }
+
+    #[test]
+    fn peer_properties_are_read_once_and_only_when_needed() {
+        let c = Conn::peer(Some("spiffe://cluster.local/ns/shop/sa/web"));
+        run(
+            &policy(json!({"any": ["mesh", {"all": ["mesh", "mesh"]}]})),
+            &c,
+        )
+        .unwrap();
+        assert_eq!((c.san_reads.get(), c.cert_reads.get()), (1, 0));
+        let c = Conn::peer(None).header(
+            "authorization",
+            &format!("Bearer {}", token("https://main/", None)),
+        );
+        run(&policy(json!("main")), &c).unwrap();
+        assert_eq!((c.san_reads.get(), c.cert_reads.get()), (0, 0));
+    }
+
+    #[test]
+    fn peers_combine_with_tokens() {
+        let web = "spiffe://cluster.local/ns/shop/sa/web";
+        let jwt = format!("Bearer {}", token("https://main/", None));
+        let all = policy(json!({"all": ["mesh", "main"]}));
+        assert_eq!(
+            result(run(
+                &all,
+                &Conn::peer(Some(web)).header("authorization", &jwt)
+            )),
+            Ok(web.to_string())
+        );
+        assert_eq!(
+            result(run(&all, &Conn::peer(Some(web)))),
+            Err(("missing", "main".to_string(), 401))
+        );
+        assert_eq!(
+            result(run(
+                &all,
+                &Conn::peer(Some("spiffe://x/y")).header("authorization", &jwt)
+            )),
+            Err(("peer", "mesh".to_string(), 403))
+        );
+        assert_eq!(
+            result(run(&all, &Conn::default().header("authorization", &jwt))),
+            Err(("missing", "mesh".to_string(), 401))
+        );
+        // `any`: a valid token suffices even from an unlisted peer; the primary
+        // identity is the first in `requires` order that succeeded.
+        let any = policy(json!({"any": ["mesh", "main"]}));
+        assert_eq!(
+            result(run(
+                &any,
+                &Conn::peer(Some("spiffe://x/y")).header("authorization", &jwt)
+            )),
+            Ok("alice".to_string())
+        );
+        let o = run(&any, &Conn::peer(Some(web)).header("authorization", &jwt)).unwrap();
+        assert_eq!(o.provider.as_deref(), Some("mesh"));
+        assert_eq!(o.identities.len(), 2);
+    }
+
+    #[test]
+    fn api_keys_from_header_and_param() {
+        let p = policy(json!("keys"));
+        let o = run(&p, &Conn::default().header("x-api-key", KEY)).unwrap();
+        let claims = o.claims.unwrap();
+        assert_eq!(claims.get("key_id"), Some(&json!("acme")));
+        assert_eq!(claims.get("plan"), Some(&json!("gold")));
+        assert_eq!(o.strip.headers, vec!["x-api-key".to_string()]);
+        let q = Conn {
+            query: Some(format!("a=1&api_key={KEY}")),
+            ..Conn::default()
+        };
+        let o = run(&p, &q).unwrap();
+        assert_eq!(o.strip.query_params, vec!["api_key".to_string()]);
+        let other = run(&p, &Conn::default().header("x-api-key", "another-key")).unwrap();
+        assert_eq!(other.claims.unwrap().get("key_id"), Some(&json!("other")));
+
+        let invalid = Err(("unknown_key", "keys".to_string(), 401));
+        assert_eq!(
+            result(run(
+                &p,
+                &Conn::default().header("x-api-key", "k-acme-012345678")
+            )),
+            invalid
+        );
+        assert_eq!(
+            result(run(
+                &p,
+                &Conn::default().header("x-api-key", &format!("{KEY}x"))
+            )),
+            invalid
+        );
+        let missing = Err(("missing", "keys".to_string(), 401));
+        assert_eq!(result(run(&p, &Conn::default())), missing);
+        assert_eq!(
+            result(run(&p, &Conn::default().header("x-api-key", ""))),
+            missing
+        );
+        assert_eq!(
+            result(run(&p, &Conn::default().header("x-api-key", "  "))),
+            missing
+        );
+        // An API key and a JWT together, each checked by its own provider.
+        let both = policy(json!({"all": ["keys", "main"]}));
+        let jwt = format!("Bearer {}", token("https://main/", None));
+        let req = Conn::default()
+            .header("x-api-key", KEY)
+            .header("authorization", &jwt);
+        assert_eq!(result(run(&both, &req)), Ok("acme".to_string()));
+        let bad = Conn::default()
+            .header("x-api-key", "nope")
+            .header("authorization", &jwt);
+        assert_eq!(result(run(&both, &bad)), invalid);
+    }
+
+    #[test]
+    fn bound_tokens_need_the_matching_certificate() {
+        let p = policy(json!("bound"));
+        let right = token(
+            "https://bound/",
+            Some(json!({"x5t#S256": thumbprint(CERT_HEX)})),
+        );
+        let other = "00".repeat(32);
+        let wrong = token(
+            "https://bound/",
+            Some(json!({"x5t#S256": thumbprint(&other)})),
+        );
+        let unbound = token("https://bound/", None);
+        let with =
+            |t: &str| Conn::peer(Some("spiffe://x/y")).header("x-bound", &format!("Bearer {t}"));
+        let c = with(&right);
+        assert_eq!(result(run(&p, &c)), Ok("alice".to_string()));
+        assert_eq!((c.san_reads.get(), c.cert_reads.get()), (0, 1));
+        let binding = Err(("cert_binding", "bound".to_string(), 401));
+        for (t, why) in [(&wrong, "another certificate"), (&unbound, "no cnf")] {
+            let f = run(&p, &with(t)).unwrap_err();
+            assert_eq!(result(Err(f.clone())), binding);
+            assert!(desc(&f).contains(why), "{}", desc(&f));
+            assert!(desc(&f).starts_with("certificate binding failed"));
+        }
+        let plain = Conn::default().header("x-bound", &format!("Bearer {right}"));
+        let f = run(&p, &plain).unwrap_err();
+        assert_eq!(result(Err(f.clone())), binding);
+        assert!(desc(&f).contains("no client certificate"));
+        // Upper-case hex from the host reads the same; a garbled digest fails closed.
+        let mut upper = with(&right);
+        upper.cert = Some(CERT_HEX.to_uppercase());
+        assert!(run(&p, &upper).is_ok());
+        let mut garbled = with(&right);
+        garbled.cert = Some("zz".into());
+        assert_eq!(result(run(&p, &garbled)), binding);
+    }
+
+    #[test]
+    fn remote_api_keys_fail_closed_until_their_document_arrives() {
+        let cfg: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+            "rk": {"api_key": {"remote": {"cluster": "keys", "path": "/keys.json"}}}
+        }))
+        .unwrap();
+        let providers = Providers::compile(&cfg).unwrap();
+        let auth: AuthConfig = serde_json::from_value(json!({"requires": "rk"})).unwrap();
+        let p = AuthPolicy::compile(&auth, &providers, &[], "routes[0].auth").unwrap();
+        let mut keys = KeyStore::new(&providers, NOW);
+        let req = Conn::default().header("x-api-key", KEY);
+        let go = |keys: &KeyStore, req: &Conn| {
+            result(p.authenticate(req, keys, &mut TokenCache::new(4), &Verifier::module(), NOW))
+        };
+        assert_eq!(
+            go(&keys, &req),
+            Err(("keys_unavailable", "rk".to_string(), 503))
+        );
+        assert_eq!(
+            go(&keys, &Conn::default()),
+            Err(("missing", "rk".to_string(), 401))
+        );
+        let doc = json!({"keys": [{"id": "acme", "sha256": hex(&api_key_digest(KEY)), "claims": {"sub": "acme"}}]});
+        let body = serde_json::to_vec(&doc).unwrap();
+        assert_eq!(keys.on_fetch_response("rk", Some(200), &body, NOW), Ok(1));
+        assert_eq!(go(&keys, &req), Ok("acme".to_string()));
+        let wrong = Conn::default().header("x-api-key", "nope");
+        let f = p
+            .authenticate(
+                &wrong,
+                &keys,
+                &mut TokenCache::new(4),
+                &Verifier::module(),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!((f.reason, f.refetch_keys), ("unknown_key", false));
+    }
+
+    #[test]
+    fn binding_is_checked_on_cached_tokens_too() {
+        let p = policy(json!("bound"));
+        let right = token(
+            "https://bound/",
+            Some(json!({"x5t#S256": thumbprint(CERT_HEX)})),
+        );
+        let keys = KeyStore::new(&providers(), NOW);
+        let mut cache = TokenCache::new(16);
+        let mut c = Conn::peer(None).header("x-bound", &format!("Bearer {right}"));
+        assert!(p
+            .authenticate(&c, &keys, &mut cache, &Verifier::module(), NOW)
+            .is_ok());
+        c.cert = Some("11".repeat(32));
+        let f = p
+            .authenticate(&c, &keys, &mut cache, &Verifier::module(), NOW)
+            .unwrap_err();
+        assert_eq!(f.reason, "cert_binding");
     }
 }

@@ -27,6 +27,17 @@ pub trait RequestTokens {
     fn header(&self, name: &str) -> Option<String>;
     /// The raw query string (after `?`, without it), if the request has one.
     fn query(&self) -> Option<&str>;
+    /// The downstream connection's client certificate as Envoy saw it: `None` if the
+    /// connection is not mutual TLS, else the certificate's first URI SAN, if any.
+    /// Only asked for on routes with a `peer` provider, at most once per request.
+    fn peer_uri_san(&self) -> Option<Option<String>> {
+        None
+    }
+    /// The SHA-256 of the client certificate (DER), hex, if the connection presented
+    /// one. Only asked for when a token must be bound to it, at most once per request.
+    fn peer_cert_sha256(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where a provider looks for tokens.

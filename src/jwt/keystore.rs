@@ -20,7 +20,9 @@
 //! - A fetch with no answer after its timeout plus 5 s counts as failed.
 
 use crate::jwt::jwks::{parse_jwks, KeyRules, KeySet};
-use crate::jwt::provider::{KeySource, Providers, RemoteJwks};
+use crate::jwt::provider::{
+    parse_api_keys, ApiKey, ApiKeys, KeySource, Kind, Providers, RemoteJwks,
+};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -51,6 +53,9 @@ pub struct FetchRequest {
 #[derive(Debug, Clone)]
 struct RemoteState {
     cfg: RemoteJwks,
+    /// The document is an API key document (`{"keys": [{"id", "sha256", ...}]}`),
+    /// not a JWKS.
+    api_keys: bool,
     rules: KeyRules,
     next_fetch_at: u64,
     in_flight_since: Option<u64>,
@@ -62,6 +67,8 @@ struct RemoteState {
 #[derive(Debug, Clone)]
 struct Entry {
     keys: Option<Rc<KeySet>>,
+    /// The last good key document of a remote `api_key` provider.
+    api_keys: Option<Rc<Vec<ApiKey>>>,
     generation: u64,
     remote: Option<RemoteState>,
 }
@@ -92,14 +99,17 @@ impl KeyStore {
             let entry = match &p.keys {
                 KeySource::Inline(keys) => Entry {
                     keys: Some(Rc::clone(keys)),
+                    api_keys: None,
                     generation: 0,
                     remote: None,
                 },
                 KeySource::Remote(cfg) => Entry {
                     keys: None,
+                    api_keys: None,
                     generation: 0,
                     remote: Some(RemoteState {
                         cfg: cfg.clone(),
+                        api_keys: matches!(p.kind, Kind::ApiKey(ApiKeys::Remote(_))),
                         rules: p.key_rules,
                         next_fetch_at: now,
                         in_flight_since: None,
@@ -129,7 +139,7 @@ impl KeyStore {
                 if now < lost_at {
                     continue;
                 }
-                log::warn!("jwks fetch for provider {name}: no answer; retrying");
+                log::warn!("key fetch for provider {name}: no answer; retrying");
                 r.in_flight_since = None;
                 r.failures = r.failures.saturating_add(1);
                 r.next_fetch_at = now;
@@ -168,6 +178,15 @@ impl KeyStore {
             return Err(format!("provider `{provider}` has inline keys"));
         };
         r.in_flight_since = None;
+        if r.api_keys {
+            let parsed = parse_api_key_answer(status, body);
+            let n = parsed.as_ref().map(Vec::len).map_err(Clone::clone);
+            if let Ok(keys) = parsed {
+                entry.api_keys = Some(Rc::new(keys));
+            }
+            r.schedule(n.is_ok(), now);
+            return n;
+        }
         match parse_answer(status, body, &r.rules) {
             Ok((keys, skipped)) => {
                 let n = keys.len();
@@ -178,20 +197,11 @@ impl KeyStore {
                 }
                 entry.keys = Some(Rc::new(keys));
                 entry.generation = entry.generation.wrapping_add(1);
-                r.failures = 0;
-                r.last_success_at = Some(now);
-                r.next_fetch_at = now.saturating_add(r.cfg.refresh_seconds);
+                r.schedule(true, now);
                 Ok(n)
             }
             Err(reason) => {
-                r.failures = r.failures.saturating_add(1);
-                let backoff = 1u64
-                    .checked_shl(r.failures.saturating_sub(1).min(16))
-                    .unwrap_or(MAX_RETRY_SECONDS)
-                    .min(MAX_RETRY_SECONDS)
-                    .min(r.cfg.refresh_seconds)
-                    .max(1);
-                r.next_fetch_at = now.saturating_add(backoff);
+                r.schedule(false, now);
                 Err(reason)
             }
         }
@@ -245,6 +255,16 @@ impl KeyStore {
             .min()
     }
 
+    /// The current key document of a remote `api_key` provider; `None` before the
+    /// first one arrives.
+    pub(crate) fn api_keys(&self, provider: &str) -> Option<&[ApiKey]> {
+        self.entries
+            .get(provider)?
+            .api_keys
+            .as_deref()
+            .map(Vec::as_slice)
+    }
+
     pub(crate) fn lookup(&self, provider: &str) -> KeyLookup<'_> {
         match self.entries.get(provider) {
             Some(Entry {
@@ -258,6 +278,50 @@ impl KeyStore {
             _ => KeyLookup::Unavailable,
         }
     }
+}
+
+impl RemoteState {
+    /// After an answer: the next fetch at the refresh period, or after back-off.
+    fn schedule(&mut self, ok: bool, now: u64) {
+        if ok {
+            self.failures = 0;
+            self.last_success_at = Some(now);
+            self.next_fetch_at = now.saturating_add(self.cfg.refresh_seconds);
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            let backoff = 1u64
+                .checked_shl(self.failures.saturating_sub(1).min(16))
+                .unwrap_or(MAX_RETRY_SECONDS)
+                .min(MAX_RETRY_SECONDS)
+                .min(self.cfg.refresh_seconds)
+                .max(1);
+            self.next_fetch_at = now.saturating_add(backoff);
+        }
+    }
+}
+
+/// Validates a fetched API key document, `{"keys": [{"id", "sha256", "claims"}]}`:
+/// every entry must be valid, as in the configuration, or the whole document is
+/// refused (a half-read list would silently lock out the keys it dropped).
+fn parse_api_key_answer(status: Option<u32>, body: &[u8]) -> Result<Vec<ApiKey>, String> {
+    match status {
+        None => return Err("no response (connection failure or timeout)".to_string()),
+        Some(200) => {}
+        Some(s) => return Err(format!("HTTP status {s}")),
+    }
+    if body.len() > MAX_JWKS_BODY_BYTES {
+        return Err(format!(
+            "key document is {} bytes; at most {MAX_JWKS_BODY_BYTES} are accepted",
+            body.len()
+        ));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| "the key document is not JSON".to_string())?;
+    let keys = doc
+        .as_object()
+        .and_then(|o| o.get("keys"))
+        .ok_or_else(|| "the key document has no `keys`".to_string())?;
+    parse_api_keys(keys, "keys").map_err(|e| e.to_string())
 }
 
 /// Validates a fetch answer; returns the usable keys and how many were skipped.
@@ -446,5 +510,88 @@ mod tests {
         );
         assert!(ks.on_fetch_response("inl", Some(200), b"", 7).is_err());
         assert!(ks.on_fetch_response("zzz", Some(200), b"", 7).is_err());
+    }
+}
+
+#[cfg(test)]
+mod api_key_tests {
+    use super::*;
+    use crate::config::ProviderConfig;
+    use crate::jwt::provider::{api_key_digest, find_api_key};
+    use serde_json::json;
+
+    fn hex(d: &[u8]) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn store() -> KeyStore {
+        let cfg: BTreeMap<String, ProviderConfig> = serde_json::from_value(json!({
+            "k": {"api_key": {"remote": {"cluster": "keys", "path": "/keys.json", "refresh_seconds": 100}}}
+        }))
+        .unwrap();
+        KeyStore::new(&Providers::compile(&cfg).unwrap(), 0)
+    }
+
+    fn doc(keys: &[(&str, &str)]) -> Vec<u8> {
+        let keys: Vec<_> = keys
+            .iter()
+            .map(|(id, k)| json!({"id": id, "sha256": hex(&api_key_digest(k)), "claims": {"plan": "gold"}}))
+            .collect();
+        serde_json::to_vec(&json!({ "keys": keys })).unwrap()
+    }
+
+    fn knows(s: &KeyStore, key: &str) -> Option<String> {
+        let list = s.api_keys("k")?;
+        find_api_key(list, &api_key_digest(key))
+            .and_then(|c| c.get("key_id").and_then(|v| v.as_str()).map(str::to_string))
+    }
+
+    #[test]
+    fn fetched_keys_replace_the_old_ones_and_failures_keep_them() {
+        let mut s = store();
+        assert!(s.api_keys("k").is_none());
+        let due = s.due_fetches(0);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].cluster.as_str(), due[0].path.as_str()),
+            ("keys", "/keys.json")
+        );
+        assert_eq!(
+            s.on_fetch_response("k", Some(200), &doc(&[("a", "key-a")]), 0),
+            Ok(1)
+        );
+        assert_eq!(knows(&s, "key-a").as_deref(), Some("a"));
+        assert!(s.due_fetches(99).is_empty());
+        assert_eq!(s.due_fetches(100).len(), 1);
+        // A failed or invalid answer keeps the last good document and backs off.
+        let bad: Vec<(Option<u32>, Vec<u8>)> = vec![
+            (None, Vec::new()),
+            (Some(500), doc(&[("b", "key-b")])),
+            (Some(200), b"not json".to_vec()),
+            (Some(200), b"{\"keys\": []}".to_vec()),
+            (Some(200), b"{\"kys\": []}".to_vec()),
+            (
+                Some(200),
+                br#"{"keys": [{"id": "x", "sha256": "00"}]}"#.to_vec(),
+            ),
+            (Some(200), vec![b' '; MAX_JWKS_BODY_BYTES + 1]),
+        ];
+        let mut now = 100;
+        for (i, (status, body)) in bad.iter().enumerate() {
+            let err = s.on_fetch_response("k", *status, body, now).unwrap_err();
+            assert!(!err.contains("key-b"), "{err}");
+            assert_eq!(knows(&s, "key-a").as_deref(), Some("a"), "case {i}");
+            let wait = (1u64 << i).min(MAX_RETRY_SECONDS);
+            assert!(s.due_fetches(now + wait - 1).is_empty(), "case {i}");
+            assert_eq!(s.due_fetches(now + wait).len(), 1, "case {i}");
+            now += wait;
+        }
+        assert_eq!(
+            s.on_fetch_response("k", Some(200), &doc(&[("b", "key-b")]), now),
+            Ok(1)
+        );
+        assert_eq!(knows(&s, "key-b").as_deref(), Some("b"));
+        assert_eq!(knows(&s, "key-a"), None);
+        assert!(matches!(s.lookup("k"), KeyLookup::Unavailable));
     }
 }

@@ -60,6 +60,11 @@ pub enum VerifyError {
     Audience,
     /// The provider's remote key set has not arrived yet (fail closed, 503).
     KeysUnavailable,
+    /// An API key no `api_key` provider of the route knows.
+    UnknownKey,
+    /// `require_cert_binding`: the token is not bound to this connection's client
+    /// certificate.
+    CertBinding(&'static str),
 }
 
 impl VerifyError {
@@ -75,6 +80,8 @@ impl VerifyError {
             VerifyError::Issuer => "issuer",
             VerifyError::Audience => "audience",
             VerifyError::KeysUnavailable => "keys_unavailable",
+            VerifyError::UnknownKey => "unknown_key",
+            VerifyError::CertBinding(_) => "cert_binding",
         }
     }
 
@@ -84,7 +91,9 @@ impl VerifyError {
             VerifyError::Malformed(d)
             | VerifyError::BadSignature(d)
             | VerifyError::Expired(d)
-            | VerifyError::NotYetValid(d) => d,
+            | VerifyError::NotYetValid(d)
+            | VerifyError::CertBinding(d) => d,
+            VerifyError::UnknownKey => "the API key is not valid",
             VerifyError::UnknownKid => "the token's signing key (kid) is not known",
             VerifyError::Issuer => "the token's issuer is not accepted",
             VerifyError::Audience => "the token is not intended for this API (audience)",

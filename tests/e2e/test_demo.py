@@ -1,6 +1,8 @@
 """The demo configuration (envoy/envoy.yaml) itself, run end to end."""
+import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 
@@ -16,6 +18,14 @@ def demo_bootstrap(upstream_port):
     doc["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in doc["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = 0
+        for chain in listener["filter_chains"]:
+            tls = chain.get("transport_socket", {}).get("typed_config", {}).get("common_tls_context")
+            if tls:
+                # Certificate files relative to the repository, wherever Envoy runs.
+                for ref in (tls["tls_certificates"][0]["certificate_chain"],
+                            tls["tls_certificates"][0]["private_key"],
+                            tls["validation_context"]["trusted_ca"]):
+                    ref["filename"] = os.path.join(ROOT, ref["filename"])
         for chain in listener["filter_chains"]:
             for nf in chain["filters"]:
                 for hf in nf["typed_config"].get("http_filters", []):
@@ -145,3 +155,35 @@ def test_demo_openapi_listener_enforces_the_generated_routes():
         assert status("POST", "/inventory/v1/items", {**write, "content-type": "application/json"}, bad) == 400
         assert status("PATCH", "/inventory/v1/items", read) == 405
         assert status("GET", "/inventory/v2/items", read) == 404
+
+
+def test_demo_mtls_listener_peers_api_keys_and_bound_tokens():
+    pki = os.path.join(ROOT, "envoy", "demo-pki")
+    bound = mint("--bind-cert", os.path.join(pki, "web.pem"))
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        statuses = json.loads(env.admin_get("/listeners?format=json"))["listener_statuses"]
+        port = {s["name"]: s["local_address"]["socket_address"]["port_value"] for s in statuses}
+
+        def mtls(path, client, headers=None):
+            ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+            ctx.load_cert_chain(os.path.join(pki, f"{client}.pem"), os.path.join(pki, f"{client}.key"))
+            conn = http.client.HTTPSConnection("localhost", port["ingress-mtls"], context=ctx, timeout=10)
+            try:
+                conn.request("GET", path, headers=headers or {})
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert mtls("/internal/inventory", "web") == 200
+        assert env.upstream_requests()[-1]["headers"]["x-peer-id"] == "spiffe://demo.local/ns/shop/sa/web"
+        assert mtls("/internal/inventory", "cron") == 200
+        assert mtls("/internal/inventory", "intruder") == 403
+        assert env.get("/internal/inventory").status == 401
+        assert mtls("/internal/payments", "web", bound) == 200
+        assert mtls("/internal/payments", "cron", bound) == 401
+        assert mtls("/internal/payments", "web", clerk) == 401
+        assert env.get("/partner/catalog", headers={"x-api-key": "demo-key-acme"}).status == 200
+        seen = env.upstream_requests()[-1]["headers"]
+        assert seen["x-api-key-id"] == "acme" and "x-api-key" not in seen
+        assert env.get("/partner/catalog", headers={"x-api-key": "wrong"}).status == 401
