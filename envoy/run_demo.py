@@ -19,8 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(HERE, "envoy.yaml")
 # What envoy/envoy.yaml and the upstream listen on.
-PORTS = {10000: "Envoy listener", 10443: "Envoy mTLS listener", 9901: "Envoy admin",
-         8081: "demo upstream"}
+PORTS = {10000: "Envoy listener", 10001: "Envoy OpenAPI listener", 10443: "Envoy mTLS listener",
+         9901: "Envoy admin", 8081: "demo upstream"}
 
 
 def port_taken(port):
