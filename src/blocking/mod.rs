@@ -90,6 +90,10 @@ pub struct Rule {
     max: u64,
     /// Under `report` a block is recorded and counted but no request is refused.
     pub mode: Mode,
+    /// `apiguard.b.<rule>.`: the block table's keys, made once at load.
+    block_prefix: String,
+    /// `apiguard.d.<rule>.`: the distinct-value sets' keys.
+    set_prefix: String,
 }
 
 /// The compiled `blocking` section.
@@ -275,6 +279,8 @@ impl BlockingPolicy {
                 window_ms: r.window_seconds * 1000,
                 max: r.max,
                 mode,
+                block_prefix: format!("apiguard.b.{}.", r.name),
+                set_prefix: format!("apiguard.d.{}.", r.name),
             });
         }
         Ok(BlockingPolicy { rules })
@@ -328,11 +334,11 @@ impl Rule {
     }
 
     fn block_key(&self, key: &CallerKey) -> String {
-        format!("apiguard.b.{}.{}", self.name, key.slot())
+        format!("{}{}", self.block_prefix, key.slot())
     }
 
     fn set_key(&self, key: &CallerKey) -> String {
-        format!("apiguard.d.{}.{}", self.name, key.slot())
+        format!("{}{}", self.set_prefix, key.slot())
     }
 
     /// Milliseconds left of `key`'s block at `now_ms`, if it is blocked.
@@ -397,13 +403,8 @@ impl Rule {
                 // The set never grows past `max + 1`: the caller is blocked now.
                 set.hashes.truncate(self.max as usize + 1);
             }
-            let token = match (bytes.is_some(), cas) {
-                (true, Some(c)) => c,
-                (true, None) => return Event::Ignored,
-                (false, _) => match anchor_cas(store) {
-                    Ok(c) => c,
-                    Err(_) => return Event::Ignored,
-                },
+            let Some(token) = write_token(store, bytes.is_some(), cas) else {
+                return Event::Ignored;
             };
             match store.set(&slot_key, &set.encode(), Some(token)) {
                 Ok(()) if passed => return self.start_block(store, key, now_ms),
@@ -439,13 +440,8 @@ impl Rule {
                 }
             }
             entries.push((key.fingerprint(), until));
-            let token = match (bytes.is_some(), cas) {
-                (true, Some(c)) => c,
-                (true, None) => return Event::Ignored,
-                (false, _) => match anchor_cas(store) {
-                    Ok(c) => c,
-                    Err(_) => return Event::Ignored,
-                },
+            let Some(token) = write_token(store, bytes.is_some(), cas) else {
+                return Event::Ignored;
             };
             match store.set(&slot_key, &encode_blocks(&entries), Some(token)) {
                 Ok(()) => return Event::BlockStarted,
@@ -459,6 +455,17 @@ impl Rule {
     /// `block_seconds`.
     pub fn block_seconds(&self) -> u64 {
         self.block_ms / 1000
+    }
+}
+
+/// The CAS token a write of a slot read as `exists` with `cas` must carry: the
+/// read's own, or for a missing slot the anchor's (see `quota`, "Concurrency").
+/// `None` when the slot cannot be written safely (fail open).
+fn write_token(store: &mut dyn SharedStore, exists: bool, cas: Option<u32>) -> Option<u32> {
+    if exists {
+        cas
+    } else {
+        anchor_cas(store).ok()
     }
 }
 

@@ -304,6 +304,18 @@ impl RemoteState {
 /// every entry must be valid, as in the configuration, or the whole document is
 /// refused (a half-read list would silently lock out the keys it dropped).
 fn parse_api_key_answer(status: Option<u32>, body: &[u8]) -> Result<Vec<ApiKey>, String> {
+    let doc = answer_json(status, body, "key document")?;
+    let keys = doc
+        .as_object()
+        .and_then(|o| o.get("keys"))
+        .ok_or_else(|| "the key document has no `keys`".to_string())?;
+    parse_api_keys(keys, "keys").map_err(|e| e.to_string())
+}
+
+/// The JSON of a fetched document (`what`: "JWKS document", "key document"), or
+/// why the answer is unusable: no response, a status other than 200, too large,
+/// not JSON.
+fn answer_json(status: Option<u32>, body: &[u8], what: &str) -> Result<serde_json::Value, String> {
     match status {
         None => return Err("no response (connection failure or timeout)".to_string()),
         Some(200) => {}
@@ -311,17 +323,11 @@ fn parse_api_key_answer(status: Option<u32>, body: &[u8]) -> Result<Vec<ApiKey>,
     }
     if body.len() > MAX_JWKS_BODY_BYTES {
         return Err(format!(
-            "key document is {} bytes; at most {MAX_JWKS_BODY_BYTES} are accepted",
+            "{what} is {} bytes; at most {MAX_JWKS_BODY_BYTES} are accepted",
             body.len()
         ));
     }
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| "the key document is not JSON".to_string())?;
-    let keys = doc
-        .as_object()
-        .and_then(|o| o.get("keys"))
-        .ok_or_else(|| "the key document has no `keys`".to_string())?;
-    parse_api_keys(keys, "keys").map_err(|e| e.to_string())
+    serde_json::from_slice(body).map_err(|_| format!("the {what} is not JSON"))
 }
 
 /// Validates a fetch answer; returns the usable keys and how many were skipped.
@@ -330,19 +336,7 @@ fn parse_answer(
     body: &[u8],
     rules: &KeyRules,
 ) -> Result<(KeySet, usize), String> {
-    match status {
-        None => return Err("no response (connection failure or timeout)".to_string()),
-        Some(200) => {}
-        Some(s) => return Err(format!("HTTP status {s}")),
-    }
-    if body.len() > MAX_JWKS_BODY_BYTES {
-        return Err(format!(
-            "JWKS document is {} bytes; at most {MAX_JWKS_BODY_BYTES} are accepted",
-            body.len()
-        ));
-    }
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| "the JWKS document is not JSON".to_string())?;
+    let doc = answer_json(status, body, "JWKS document")?;
     let parsed = parse_jwks(&doc, rules).map_err(|e| format!("not a JWKS document: {e}"))?;
     if parsed.keys.is_empty() {
         let first = parsed
