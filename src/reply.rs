@@ -5,8 +5,6 @@
 //! are written by the filter's code, never copied from the request, so a token, a
 //! key or a body value cannot be echoed back.
 
-use serde_json::{json, Value};
-
 /// Base of the `type` URIs of our problem documents (RFC 9457 §3.1.1).
 pub const PROBLEM_TYPE_BASE: &str = "urn:api-guard:problem:";
 
@@ -240,12 +238,6 @@ impl Rejection {
     pub(crate) fn render(&self) -> Reply {
         let (slug, title) = self.slug_and_title();
         let status = self.status();
-        let mut doc = json!({
-            "type": format!("{PROBLEM_TYPE_BASE}{slug}"),
-            "title": title,
-            "status": status,
-            "detail": self.detail(),
-        });
         let mut headers: Vec<(String, String)> = Vec::new();
         match self {
             Rejection::MethodNotAllowed { allow } => headers.push(("allow".into(), allow.clone())),
@@ -288,28 +280,49 @@ impl Rejection {
                 // RFC 9110 §15.5.16: tell the client what is accepted.
                 headers.push(("accept".into(), accepted.clone()));
             }
-            Rejection::SchemaViolation { errors } => {
-                if let Value::Object(map) = &mut doc {
-                    let list: Vec<Value> = errors
-                        .iter()
-                        .map(|e| {
-                            json!({
-                                "instancePath": e.instance_path,
-                                "keyword": e.keyword,
-                                "message": e.message,
-                            })
-                        })
-                        .collect();
-                    map.insert("errors".into(), Value::Array(list));
-                }
-            }
             _ => {}
         }
         Reply {
             status,
             headers,
-            body: doc.to_string().into_bytes(),
+            body: self.body(status, slug, title),
         }
+    }
+
+    /// The problem document, members in serde_json's order (`detail`, `errors` of
+    /// a schema violation, `status`, `title`, `type`) and strings escaped as it
+    /// escapes them: written out, as building a `Value` first costs more module.
+    fn body(&self, status: u32, slug: &str, title: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192);
+        let member = |out: &mut Vec<u8>, name: &str, text: &str| {
+            out.extend_from_slice(name.as_bytes());
+            crate::json::push_string(out, text);
+        };
+        member(&mut out, "{\"detail\":", &self.detail());
+        if let Rejection::SchemaViolation { errors } = self {
+            out.extend_from_slice(b",\"errors\":[");
+            for (i, e) in errors.iter().enumerate() {
+                let open = if i == 0 { "{" } else { ",{" };
+                member(
+                    &mut out,
+                    &format!("{open}\"instancePath\":"),
+                    &e.instance_path,
+                );
+                member(&mut out, ",\"keyword\":", &e.keyword);
+                member(&mut out, ",\"message\":", &e.message);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(format!(",\"status\":{status}").as_bytes());
+        member(&mut out, ",\"title\":", title);
+        member(
+            &mut out,
+            ",\"type\":",
+            &format!("{PROBLEM_TYPE_BASE}{slug}"),
+        );
+        out.push(b'}');
+        out
     }
 }
 
@@ -329,9 +342,69 @@ fn quoted_string_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn body(r: &Reply) -> Value {
         serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    }
+
+    /// The document as serde_json renders it from a `Value`.
+    fn reference(r: &Rejection) -> Vec<u8> {
+        let (slug, title) = r.slug_and_title();
+        let mut doc = json!({
+            "type": format!("{PROBLEM_TYPE_BASE}{slug}"),
+            "title": title,
+            "status": r.status(),
+            "detail": r.detail(),
+        });
+        if let (Rejection::SchemaViolation { errors }, Value::Object(map)) = (r, &mut doc) {
+            let list = errors
+                .iter()
+                .map(|e| json!({"instancePath": e.instance_path, "keyword": e.keyword, "message": e.message}))
+                .collect();
+            map.insert("errors".into(), Value::Array(list));
+        }
+        doc.to_string().into_bytes()
+    }
+
+    #[test]
+    fn bodies_are_the_bytes_serde_json_writes() {
+        let error = |p: &str, k: &str, m: &str| SchemaError {
+            instance_path: p.into(),
+            keyword: k.into(),
+            message: m.into(),
+        };
+        let all = [
+            Rejection::NotFound,
+            Rejection::MethodNotAllowed {
+                allow: "GET".into(),
+            },
+            Rejection::InvalidToken {
+                reason: "malformed",
+                description: "quote \" backslash \\ tab \t nul \u{0} del \u{7f} é 😀 \u{2028}"
+                    .into(),
+            },
+            Rejection::SchemaViolation { errors: vec![] },
+            Rejection::SchemaViolation {
+                errors: vec![
+                    error("/a/0", "type", "want \"string\""),
+                    error("", "required", "missing \n"),
+                ],
+            },
+            Rejection::TooManyRequests {
+                limit: 5,
+                retry_after: 2,
+                reset: 3,
+            },
+        ];
+        for r in all {
+            let got = r.render().body;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&reference(&r)),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

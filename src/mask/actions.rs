@@ -79,38 +79,7 @@ pub(crate) fn keep_last(text: &str, n: u32) -> String {
     out
 }
 
-/// Appends `text` as a JSON string with RFC 8785 escaping (the same bytes
-/// serde_json writes).
-pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut last = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(bytes.get(last..i).unwrap_or(&[]));
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(c >> 4)]);
-            out.push(HEX[usize::from(c & 0xf)]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        last = i + 1;
-    }
-    out.extend_from_slice(bytes.get(last..).unwrap_or(&[]));
-    out.push(b'"');
-}
+pub(crate) use crate::json::push_string as push_json_string;
 
 /// `text` as a JSON string.
 pub(crate) fn json_string(text: &str) -> Vec<u8> {
