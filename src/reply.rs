@@ -24,6 +24,10 @@ pub struct SchemaError {
 pub enum Rejection {
     /// No route matched under `unmatched: deny`.
     NotFound,
+    /// A cloaked parameter is not a valid token for the route and caller. Answered
+    /// exactly as [`Rejection::NotFound`]: a token guesser learns no more than a
+    /// path scanner.
+    Cloak,
     /// A route matched the path but not the method. `allow` is the header value.
     MethodNotAllowed {
         /// Value of the `Allow` header, e.g. `GET, HEAD`.
@@ -126,7 +130,7 @@ impl Rejection {
     /// HTTP status of this rejection.
     pub(crate) fn status(&self) -> u32 {
         match self {
-            Rejection::NotFound => 404,
+            Rejection::NotFound | Rejection::Cloak => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::BadPath { .. } => 400,
             Rejection::MissingToken | Rejection::InvalidToken { .. } => 401,
@@ -154,6 +158,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::NotFound => "not_found",
+            Rejection::Cloak => "cloak",
             Rejection::MethodNotAllowed { .. } => "method",
             Rejection::BadPath { .. } => "bad_path",
             Rejection::MissingToken => "missing",
@@ -173,7 +178,7 @@ impl Rejection {
 
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
-            Rejection::NotFound => ("not-found", "Not Found"),
+            Rejection::NotFound | Rejection::Cloak => ("not-found", "Not Found"),
             Rejection::MethodNotAllowed { .. } => ("method-not-allowed", "Method Not Allowed"),
             Rejection::BadPath { .. } => ("bad-path", "Bad Request Path"),
             Rejection::MissingToken => ("missing-token", "Authentication Required"),
@@ -196,7 +201,7 @@ impl Rejection {
 
     fn detail(&self) -> String {
         match self {
-            Rejection::NotFound => "no API route matches this path".to_string(),
+            Rejection::NotFound | Rejection::Cloak => "no API route matches this path".to_string(),
             Rejection::MethodNotAllowed { allow } => {
                 format!("this route accepts only: {allow}")
             }
@@ -376,6 +381,7 @@ mod tests {
         };
         let all = [
             Rejection::NotFound,
+            Rejection::Cloak,
             Rejection::MethodNotAllowed {
                 allow: "GET".into(),
             },
@@ -405,6 +411,12 @@ mod tests {
                 "{r:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_refused_token_is_answered_as_an_undeclared_path() {
+        assert_eq!(Rejection::Cloak.render(), Rejection::NotFound.render());
+        assert_eq!(Rejection::Cloak.reason(), "cloak");
     }
 
     #[test]

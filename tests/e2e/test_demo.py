@@ -110,3 +110,21 @@ def test_demo_blocks_a_scanner():
                     lambda p: 'apiguard_blocking_started{rule="scanning"} 1' in p, 5)
         assert 'apiguard_blocking_started{rule="scanning"} 1' in prom, prom[-3000:]
         assert 'apiguard_blocking_blocked{rule="scanning"} 1' in prom
+
+
+def test_demo_cloaks_shop_ids():
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    admin = mint("--sub", "root", "--shop", "s1", "--roles", "admin")
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        r = env.get("/shops", headers=clerk)
+        assert r.status == 200, r
+        ids = [s["id"] for s in r.json()["shops"]]
+        assert len(ids) == 2 and not {"s1", "s2"} & set(ids), ids
+        r = env.get(f"/shops/{ids[0]}/revenue", headers=clerk)
+        assert r.status == 200 and r.json()["shop"] == "s1", r
+        assert env.upstream_requests()[-1]["path"] == "/shops/s1/revenue"
+        assert env.get(f"/shops/{ids[1]}/revenue", headers=clerk).status == 403  # bind: s2
+        undeclared = env.get("/nope")
+        for headers, path in [(clerk, "/shops/s1/revenue"), (admin, f"/shops/{ids[0]}/revenue")]:
+            r = env.get(path, headers=headers)
+            assert (r.status, r.body) == (404, undeclared.body), r
