@@ -265,6 +265,14 @@ def not_masked(resp):
     return None if "ssn" in doc["orders"][0]["customer"] else "upstream body unexpected"
 
 
+def cloaked(resp):
+    doc = json.loads(resp.body)
+    first = doc["orders"][0]
+    if first["id"] != fixtures.cloak_token("order", "o-0000"):
+        return f"order ids not cloaked: {json.dumps(first)[:200]}"
+    return masked(resp)
+
+
 def has_header(name):
     def check(resp):
         return None if name in resp.headers else f"no {name} header: {resp.headers}"
@@ -456,6 +464,27 @@ def build_scenarios(keys, token_files):
         checks=[({"ours"}, "the response is masked", {}, 200, masked, False),
                 ({"none"}, "the upstream sends unmasked data", {}, 200, not_masked, False)],
         target=("added_us", 130)))
+
+    # Identifier cloaking: the masking scenario plus a token for each order id (how
+    # much one cloaked field costs), and one path parameter decloaked per request.
+    cloak_key = base64.b64encode(fixtures.CLOAK_KEY).decode()
+    orders = len(json.loads(fixtures.orders_response())["orders"])
+    out.append(Scenario(
+        "cloak-10kb", f"masking a 10 KB JSON response and cloaking its {orders} order ids",
+        "GET", "/api/export/orders",
+        ours={"cloak_key": cloak_key,
+              "routes": [{"name": "export", "match": {"path": "/api/export/orders", "methods": ["GET"]},
+                          "response": {"mask": fixtures.CLOAK_RULES}}]},
+        native=None, native_note="Envoy has no native masking filter",
+        checks=[({"ours"}, "the response is masked and its ids are tokens", {}, 200, cloaked, False)]))
+    out.append(Scenario(
+        "cloak-param", "route with one cloaked path parameter (decrypted, checked, path rewritten)",
+        "GET", f"/api/items/{fixtures.cloak_token('item', 42)}",
+        ours={"cloak_key": cloak_key,
+              "routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]},
+                          "cloak": {"params": {"id": "item"}}}]},
+        native=None, native_note="nothing to do natively",
+        checks=[({"ours"}, "a raw id is refused", {"path": "/api/items/42"}, 404, None, False)]))
 
     out.append(Scenario(
         "all", "everything on one route (ES256 repeated token, claims, bind, quota, 615 B schema, 10 KB masking)",

@@ -5,6 +5,8 @@ Used by `make run` (as a process) and by the end-to-end tests (in-process, with 
 recorder, so a test can assert exactly what reached the upstream).
 
   GET  /shops/{shop}/orders/{id}  -> an order with a card number, SSN, e-mail, costs
+  GET  /shops                     -> the shops, with their ids
+  GET  /shops/{shop}/revenue      -> a shop's revenue (names the shop it was asked for)
   GET  /users/{id}                -> a user profile with sensitive fields
   anything else                   -> 200 echo: method, path, headers, body
 """
@@ -16,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ORDER_RE = re.compile(r"^/shops/([^/?]+)/orders/([^/?]+)")
 USER_RE = re.compile(r"^/users/([^/?]+)")
+REVENUE_RE = re.compile(r"^/shops/([^/?]+)/revenue")
+SHOPS = {"shops": [{"id": "s1", "name": "Corner Books"}, {"id": "s2", "name": "Harbour Pens"}]}
 
 
 def order(shop, oid):
@@ -99,6 +103,11 @@ def make_handler(recorder=None, responders=None):
             m = ORDER_RE.match(self.path)
             if m and self.command == "GET":
                 return self._json(200, order(m.group(1), m.group(2)))
+            if self.path.split("?")[0] == "/shops" and self.command == "GET":
+                return self._json(200, SHOPS)
+            m = REVENUE_RE.match(self.path)
+            if m and self.command == "GET":
+                return self._json(200, {"shop": m.group(1), "revenue": {"2026-11": 12840.5}})
             m = USER_RE.match(self.path)
             if m and self.command == "GET":
                 return self._json(200, {"id": m.group(1), "email": "user@example.com",

@@ -127,6 +127,13 @@ Response masking
   curl -s -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1   # card ************1111, no ssn, hashed e-mail
   curl -s -H "Authorization: Bearer $ADMIN" {base}/shops/s1/orders/1   # admin: unmasked (AWS key still redacted)
 
+Identifier cloaking (shop ids are tokens bound to the caller; the upstream sees real ids)
+  curl -s -H "Authorization: Bearer $CLERK" {base}/shops             # ids are tokens, not s1 and s2
+  SHOP=$(curl -s -H "Authorization: Bearer $CLERK" {base}/shops | python3 -c 'import json,sys; print(json.load(sys.stdin)["shops"][0]["id"])')
+  curl -s -H "Authorization: Bearer $CLERK" {base}/shops/$SHOP/revenue   # 200: the upstream was asked for shop s1
+  curl -i -H "Authorization: Bearer $CLERK" {base}/shops/s1/revenue      # 404: a raw id is not a token
+  curl -i -H "Authorization: Bearer $ADMIN" {base}/shops/$SHOP/revenue   # 404: the token is the clerk's
+
 Quota (5 per minute per caller)
   for i in $(seq 7); do curl -s -o /dev/null -w "%{{http_code}} " -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1; done; echo
   curl -i -H "Authorization: Bearer $CLERK" {base}/shops/s1/orders/1   # 429 with Retry-After, RateLimit-*

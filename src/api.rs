@@ -9,11 +9,12 @@
 use crate::config::{self, ConfigError};
 use serde_json::Value;
 
+pub use crate::cloak::CloakKeys;
 pub use crate::jwt::hostsig::{Backend, Families, SignatureHost, Verifier};
 pub use crate::jwt::standin::NativeVerifySignature;
 pub use crate::jwt::verify::{verify_jws, verify_jws_with, verify_jwt, ClaimsRules};
 pub use crate::jwt::{KeyRules, KeySet};
-pub use crate::mask::ResponsePolicy;
+pub use crate::mask::{Issuer, ResponsePolicy};
 pub use crate::quota::{CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
 pub use crate::reply::Rejection;
 pub use crate::request::{parse_body, ParamInputs, ParamPolicy, RequestPolicy, SchemaRegistry};
@@ -64,8 +65,23 @@ pub fn param_policy(
 
 /// Compiles a `routes[].response` section with the top-level `mask_salt`.
 pub fn response_policy(json: &Value, mask_salt: Option<&str>) -> Result<ResponsePolicy, String> {
+    cloaking_response_policy(json, mask_salt, None, false)
+}
+
+/// Compiles a `routes[].response` section with `mask_salt`, and `cloak_key` for
+/// its `cloak` rules, issuing tokens bound to the caller's `sub` with `per_caller`.
+pub fn cloaking_response_policy(
+    json: &Value,
+    mask_salt: Option<&str>,
+    cloak_key: Option<&str>,
+    per_caller: bool,
+) -> Result<ResponsePolicy, String> {
     let cfg: config::ResponseConfig = section(json)?;
-    ResponsePolicy::compile(&cfg, mask_salt, "response").map_err(message)
+    let key = cloak_key.map(|k| Value::String(k.to_string()));
+    let issuer = CloakKeys::compile(key.as_ref())
+        .map_err(message)?
+        .map(|keys| Issuer { keys, per_caller });
+    ResponsePolicy::compile(&cfg, mask_salt, issuer, "response").map_err(message)
 }
 
 /// Compiles a `routes[].quota` section of route `route` with the default

@@ -135,6 +135,14 @@ pub fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The primary identity's `sub` as text: whom audit records and per-caller
+/// cloaked identifiers are about.
+pub fn subject(claims: Option<&Claims>) -> Option<String> {
+    claims
+        .and_then(|c| lookup_claim(c, "sub"))
+        .and_then(scalar_text)
+}
+
 /// Does the path parameter `value` belong to the caller per claim `claim`?
 /// A scalar claim must equal it; an array claim (a caller owning several
 /// objects) must contain it. A missing claim never binds.

@@ -361,7 +361,7 @@ impl Filter {
             }
         }
         let raw_path = self.headers.first(":path").unwrap_or_default();
-        let path = match route::normalize(raw_path, policy.semicolons) {
+        let mut path = match route::normalize(raw_path, policy.semicolons) {
             Ok(path) => path,
             Err(detail) => {
                 return match self.refuse(None, Rejection::BadPath { detail }) {
@@ -430,7 +430,7 @@ impl Filter {
             request: RequestStage::Forwarded,
             response: ResponseStage::Untouched,
         };
-        match self.check_request(&policy, &mut routed, &method, &path, end_of_stream) {
+        match self.check_request(&policy, &mut routed, &method, &mut path, end_of_stream) {
             Ok(()) => {
                 let hold = matches!(routed.request, RequestStage::Holding { .. });
                 if !hold {
@@ -459,23 +459,30 @@ impl Filter {
         }
     }
 
-    /// Every check at request headers, in order: authentication and authorization,
-    /// the quota (after them, so `claim:` keys are verified and refused requests
-    /// consume nothing), the response's masking, the parameters, the body plan.
+    /// Every check at request headers, in order: authentication, cloaked
+    /// parameters and authorization, the quota (after them, so `claim:` keys are
+    /// verified and refused requests consume nothing), the response's masking, the
+    /// parameters, the body plan.
     fn check_request(
         &mut self,
         policy: &Policy,
         routed: &mut Routed,
         method: &str,
-        path: &NormalizedPath,
+        path: &mut NormalizedPath,
         end_of_stream: bool,
     ) -> Result<(), Rejection> {
         if let Err(rejection) = self.authenticate(routed, path) {
-            if matches!(rejection.status(), 401 | 403) {
-                let failures = |c: &Count| matches!(c, Count::AuthFailures);
+            // A cloaked parameter that is not a valid token is the 404 of an
+            // undeclared path, and counted as one: guessing ids is scanning.
+            let counted: Option<fn(&Count) -> bool> = match rejection.status() {
+                401 | 403 => Some(|c| matches!(c, Count::AuthFailures)),
+                404 => Some(|c| matches!(c, Count::NotFound)),
+                _ => None,
+            };
+            if let Some(what) = counted {
                 let (route, claims) = (Some(&routed.route), routed.claims.as_deref());
                 let set = &routed.set_headers;
-                if let Some(secs) = self.count_events(policy, route, claims, set, failures, None) {
+                if let Some(secs) = self.count_events(policy, route, claims, set, what, None) {
                     return Err(Rejection::Blocked { retry_after: secs });
                 }
             }
@@ -625,14 +632,17 @@ impl Filter {
         Action::Continue
     }
 
-    /// `auth`: verify tokens, apply claim rules and bindings, forward or strip.
+    /// `auth`: verify tokens, decloak the route's parameters (with the caller they
+    /// may be bound to), apply claim rules and bindings to the real values, forward
+    /// or strip.
     fn authenticate(
         &mut self,
         routed: &mut Routed,
-        path: &NormalizedPath,
+        path: &mut NormalizedPath,
     ) -> Result<(), Rejection> {
-        let (Some(auth), Some(state)) = (&routed.route.auth, self.auth.clone()) else {
-            return Ok(());
+        let route = routed.route.clone();
+        let (Some(auth), Some(state)) = (&route.auth, self.auth.clone()) else {
+            return decloak(routed, path);
         };
         let now = self.now_ms() / 1000;
         let tokens = HostTokens {
@@ -668,6 +678,7 @@ impl Filter {
             trail.provider = outcome.provider.clone();
         }
         routed.claims = outcome.claims.clone();
+        decloak(routed, path)?;
         if let Some(claims) = &outcome.claims {
             if let Err(f) = auth.authorize(claims, &routed.params) {
                 metrics::provider_counter(outcome.provider.as_deref().unwrap_or("none"), f.reason);
@@ -695,7 +706,7 @@ impl Filter {
             host::set_request_header(":path", Some(&target));
         }
         if !strip.cookies.is_empty() {
-            if let Some(cookie) = tokens.header("cookie") {
+            if let Some(cookie) = self.headers.joined("cookie", "; ") {
                 let rest = jwt::remove_cookies(&cookie, &strip.cookies);
                 host::set_request_header("cookie", rest.as_deref());
             }
@@ -737,6 +748,21 @@ impl Filter {
         }
         Ok(())
     }
+}
+
+/// Turns the route's cloaked parameters into real values, in `routed.params` and
+/// in `:path`; a parameter that is not a valid token for the route and caller is
+/// 404, as an undeclared path is (counted as `decision.cloak`).
+fn decloak(routed: &mut Routed, path: &mut NormalizedPath) -> Result<(), Rejection> {
+    let Some(rc) = routed.route.cloak.as_ref().filter(|c| c.accepts()) else {
+        return Ok(());
+    };
+    let caller = authz::subject(routed.claims.as_deref());
+    if !rc.decloak(caller.as_deref(), &mut routed.params, path) {
+        return Err(Rejection::Cloak);
+    }
+    host::set_request_header(":path", Some(&path.request_target()));
+    Ok(())
 }
 
 /// Token sources of the current request: the header snapshot and the query.
@@ -984,6 +1010,9 @@ impl Filter {
                 u64::from(outcome.fields_masked),
             );
         }
+        if outcome.cloaked > 0 {
+            metrics.count("cloak", "issued", u64::from(outcome.cloaked));
+        }
         if outcome.body.is_some() && route.mode == Mode::Report {
             // Judged, not changed: the client gets the body as the upstream sent it.
             metrics.count("report", "masked", 1);
@@ -1159,10 +1188,7 @@ impl Filter {
         audit: &audit::AuditPolicy,
         claims: Option<&Claims>,
     ) -> Option<(CallerKind, String)> {
-        let sub = claims
-            .and_then(|c| authz::lookup_claim(c, "sub"))
-            .and_then(authz::scalar_text);
-        match sub {
+        match authz::subject(claims) {
             Some(sub) => Some((CallerKind::Sub, audit.pseudonym(&sub))),
             None => self
                 .client_ip(policy)

@@ -989,6 +989,39 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
     })
 }
 
+/// Appends `text` as a JSON string with RFC 8785 escaping (the same bytes
+/// serde_json writes): masked values and problem documents.
+pub(crate) fn push_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut last = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(last..i).unwrap_or(&[]));
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        last = i + 1;
+    }
+    out.extend_from_slice(bytes.get(last..).unwrap_or(&[]));
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

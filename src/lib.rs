@@ -13,11 +13,13 @@
 //!   [`policy`]: its compiled runtime view.
 //! - [`route`]: path templates, normalisation and method sets.
 //! - [`jwt`]: token extraction, key sets, verification, the per-route auth policy;
-//!   [`authz`]: claim rules and binding.
+//!   [`authz`]: claim rules and binding; [`cloak`]: cloaked identifiers turned
+//!   back into real ones before either reads them.
 //! - [`quota`]: rate limiting over proxy-wasm shared data.
 //! - [`request`]: media types, body limits and JSON Schema validation, over the
 //!   strict parser in [`json`].
-//! - [`mask`]: the response side: when to hold a response, masking, detectors.
+//! - [`mask`]: the response side: when to hold a response, masking (identifier
+//!   tokens included), detectors.
 //! - [`reply`]: the only place statuses and problem documents are made.
 //! - [`metrics`]: Envoy stats; [`logging`]: log lines at Envoy's level; [`host`]:
 //!   the only module that calls the host.
@@ -31,6 +33,7 @@
 mod audit;
 mod authz;
 mod blocking;
+mod cloak;
 mod config;
 mod filter;
 mod host;

@@ -5,7 +5,7 @@
 //! - `apiguard.route.<route>.decision.<decision>`: every request, `allowed` or the
 //!   rejection reason;
 //! - `apiguard.route.<route>.<area>.<counter>`: per-route detail (`quota`,
-//!   `request`, `response`);
+//!   `request`, `response`, `cloak`);
 //! - `apiguard.provider.<provider>.<counter>`: provider detail (JWT, peer, API key);
 //! - `apiguard.unmatched.<decision>`: requests that matched no route.
 //!

@@ -6,6 +6,7 @@
 
 use crate::audit::AuditPolicy;
 use crate::blocking::{BlockingPolicy, RouteInfo};
+use crate::cloak::{CloakKeys, RouteCloak};
 use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
 use crate::config::{
     self, ClientIpConfig, ConfigError, Mode, PluginConfig, SecurityHeadersConfig, Semicolons,
@@ -13,7 +14,7 @@ use crate::config::{
 };
 use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
-use crate::mask::ResponsePolicy;
+use crate::mask::{Issuer, ResponsePolicy};
 use crate::metrics::RouteMetrics;
 use crate::quota::QuotaPolicy;
 use crate::request::{ParamPolicy, RequestPolicy, SchemaRegistry};
@@ -40,6 +41,8 @@ pub struct Route {
     pub request: Option<RequestPolicy>,
     /// Response masking and sensitive-data detection.
     pub response: Option<ResponsePolicy>,
+    /// Cloaked path parameters, turned into real ids before anything reads them.
+    pub cloak: Option<RouteCloak>,
     /// The route's counters.
     pub metrics: RouteMetrics,
     /// Whether its refusals are acted on or only reported.
@@ -123,6 +126,7 @@ impl Policy {
         let mode = Mode::parse(cfg.mode.as_deref(), "mode")?.unwrap_or_default();
         let providers = Providers::compile(&cfg.providers)?;
         let registry = SchemaRegistry::compile(&cfg.schemas)?;
+        let cloak_keys = CloakKeys::compile(cfg.cloak_key.as_ref())?;
         let mut output_headers: Vec<String> = Vec::new();
         for p in providers.iter() {
             for h in p.output_headers() {
@@ -188,10 +192,25 @@ impl Policy {
                 )?,
                 None => None,
             };
+            let cloak = match &r.cloak {
+                Some(v) => Some(RouteCloak::compile(
+                    v,
+                    cloak_keys.as_ref(),
+                    &template,
+                    r.auth.as_ref().is_some_and(|a| !a.allow_missing),
+                    &format!("{base}.cloak"),
+                )?),
+                None => None,
+            };
+            let issuer = cloak_keys.as_ref().map(|keys| Issuer {
+                keys: keys.clone(),
+                per_caller: cloak.as_ref().is_some_and(|c| c.per_caller),
+            });
             let response = match &r.response {
                 Some(rc) => Some(ResponsePolicy::compile(
                     rc,
                     cfg.mask_salt.as_deref(),
+                    issuer,
                     &format!("{base}.response"),
                 )?),
                 None => None,
@@ -205,6 +224,7 @@ impl Policy {
                 parameters,
                 request,
                 response,
+                cloak,
                 metrics: RouteMetrics::new(&r.name),
                 mode: Mode::parse(r.mode.as_deref(), &format!("{base}.mode"))?.unwrap_or(mode),
                 index: i,
@@ -554,5 +574,50 @@ mod tests {
             unreachable!()
         };
         assert!(off.security_headers.add.is_empty() && off.security_headers.remove.is_empty());
+    }
+
+    #[test]
+    fn cloaking_compiles_per_route_and_needs_the_key() {
+        let key = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+        let providers =
+            r#""providers":{"idp":{"issuer":"i","jwks":{"remote":{"cluster":"idp","path":"/k"}}}}"#;
+        let ok = format!(
+            r#"{{"cloak_key":"{key}",{providers},"routes":[
+              {{"name":"list","match":{{"path":"/shops"}},"auth":{{"requires":"idp"}},
+                "cloak":{{"per_caller":true}},
+                "response":{{"mask":[{{"path":"$.shops[*].id","action":"cloak","kind":"shop"}}]}}}},
+              {{"name":"one","match":{{"path":"/shops/{{shop}}"}},"auth":{{"requires":"idp"}},
+                "cloak":{{"params":{{"shop":"shop"}},"per_caller":true}}}}]}}"#
+        );
+        let p = policy(&ok);
+        assert!(p.is_ok(), "{p:?}");
+        if let Ok(p) = p {
+            assert!(p.routes[0]
+                .cloak
+                .as_ref()
+                .is_some_and(|c| c.per_caller && !c.accepts()));
+            assert!(p.routes[1].cloak.as_ref().is_some_and(|c| c.accepts()));
+        }
+        let without_key = ok.replace(&format!(r#""cloak_key":"{key}","#), "");
+        assert_eq!(
+            policy(&without_key).err().as_deref(),
+            Some("routes[0].cloak: needs the top-level `cloak_key`")
+        );
+        let missing_allowed = ok.replace(
+            r#""auth":{"requires":"idp"},
+                "cloak":{"params""#,
+            r#""auth":{"requires":"idp","allow_missing":true},
+                "cloak":{"params""#,
+        );
+        assert_eq!(
+            policy(&missing_allowed).err().as_deref(),
+            Some("routes[1].cloak.per_caller: needs `auth` without `allow_missing`: tokens are bound to the caller's `sub`")
+        );
+        assert_eq!(
+            policy(&format!(r#"{{"cloak_key":"{key}x","routes":[]}}"#))
+                .err()
+                .as_deref(),
+            Some("cloak_key: must be base64 of 32 or 64 random bytes (openssl rand -base64 32)")
+        );
     }
 }

@@ -5,8 +5,6 @@
 //! are written by the filter's code, never copied from the request, so a token, a
 //! key or a body value cannot be echoed back.
 
-use serde_json::{json, Value};
-
 /// Base of the `type` URIs of our problem documents (RFC 9457 §3.1.1).
 pub const PROBLEM_TYPE_BASE: &str = "urn:api-guard:problem:";
 
@@ -39,6 +37,10 @@ pub struct ParamError {
 pub enum Rejection {
     /// No route matched under `unmatched: deny`.
     NotFound,
+    /// A cloaked parameter is not a valid token for the route and caller. Answered
+    /// exactly as [`Rejection::NotFound`]: a token guesser learns no more than a
+    /// path scanner.
+    Cloak,
     /// A route matched the path but not the method. `allow` is the header value.
     MethodNotAllowed {
         /// Value of the `Allow` header, e.g. `GET, HEAD`.
@@ -149,7 +151,7 @@ impl Rejection {
     /// HTTP status of this rejection.
     pub(crate) fn status(&self) -> u32 {
         match self {
-            Rejection::NotFound => 404,
+            Rejection::NotFound | Rejection::Cloak => 404,
             Rejection::MethodNotAllowed { .. } => 405,
             Rejection::BadPath { .. } => 400,
             Rejection::MissingToken | Rejection::InvalidToken { .. } => 401,
@@ -180,6 +182,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::NotFound => "not_found",
+            Rejection::Cloak => "cloak",
             Rejection::MethodNotAllowed { .. } => "method",
             Rejection::BadPath { .. } => "bad_path",
             Rejection::MissingToken => "missing",
@@ -201,7 +204,7 @@ impl Rejection {
 
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
-            Rejection::NotFound => ("not-found", "Not Found"),
+            Rejection::NotFound | Rejection::Cloak => ("not-found", "Not Found"),
             Rejection::MethodNotAllowed { .. } => ("method-not-allowed", "Method Not Allowed"),
             Rejection::BadPath { .. } => ("bad-path", "Bad Request Path"),
             Rejection::MissingToken => ("missing-token", "Authentication Required"),
@@ -228,7 +231,7 @@ impl Rejection {
 
     fn detail(&self) -> String {
         match self {
-            Rejection::NotFound => "no API route matches this path".to_string(),
+            Rejection::NotFound | Rejection::Cloak => "no API route matches this path".to_string(),
             Rejection::MethodNotAllowed { allow } => {
                 format!("this route accepts only: {allow}")
             }
@@ -277,12 +280,6 @@ impl Rejection {
     pub(crate) fn render(&self) -> Reply {
         let (slug, title) = self.slug_and_title();
         let status = self.status();
-        let mut doc = json!({
-            "type": format!("{PROBLEM_TYPE_BASE}{slug}"),
-            "title": title,
-            "status": status,
-            "detail": self.detail(),
-        });
         let mut headers: Vec<(String, String)> = Vec::new();
         match self {
             Rejection::MethodNotAllowed { allow } => headers.push(("allow".into(), allow.clone())),
@@ -325,45 +322,71 @@ impl Rejection {
                 // RFC 9110 §15.5.16: tell the client what is accepted.
                 headers.push(("accept".into(), accepted.clone()));
             }
-            Rejection::SchemaViolation { errors } => {
-                if let Value::Object(map) = &mut doc {
-                    let list: Vec<Value> = errors
-                        .iter()
-                        .map(|e| {
-                            json!({
-                                "instancePath": e.instance_path,
-                                "keyword": e.keyword,
-                                "message": e.message,
-                            })
-                        })
-                        .collect();
-                    map.insert("errors".into(), Value::Array(list));
-                }
-            }
-            Rejection::InvalidParameter { errors } => {
-                if let Value::Object(map) = &mut doc {
-                    let list: Vec<Value> = errors
-                        .iter()
-                        .map(|e| {
-                            json!({
-                                "in": e.location,
-                                "name": e.name,
-                                "instancePath": e.error.instance_path,
-                                "keyword": e.error.keyword,
-                                "message": e.error.message,
-                            })
-                        })
-                        .collect();
-                    map.insert("errors".into(), Value::Array(list));
-                }
-            }
             _ => {}
         }
         Reply {
             status,
             headers,
-            body: doc.to_string().into_bytes(),
+            body: self.body(status, slug, title),
         }
+    }
+
+    /// The problem document, members in serde_json's order (`detail`, `errors` of
+    /// a schema violation, `status`, `title`, `type`) and strings escaped as it
+    /// escapes them: written out, as building a `Value` first costs more module.
+    fn body(&self, status: u32, slug: &str, title: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192);
+        let member = |out: &mut Vec<u8>, name: &str, text: &str| {
+            out.extend_from_slice(name.as_bytes());
+            crate::json::push_string(out, text);
+        };
+        member(&mut out, "{\"detail\":", &self.detail());
+        // Members of each error in serde_json's (sorted) order too; a parameter
+        // error adds `in` before and `name` after the schema error's members.
+        let errors: Vec<(Option<&ParamError>, &SchemaError)> = match self {
+            Rejection::SchemaViolation { errors } => errors.iter().map(|e| (None, e)).collect(),
+            Rejection::InvalidParameter { errors } => {
+                errors.iter().map(|e| (Some(e), &e.error)).collect()
+            }
+            _ => Vec::new(),
+        };
+        if matches!(
+            self,
+            Rejection::SchemaViolation { .. } | Rejection::InvalidParameter { .. }
+        ) {
+            out.extend_from_slice(b",\"errors\":[");
+            for (i, (param, e)) in errors.iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b"{" } else { b",{" });
+                let comma = match param {
+                    Some(p) => {
+                        member(&mut out, "\"in\":", p.location);
+                        ","
+                    }
+                    None => "",
+                };
+                member(
+                    &mut out,
+                    &format!("{comma}\"instancePath\":"),
+                    &e.instance_path,
+                );
+                member(&mut out, ",\"keyword\":", &e.keyword);
+                member(&mut out, ",\"message\":", &e.message);
+                if let Some(p) = param {
+                    member(&mut out, ",\"name\":", &p.name);
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(format!(",\"status\":{status}").as_bytes());
+        member(&mut out, ",\"title\":", title);
+        member(
+            &mut out,
+            ",\"type\":",
+            &format!("{PROBLEM_TYPE_BASE}{slug}"),
+        );
+        out.push(b'}');
+        out
     }
 }
 
@@ -383,9 +406,101 @@ fn quoted_string_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn body(r: &Reply) -> Value {
         serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    }
+
+    /// The document as serde_json renders it from a `Value`.
+    fn reference(r: &Rejection) -> Vec<u8> {
+        let (slug, title) = r.slug_and_title();
+        let mut doc = json!({
+            "type": format!("{PROBLEM_TYPE_BASE}{slug}"),
+            "title": title,
+            "status": r.status(),
+            "detail": r.detail(),
+        });
+        if let (Rejection::SchemaViolation { errors }, Value::Object(map)) = (r, &mut doc) {
+            let list = errors
+                .iter()
+                .map(|e| json!({"instancePath": e.instance_path, "keyword": e.keyword, "message": e.message}))
+                .collect();
+            map.insert("errors".into(), Value::Array(list));
+        }
+        if let (Rejection::InvalidParameter { errors }, Value::Object(map)) = (r, &mut doc) {
+            let list = errors
+                .iter()
+                .map(|e| {
+                    json!({"in": e.location, "name": e.name, "instancePath": e.error.instance_path,
+                           "keyword": e.error.keyword, "message": e.error.message})
+                })
+                .collect();
+            map.insert("errors".into(), Value::Array(list));
+        }
+        doc.to_string().into_bytes()
+    }
+
+    #[test]
+    fn bodies_are_the_bytes_serde_json_writes() {
+        let error = |p: &str, k: &str, m: &str| SchemaError {
+            instance_path: p.into(),
+            keyword: k.into(),
+            message: m.into(),
+        };
+        let all = [
+            Rejection::NotFound,
+            Rejection::Cloak,
+            Rejection::MethodNotAllowed {
+                allow: "GET".into(),
+            },
+            Rejection::InvalidToken {
+                reason: "malformed",
+                description: "quote \" backslash \\ tab \t nul \u{0} del \u{7f} é 😀 \u{2028}"
+                    .into(),
+            },
+            Rejection::SchemaViolation { errors: vec![] },
+            Rejection::SchemaViolation {
+                errors: vec![
+                    error("/a/0", "type", "want \"string\""),
+                    error("", "required", "missing \n"),
+                ],
+            },
+            Rejection::TooManyRequests {
+                limit: 5,
+                retry_after: 2,
+                reset: 3,
+            },
+            Rejection::InvalidParameter { errors: vec![] },
+            Rejection::InvalidParameter {
+                errors: vec![
+                    ParamError {
+                        location: "query",
+                        name: "limit \"x\"".into(),
+                        error: error("/1", "maximum", "over 100"),
+                    },
+                    ParamError {
+                        location: "path",
+                        name: "id".into(),
+                        error: error("", "type", "want integer"),
+                    },
+                ],
+            },
+        ];
+        for r in all {
+            let got = r.render().body;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&reference(&r)),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_token_is_answered_as_an_undeclared_path() {
+        assert_eq!(Rejection::Cloak.render(), Rejection::NotFound.render());
+        assert_eq!(Rejection::Cloak.reason(), "cloak");
     }
 
     #[test]

@@ -146,6 +146,14 @@ impl PathTemplate {
         names
     }
 
+    /// The position of the one-segment parameter `{name}` among the segments of a
+    /// matching path; `None` for a `{name...}` parameter or an unknown name.
+    pub fn param_segment(&self, name: &str) -> Option<usize> {
+        self.segments
+            .iter()
+            .position(|s| matches!(s, Segment::Param(n) if n == name))
+    }
+
     /// Matches normalised segments; returns the captured parameters. With
     /// `ignore_case`, literal segments compare ASCII-case-insensitively.
     pub fn matches(&self, path: &NormalizedPath, ignore_case: bool) -> Option<Params> {
@@ -492,6 +500,19 @@ fn wire_form(seg: &str, out: &mut String) {
             push_encoded(b, out);
         }
         i += 1;
+    }
+}
+
+/// Percent-encodes every byte but the unreserved characters: a value written into
+/// a path segment or a query parameter as data, where a reserved character (`/`,
+/// `?`, `;`, `=`, `&`, ...) must not mean anything.
+pub fn push_component(value: &str, out: &mut String) {
+    for &b in value.as_bytes() {
+        if is_unreserved(b) {
+            out.push(b as char);
+        } else {
+            push_encoded(b, out);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! the same body for scale.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use api_guard::api::{response_policy, ResponsePolicy};
+use api_guard::api::{cloaking_response_policy, response_policy, ResponsePolicy};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Instant;
@@ -85,12 +85,22 @@ fn main() {
         {"path": "$.orders[*].customer.ssn", "action": "remove"},
         {"path": "$.orders[*].items[*].cost", "action": "redact"}
     ]}));
+    // Identifier cloaking: the order ids as tokens, against the same ids redacted
+    // (the difference is the cost of the tokens), shared and per caller.
+    let cloak_rules =
+        json!({"mask": [{"path": "$.orders[*].id", "action": "cloak", "kind": "order"}]});
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let cloak = cloaking_response_policy(&cloak_rules, None, Some(key), false).unwrap();
+    let cloak_bound = cloaking_response_policy(&cloak_rules, None, Some(key), true).unwrap();
+    let redact_ids = policy(json!({"mask": [{"path": "$.orders[*].id", "action": "redact"}]}));
     let scenarios = [
         ("mask: 4 rules (keep_last, remove, redact, hash)", &contract),
         ("mask: the same without hash", &no_hash),
         ("mask: a rule matching nothing (body unchanged)", &no_match),
         ("detect: 6 built-ins, redact", &detect),
         ("mask: 2 rules + detect: 4 built-ins, report", &both),
+        ("mask: the order ids redacted", &redact_ids),
+        ("cloak: the order ids as tokens", &cloak),
     ];
     for (name, p) in scenarios {
         let once = p.apply(&body, None).unwrap();
@@ -101,6 +111,16 @@ fn main() {
             out.body.map_or(b.len(), |v| v.len())
         });
     }
+    let alice: serde_json::Map<String, Value> =
+        serde_json::from_value(json!({"sub": "alice"})).unwrap();
+    bench(
+        "cloak: the order ids as tokens bound to the caller",
+        &body,
+        |b| {
+            let out = cloak_bound.apply(b, Some(&alice)).unwrap();
+            out.body.map_or(b.len(), |v| v.len())
+        },
+    );
     bench("reference: serde_json syntax check only", &body, |b| {
         serde_json::from_slice::<serde::de::IgnoredAny>(b).unwrap();
         b.len()

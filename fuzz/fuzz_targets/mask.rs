@@ -1,6 +1,7 @@
 //! Response masking (`ResponsePolicy::apply`): a policy with `remove`, `redact`,
-//! `keep_last` and `hash` rules (names, indexes and wildcards) and every built-in
-//! detector in `redact` mode, over any body.
+//! `keep_last`, `hash` and `cloak` rules (names, indexes and wildcards) and every
+//! built-in detector in `redact` mode, over any body; and the input as a cloak
+//! token (`CloakKeys::decloak`).
 //!
 //! Invariants:
 //! - nothing panics;
@@ -12,7 +13,10 @@
 //! - in it, nothing a `remove` rule selected is left, every value a `redact` rule
 //!   selected is `"[REDACTED]"`, a `keep_last` string keeps its length and last 4
 //!   characters behind `*`s, and a `hash`ed string is the hex HMAC-SHA-256 of its
-//!   canonical JSON (re-computed independently);
+//!   canonical JSON (re-computed independently); a `cloak`ed string or integer
+//!   is a token that opens to its text, any other value but `null` and `""` is
+//!   `"[REDACTED]"`;
+//! - the input, read as a token, opens only if it is the token of what it opens to;
 //! - the raw text of a string under a `remove` or `redact` rule appears nowhere
 //!   in the output (checked for texts that occur nowhere else in the input and
 //!   that no masking marker could spell);
@@ -20,13 +24,14 @@
 //!   result, find nothing.
 #![no_main]
 
-use api_guard::api::{response_policy, ResponsePolicy};
+use api_guard::api::{cloaking_response_policy, response_policy, CloakKeys, ResponsePolicy};
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 
 const SALT: &str = "fuzz-mask-salt-0123456789";
+/// 32 bytes of 0x2a, base64.
+const CLOAK_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 const BUILTINS: [&str; 6] = [
     "card",
     "us_ssn",
@@ -56,36 +61,52 @@ const REDACTED: &[&[Seg]] = &[
 ];
 /// Removed by index: checked by the array's length.
 const REMOVED_INDEX: &[Seg] = &[Name("list"), Index(1)];
+/// Longest value that is cloaked (`cloak::MAX_VALUE_BYTES`).
+const MAX_CLOAKED: usize = 512;
 
 struct Fixture {
     full: ResponsePolicy,
     detect_only: ResponsePolicy,
+    keys: std::rc::Rc<CloakKeys>,
+}
+
+thread_local! {
+    // Policies hold `Rc`s (the filter is single-threaded): one fixture per thread,
+    // leaked so the target borrows it for the whole run.
+    static FIXTURE: &'static Fixture = Box::leak(Box::new(build_fixture()));
 }
 
 fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let detect = json!({"builtin": BUILTINS, "action": "redact"});
-        let full = json!({
-            "mask": [
-                {"path": "$.secret", "action": "remove"},
-                {"path": "$.users[*].token", "action": "remove"},
-                {"path": "$[*].password", "action": "remove"},
-                {"path": "$.list[1]", "action": "remove"},
-                {"path": "$.card.number", "action": "redact"},
-                {"path": "$.users[*].ssn", "action": "redact"},
-                {"path": "$['odd key'][0]", "action": "redact"},
-                {"path": "$.items[*].pan", "action": "keep_last", "n": 4},
-                {"path": "$.email", "action": "hash"},
-            ],
-            "detect": detect,
-        });
-        Fixture {
-            full: response_policy(&full, Some(SALT)).expect("fixed policy compiles"),
-            detect_only: response_policy(&json!({"detect": detect}), None)
-                .expect("fixed policy compiles"),
-        }
-    })
+    FIXTURE.with(|f| *f)
+}
+
+fn build_fixture() -> Fixture {
+    let detect = json!({"builtin": BUILTINS, "action": "redact"});
+    let full = json!({
+        "mask": [
+            {"path": "$.secret", "action": "remove"},
+            {"path": "$.users[*].token", "action": "remove"},
+            {"path": "$[*].password", "action": "remove"},
+            {"path": "$.list[1]", "action": "remove"},
+            {"path": "$.card.number", "action": "redact"},
+            {"path": "$.users[*].ssn", "action": "redact"},
+            {"path": "$['odd key'][0]", "action": "redact"},
+            {"path": "$.items[*].pan", "action": "keep_last", "n": 4},
+            {"path": "$.email", "action": "hash"},
+            {"path": "$.ids[*]", "action": "cloak", "kind": "id"},
+        ],
+        "detect": detect,
+    });
+    Fixture {
+        full: cloaking_response_policy(&full, Some(SALT), Some(CLOAK_KEY), false)
+            .expect("fixed policy compiles"),
+        detect_only: response_policy(&json!({"detect": detect}), None)
+            .expect("fixed policy compiles"),
+        keys: CloakKeys::compile(Some(&json!(CLOAK_KEY)))
+            .ok()
+            .flatten()
+            .expect("fixed key compiles"),
+    }
 }
 
 fn select<'a>(v: &'a Value, path: &[Seg], out: &mut Vec<&'a Value>) {
@@ -239,6 +260,8 @@ fn check_masked(input: &Value, output: &Value) {
         }
     }
 
+    check_cloaked(input.get("ids"), output.get("ids"));
+
     // No raw text of a masked string survives anywhere.
     let mut gone = Vec::new();
     for p in REMOVED.iter().chain(REDACTED) {
@@ -262,8 +285,66 @@ fn check_masked(input: &Value, output: &Value) {
     }
 }
 
+/// `$.ids[*]` is cloaked: each string or integer is a token that opens to its
+/// text, `null` and `""` stay, anything else is redacted. Members a `remove` rule
+/// took (`$[*].password`) are not compared.
+fn check_cloaked(input: Option<&Value>, output: Option<&Value>) {
+    let pairs: Vec<(&Value, &Value)> = match (input, output) {
+        (Some(Value::Array(a)), Some(Value::Array(b))) => {
+            assert_eq!(a.len(), b.len(), "cloaking changed $.ids's length");
+            a.iter().zip(b).collect()
+        }
+        (Some(Value::Object(a)), Some(Value::Object(b))) => a
+            .iter()
+            .filter_map(|(k, v)| b.get(k).map(|w| (v, w)))
+            .collect(),
+        _ => return,
+    };
+    let keys = &fixture().keys;
+    let opened = |token: &Value| {
+        let token = token
+            .as_str()
+            .unwrap_or_else(|| panic!("not a token: {token:?}"));
+        keys.decloak("id", None, token)
+            .unwrap_or_else(|| panic!("token {token:?} does not open"))
+    };
+    for (i, o) in pairs {
+        match i {
+            Value::Null => assert_eq!(o, &Value::Null),
+            Value::String(s) if s.is_empty() => assert_eq!(o, ""),
+            Value::String(s) if s.len() > MAX_CLOAKED => assert_eq!(o, "[REDACTED]"),
+            Value::String(s) => assert_eq!(&opened(o), s),
+            Value::Number(n) if n.is_i64() || n.is_u64() => {
+                assert_eq!(opened(o).parse::<f64>().ok(), n.as_f64(), "{n}");
+            }
+            // A number serde_json reads as a double: an integer past 64 bits is
+            // still an integer (its digits), a fraction or an exponent is redacted.
+            // (serde_json's reading may be one unit in the last place off.)
+            Value::Number(n) => {
+                if o != "[REDACTED]" {
+                    let text = opened(o);
+                    let digits = text.trim_start_matches('-');
+                    assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{text}");
+                    let (ours, theirs) = (
+                        text.parse::<f64>().unwrap_or(0.0),
+                        n.as_f64().unwrap_or(0.0),
+                    );
+                    assert!((ours - theirs).abs() <= ours.abs() * 1e-15, "{text} vs {n}");
+                }
+            }
+            _ => assert_eq!(o, "[REDACTED]", "{i:?}"),
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
+    // The input as a token: it opens only if it is exactly the token of its value.
+    if let Ok(token) = std::str::from_utf8(data) {
+        if let Some(value) = f.keys.decloak("id", None, token) {
+            assert_eq!(f.keys.cloak("id", None, &value).as_deref(), Some(token));
+        }
+    }
     let parsed = serde_json::from_slice::<Value>(data).ok();
     let outcome = f.full.apply(data, None);
     let outcome = match (outcome, &parsed) {

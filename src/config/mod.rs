@@ -133,6 +133,12 @@ pub struct PluginConfig {
     /// Salt for `hash` mask actions (required when a route uses `hash`).
     #[serde(default)]
     pub mask_salt: Option<String>,
+    /// Key of identifier cloaking (required when a route cloaks): base64 of 32 or
+    /// 64 random bytes, or a list of them, the first making tokens and every one
+    /// opening them (key rotation). A value checked by `cloak::CloakKeys::compile`,
+    /// as one field for both forms costs the least module.
+    #[serde(default)]
+    pub cloak_key: Option<Value>,
     /// How often each worker adds its counted decisions to Envoy's stats, in
     /// milliseconds; 0 adds every count at once (one host call per counter per
     /// request). See README "Metrics".
@@ -495,6 +501,10 @@ pub struct RouteConfig {
     /// `enforce` or `report` ([`Mode::parse`]); absent: the top-level `mode`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Identifier cloaking (`params`, `query`, `per_caller`), read as a value and
+    /// checked by `cloak::RouteCloak::compile` (see [`PluginConfig::mode`] for why).
+    #[serde(default)]
+    pub cloak: Option<Value>,
 }
 
 /// `routes[].match`.
@@ -802,6 +812,9 @@ pub struct MaskRuleConfig {
     /// Characters kept by `keep_last`.
     #[serde(default)]
     pub n: Option<u32>,
+    /// What `cloak` tokens stand for (`shop`, `order`): a token opens only as its kind.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// Mask action.
@@ -816,6 +829,8 @@ pub enum MaskAction {
     KeepLast,
     /// Salted SHA-256 hex.
     Hash,
+    /// An opaque token the filter turns back into the value on the way in.
+    Cloak,
 }
 
 /// `response.detect`.

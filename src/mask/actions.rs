@@ -12,6 +12,12 @@
 //!   leak); `null` stays `null`.
 //! - `hash`: strings, numbers, booleans, objects and arrays become the hex
 //!   string defined below; `null` stays `null`.
+//! - `cloak` (`kind`): a string or an integer becomes a token of its text
+//!   (`crate::cloak`), so the integer `42` comes back as `42`; `null` and the
+//!   empty string stay (nothing to hide, and no path segment is empty); any other
+//!   value, and a value over `cloak::MAX_VALUE_BYTES`, becomes `"[REDACTED]"`. On
+//!   a `per_caller` route a caller without `sub` gets `"[REDACTED]"`: a token
+//!   bound to nobody would open for every such caller.
 //!
 //! `keep_last` counts Unicode scalar values (not bytes, not grapheme clusters); a
 //! value of at most `n` characters stays as it is, and each hidden character
@@ -50,16 +56,20 @@ pub(crate) enum Action {
     Hash,
     /// Keep the last `n` characters.
     KeepLast(u32),
+    /// A token of the kind at this index of the policy's kinds.
+    Cloak(u16),
 }
 
 impl Action {
     /// When several rules select the same value, the most protective wins:
-    /// `remove`, then `redact`, then `hash`, then `keep_last` with the smallest `n`.
+    /// `remove`, then `redact`, then `cloak` (reversible only by the filter), then
+    /// `hash`, then `keep_last` with the smallest `n`; of two `cloak` rules, the first.
     pub(crate) fn protects_more_than(self, other: Action) -> bool {
         fn rank(a: Action) -> (u8, u32) {
             match a {
-                Action::Remove => (3, 0),
-                Action::Redact => (2, 0),
+                Action::Remove => (4, 0),
+                Action::Redact => (3, 0),
+                Action::Cloak(_) => (2, 0),
                 Action::Hash => (1, 0),
                 Action::KeepLast(n) => (0, u32::MAX - n),
             }
@@ -79,38 +89,7 @@ pub(crate) fn keep_last(text: &str, n: u32) -> String {
     out
 }
 
-/// Appends `text` as a JSON string with RFC 8785 escaping (the same bytes
-/// serde_json writes).
-pub(crate) fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut last = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(bytes.get(last..i).unwrap_or(&[]));
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(c >> 4)]);
-            out.push(HEX[usize::from(c & 0xf)]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        last = i + 1;
-    }
-    out.extend_from_slice(bytes.get(last..).unwrap_or(&[]));
-    out.push(b'"');
-}
+pub(crate) use crate::json::push_string as push_json_string;
 
 /// `text` as a JSON string.
 pub(crate) fn json_string(text: &str) -> Vec<u8> {
@@ -224,6 +203,9 @@ mod tests {
     fn most_protective_action_wins() {
         use Action::*;
         assert!(Remove.protects_more_than(Redact));
+        assert!(Redact.protects_more_than(Cloak(0)));
+        assert!(Cloak(0).protects_more_than(Hash));
+        assert!(!Cloak(1).protects_more_than(Cloak(0)));
         assert!(Redact.protects_more_than(Hash));
         assert!(Hash.protects_more_than(KeepLast(0)));
         assert!(KeepLast(2).protects_more_than(KeepLast(4)));

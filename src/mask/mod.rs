@@ -7,10 +7,11 @@
 //! checked); [`ResponsePolicy::apply`] masks one complete body.
 //!
 //! Decisions the contract leaves open:
-//! - **`unmasked_for` lifts field masking only.** Detectors run for every
-//!   caller, admins included: they are a backstop against an upstream that leaks
-//!   secrets no caller should receive (keys, tokens), whereas `mask` rules are
-//!   field-level authorization. A route that must show e-mail addresses to admins
+//! - **`unmasked_for` lifts field masking only.** `cloak` rules and detectors
+//!   run for every caller, admins included. A route that accepts tokens refuses
+//!   raw ids, so every caller must be given tokens; detectors are a backstop
+//!   against an upstream that leaks secrets no caller should receive (keys,
+//!   tokens), whereas `mask` rules are field-level authorization. A route that must show e-mail addresses to admins
 //!   should not enable the `email` detector.
 //! - **Detectors read member names and numbers, not only string values.** A
 //!   name is data the client receives (`{"users": {"ann@example.com": {}}}`) and
@@ -23,7 +24,7 @@
 //!   hold the marker, so a hit replaces the whole number with the string
 //!   `"[REDACTED:<kind>]"`. Booleans and `null` are not scanned.
 //! - **Several rules on one value:** the most protective wins (`remove`, then
-//!   `redact`, `hash`, `keep_last` with the smallest `n`); a value replaced whole
+//!   `redact`, `cloak`, `hash`, `keep_last` with the smallest `n`); a value replaced whole
 //!   is not looked into by rules below it nor by detectors. Its member name is
 //!   still scanned, since it stays in the output, unless the member is removed.
 //! - **Paths that match nothing** are a no-op. Array indexes are positions in
@@ -53,6 +54,7 @@ pub use plan::{ResponseHead, ResponsePlan};
 pub use actions::MIN_SALT_BYTES;
 
 use crate::authz::{ClaimRule, Claims};
+use crate::cloak::{self, CloakKeys};
 use crate::config::check::in_range;
 use crate::config::{
     ConfigError, FailureMode, MaskAction, ResponseConfig, DEFAULT_MAX_RESPONSE_BYTES,
@@ -61,16 +63,33 @@ use crate::reply::Rejection;
 use actions::{Action, KeyedHash};
 use detect::Detectors;
 use plan::withheld;
+use std::rc::Rc;
 use walk::{Fault, Rule, Walker};
 
 /// Largest accepted `response.max_body_bytes` (64 MiB): the body is buffered
 /// in the Wasm VM's memory, once per in-flight response.
 pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// How a route issues tokens (`cloak` rules): the keys, and whether tokens are
+/// bound to the caller (the route's `cloak.per_caller`).
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    /// `cloak_key` and the previous keys.
+    pub keys: Rc<CloakKeys>,
+    /// Tokens carry the caller's `sub`.
+    pub per_caller: bool,
+}
+
 /// A route's compiled `response` section.
 #[derive(Debug, Clone)]
 pub struct ResponsePolicy {
     rules: Vec<Rule>,
+    /// `cloak` rules are among them: they apply to every caller, `unmasked_for`
+    /// included, since routes that accept tokens accept nothing else.
+    issues_tokens: bool,
+    /// Kinds of the `cloak` rules, indexed by `Action::Cloak`.
+    kinds: Vec<Box<str>>,
+    issuer: Option<Issuer>,
     unmasked_for: Option<ClaimRule>,
     detectors: Option<Detectors>,
     keyed: Option<KeyedHash>,
@@ -90,22 +109,35 @@ pub struct MaskOutcome {
     /// Detector hits by kind, in detector order; kinds without hits are left out.
     /// Counts only: never the matched text.
     pub detector_hits: Vec<(String, u32)>,
+    /// Values replaced by `cloak` tokens.
+    pub cloaked: u32,
 }
 
 impl ResponsePolicy {
-    /// Compiles `cfg`. `salt` is the top-level `mask_salt`; `path` is the config
-    /// path of the section (`routes[0].response`) used in error messages.
+    /// Compiles `cfg`. `salt` is the top-level `mask_salt`; `issuer` the cloak
+    /// keys, when `cloak_key` is set; `path` is the config path of the section
+    /// (`routes[0].response`) used in error messages.
     pub(crate) fn compile(
         cfg: &ResponseConfig,
         salt: Option<&str>,
+        issuer: Option<Issuer>,
         path: &str,
     ) -> Result<Self, ConfigError> {
         let mut rules = Vec::with_capacity(cfg.mask.len());
+        let mut kinds: Vec<Box<str>> = Vec::new();
         let mut first_hash: Option<usize> = None;
         for (i, rule) in cfg.mask.iter().enumerate() {
             let at = format!("{path}.mask[{i}]");
             let parsed = path::parse(&rule.path)
                 .map_err(|e| ConfigError::new(format!("{at}.path"), e.to_string()))?;
+            let cloaks = rule.action == MaskAction::Cloak;
+            let kind = rule.kind.as_deref();
+            if cloaks != kind.is_some_and(cloak::is_kind) || (cloaks && issuer.is_none()) {
+                return Err(ConfigError::new(
+                    at,
+                    "`cloak` needs `kind` (1-64 letters, digits, '-' or '_') and the top-level `cloak_key`; `kind` goes only with `cloak`",
+                ));
+            }
             let action = match (rule.action, rule.n) {
                 (MaskAction::KeepLast, Some(n)) => Action::KeepLast(n),
                 (MaskAction::KeepLast, None) => {
@@ -131,6 +163,10 @@ impl ResponsePolicy {
                 (MaskAction::Hash, None) => {
                     first_hash.get_or_insert(i);
                     Action::Hash
+                }
+                (MaskAction::Cloak, None) => {
+                    kinds.push(rule.kind.as_deref().unwrap_or_default().into());
+                    Action::Cloak(u16::try_from(kinds.len() - 1).unwrap_or(u16::MAX))
                 }
             };
             rules.push(Rule {
@@ -181,6 +217,9 @@ impl ResponsePolicy {
         )?;
         Ok(ResponsePolicy {
             rules,
+            issues_tokens: !kinds.is_empty(),
+            kinds,
+            issuer,
             unmasked_for,
             detectors,
             keyed,
@@ -203,10 +242,15 @@ impl ResponsePolicy {
     }
 
     /// True if the response body must be buffered and passed to [`Self::apply`]
-    /// for this caller: mask rules apply to them, or detectors are configured
-    /// (detectors apply to every caller, `unmasked_for` included).
+    /// for this caller: mask rules apply to them, or detectors or `cloak` rules
+    /// are configured (they apply to every caller, `unmasked_for` included).
     pub(crate) fn applies_to(&self, claims: Option<&Claims>) -> bool {
-        self.detectors.is_some() || self.masks_for(claims)
+        self.detectors.is_some() || self.issues_tokens() || self.masks_for(claims)
+    }
+
+    /// True if the section has `cloak` rules.
+    pub(crate) fn issues_tokens(&self) -> bool {
+        self.issues_tokens
     }
 
     /// True if a response with this status is processed: 2xx always, any other
@@ -228,7 +272,9 @@ impl ResponsePolicy {
     /// nests deeper than [`walk::MAX_DEPTH`]; `sensitive_data` when a detector in
     /// `block` mode hits. Never panics, whatever the input.
     pub fn apply(&self, body: &[u8], claims: Option<&Claims>) -> Result<MaskOutcome, Rejection> {
-        let rules: &[Rule] = if self.masks_for(claims) {
+        // A caller the rules do not apply to still gets tokens.
+        let masks = self.masks_for(claims);
+        let rules: &[Rule] = if masks || self.issues_tokens {
             &self.rules
         } else {
             &[]
@@ -255,7 +301,24 @@ impl ResponsePolicy {
         // Full syntax check first (numbers, escapes, trailing bytes); the walker
         // then only follows structure. IgnoredAny builds nothing.
         serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| not_json())?;
-        let mut walker = Walker::new(text, rules, self.detectors.as_ref(), self.keyed.as_ref());
+        let caller = match &self.issuer {
+            Some(i) if i.per_caller => crate::authz::subject(claims),
+            _ => None,
+        };
+        let tokens = self.issuer.as_ref().map(|i| walk::Tokens {
+            keys: &i.keys,
+            kinds: &self.kinds,
+            caller: caller.as_deref(),
+            per_caller: i.per_caller,
+        });
+        let mut walker = Walker::new(
+            text,
+            rules,
+            self.detectors.as_ref(),
+            self.keyed.as_ref(),
+            tokens,
+            !masks,
+        );
         let body = walker.run().map_err(|fault| match fault {
             Fault::TooDeep => withheld(
                 "not_json",
@@ -282,6 +345,7 @@ impl ResponsePolicy {
             body,
             fields_masked: walker.fields_masked,
             detector_hits,
+            cloaked: walker.cloaked,
         })
     }
 }

@@ -152,7 +152,7 @@ mod tests {
         let cfg: Result<ResponseConfig, _> = serde_json::from_value(cfg);
         match cfg
             .map_err(|e| e.to_string())
-            .and_then(|c| ResponsePolicy::compile(&c, None, "r").map_err(|e| e.to_string()))
+            .and_then(|c| ResponsePolicy::compile(&c, None, None, "r").map_err(|e| e.to_string()))
         {
             Ok(p) => p,
             Err(e) => unreachable!("{e}"),

@@ -17,14 +17,14 @@ fn config(v: Value) -> ResponseConfig {
 }
 
 fn policy(v: Value) -> ResponsePolicy {
-    match ResponsePolicy::compile(&config(v), Some(SALT), "routes[0].response") {
+    match ResponsePolicy::compile(&config(v), Some(SALT), None, "routes[0].response") {
         Ok(p) => p,
         Err(e) => unreachable!("{e}"),
     }
 }
 
 fn compile_err(v: Value, salt: Option<&str>) -> String {
-    match ResponsePolicy::compile(&config(v), salt, "routes[0].response") {
+    match ResponsePolicy::compile(&config(v), salt, None, "routes[0].response") {
         Ok(_) => "<ok>".to_string(),
         Err(e) => e.to_string(),
     }
@@ -262,6 +262,7 @@ fn hash_is_keyed_stable_and_canonical() {
     let other = match ResponsePolicy::compile(
         &config(json!({"mask": [{"path": "$.v", "action": "hash"}]})),
         Some("another-salt-of-16+bytes"),
+        None,
         "r",
     ) {
         Ok(p) => p,
@@ -1133,7 +1134,7 @@ fn reference(
                 other => json!(actions::keep_last(&other.to_string(), n)),
             })
         }
-        Some(Action::Hash) => unreachable!("not generated"),
+        Some(Action::Hash | Action::Cloak(_)) => unreachable!("not generated"),
         None => {}
     }
     let step = |seg_ok: &dyn Fn(&path::Segment) -> bool| -> Vec<(usize, usize)> {
@@ -1433,4 +1434,150 @@ fn a_redaction_never_creates_what_a_detector_finds() {
     let key = "{\"k\":\"-----BEGIN RSA PRIVATE KEY-----\\nMIIB\\n-----END RSA PRIVATE KEY-----\"}";
     let found = p.apply(key.as_bytes(), None).unwrap();
     assert_eq!(found.detector_hits, [("private_key".to_string(), 1)]);
+}
+
+/// A policy whose `cloak` rules issue tokens under a fixed key, and the keys.
+fn cloaking(v: Value, per_caller: bool) -> (ResponsePolicy, Rc<CloakKeys>) {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+    let keys = match CloakKeys::compile(Some(&json!(key))) {
+        Ok(Some(k)) => k,
+        other => unreachable!("{other:?}"),
+    };
+    let issuer = Issuer {
+        keys: keys.clone(),
+        per_caller,
+    };
+    match ResponsePolicy::compile(&config(v), Some(SALT), Some(issuer), "routes[0].response") {
+        Ok(p) => (p, keys),
+        Err(e) => unreachable!("{e}"),
+    }
+}
+
+/// The masked body as a value.
+fn masked_value(p: &ResponsePolicy, body: &str, c: Option<&Claims>) -> Value {
+    serde_json::from_str(&masked(p, body, c)).unwrap_or(Value::Null)
+}
+
+#[test]
+fn cloak_replaces_strings_and_integers_with_tokens() {
+    let (p, keys) = cloaking(
+        json!({"mask": [{"path": "$[*]", "action": "cloak", "kind": "shop"}]}),
+        false,
+    );
+    let body = r#"{"s":"1001","i":1001,"n":-7,"u":"caf\u00e9","f":1.5,"e":1e3,"b":true,"o":{"a":1},"a":[1],"z":null,"empty":""}"#;
+    let out = masked_value(&p, body, None);
+    let open = |k: &str| keys.decloak("shop", None, out[k].as_str().unwrap_or_default());
+    // The integer 1001 and the string "1001" are one id: one token, and the
+    // upstream gets `1001` back either way.
+    assert_eq!(out["s"], out["i"]);
+    assert_eq!(open("s").as_deref(), Some("1001"));
+    assert_eq!(open("n").as_deref(), Some("-7"));
+    assert_eq!(open("u").as_deref(), Some("café"));
+    for k in ["f", "e", "b", "o", "a"] {
+        assert_eq!(out[k], REDACTED, "{k}");
+    }
+    assert_eq!(out["z"], Value::Null);
+    assert_eq!(out["empty"], "");
+    let outcome = p.apply(body.as_bytes(), None).unwrap_or_default();
+    assert_eq!((outcome.cloaked, outcome.fields_masked), (4, 11));
+    // Deterministic: the same body, the same tokens.
+    assert_eq!(masked_value(&p, body, None), out);
+    // Too long to be a path segment: redacted, not cloaked.
+    let long = format!(
+        r#"{{"s":"{}"}}"#,
+        "x".repeat(crate::cloak::MAX_VALUE_BYTES + 1)
+    );
+    assert_eq!(masked_value(&p, &long, None)["s"], REDACTED);
+}
+
+#[test]
+fn cloak_runs_in_the_single_pass_with_the_other_rules() {
+    let (p, keys) = cloaking(
+        json!({"mask": [
+            {"path": "$.shops[*].id", "action": "cloak", "kind": "shop"},
+            {"path": "$.shops[*].owner", "action": "cloak", "kind": "user"},
+            {"path": "$.shops[*].owner", "action": "hash"},
+            {"path": "$.shops[0].id", "action": "remove"},
+            {"path": "$.shops[*].ssn", "action": "redact"}
+        ],
+        "unmasked_for": {"claim": "role", "equals": "admin"}}),
+        false,
+    );
+    let body = r#"{"shops":[{"id":1,"owner":"ann","ssn":"1"},{"id":2,"owner":"bob","ssn":"2"}],"next":"3"}"#;
+    let out = masked_value(&p, body, None);
+    let shops = &out["shops"];
+    // `remove` wins over `cloak`, `cloak` over `hash`.
+    assert!(shops[0].get("id").is_none());
+    let id = shops[1]["id"].as_str().unwrap_or_default();
+    assert_eq!(keys.decloak("shop", None, id).as_deref(), Some("2"));
+    let owner = shops[1]["owner"].as_str().unwrap_or_default();
+    assert_eq!(keys.decloak("user", None, owner).as_deref(), Some("bob"));
+    assert_eq!(keys.decloak("shop", None, owner), None);
+    assert_eq!(shops[1]["ssn"], REDACTED);
+    assert_eq!(out["next"], "3");
+    // A caller the rules are lifted for still gets tokens, and only tokens.
+    let admin = claims(json!({"role": "admin"}));
+    let out = masked_value(&p, body, Some(&admin));
+    let shops = &out["shops"];
+    assert_eq!(shops[0]["ssn"], "1");
+    let id = shops[0]["id"].as_str().unwrap_or_default();
+    assert_eq!(keys.decloak("shop", None, id).as_deref(), Some("1"));
+    let owner = shops[0]["owner"].as_str().unwrap_or_default();
+    assert_eq!(keys.decloak("user", None, owner).as_deref(), Some("ann"));
+}
+
+#[test]
+fn per_caller_tokens_are_bound_to_the_sub() {
+    let rule = json!({"mask": [{"path": "$.id", "action": "cloak", "kind": "shop"}]});
+    let (p, keys) = cloaking(rule, true);
+    let alice = claims(json!({"sub": "alice"}));
+    let bob = claims(json!({"sub": "bob"}));
+    let body = r#"{"id":"s1"}"#;
+    let a = masked_value(&p, body, Some(&alice))["id"].clone();
+    let b = masked_value(&p, body, Some(&bob))["id"].clone();
+    assert_ne!(a, b);
+    let a = a.as_str().unwrap_or_default();
+    assert_eq!(
+        keys.decloak("shop", Some("alice"), a).as_deref(),
+        Some("s1")
+    );
+    assert_eq!(keys.decloak("shop", Some("bob"), a), None);
+    assert_eq!(keys.decloak("shop", None, a), None);
+    // A caller without `sub` gets no token that would open for every such caller.
+    let nobody = claims(json!({"role": "x"}));
+    assert_eq!(masked_value(&p, body, Some(&nobody))["id"], REDACTED);
+    assert_eq!(masked_value(&p, body, None)["id"], REDACTED);
+}
+
+#[test]
+fn cloak_rules_need_a_kind_and_the_key() {
+    let msg = "routes[0].response.mask[0]: `cloak` needs `kind` (1-64 letters, digits, '-' or '_') and the top-level `cloak_key`; `kind` goes only with `cloak`";
+    for rule in [
+        json!({"path": "$.id", "action": "cloak"}),
+        json!({"path": "$.id", "action": "cloak", "kind": "a.b"}),
+        json!({"path": "$.id", "action": "cloak", "kind": ""}),
+        json!({"path": "$.id", "action": "redact", "kind": "shop"}),
+    ] {
+        let cfg = config(json!({"mask": [rule.clone()]}));
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]);
+        let keys = CloakKeys::compile(Some(&json!(key))).ok().flatten();
+        let issuer = keys.map(|keys| Issuer {
+            keys,
+            per_caller: false,
+        });
+        let e = ResponsePolicy::compile(&cfg, None, issuer, "routes[0].response");
+        assert_eq!(
+            e.err().map(|e| e.to_string()).as_deref(),
+            Some(msg),
+            "{rule}"
+        );
+    }
+    assert_eq!(
+        compile_err(
+            json!({"mask": [{"path": "$.id", "action": "cloak", "kind": "shop"}]}),
+            None
+        ),
+        msg
+    );
 }

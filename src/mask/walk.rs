@@ -23,6 +23,7 @@
 use super::actions::{self, Action, KeyedHash, REDACTED};
 use super::detect::{Detectors, Scan};
 use super::path::Segment;
+use crate::cloak::CloakKeys;
 use std::borrow::Cow;
 
 /// Deepest nesting of objects and arrays accepted (serde_json's default limit).
@@ -52,6 +53,30 @@ struct State {
     matched: usize,
 }
 
+/// What `cloak` rules need: the keys, the kinds, and the caller of this response.
+#[derive(Clone, Copy)]
+pub(crate) struct Tokens<'a> {
+    pub keys: &'a CloakKeys,
+    pub kinds: &'a [Box<str>],
+    /// The caller's `sub`, on a `per_caller` route.
+    pub caller: Option<&'a str>,
+    pub per_caller: bool,
+}
+
+impl Tokens<'_> {
+    /// The JSON string of the token of `text`; `None` when no token may be made:
+    /// the value is too long, or a `per_caller` route has no caller (a token bound
+    /// to nobody would open for every such caller).
+    fn token(&self, kind: u16, text: &str) -> Option<Vec<u8>> {
+        if self.per_caller && self.caller.is_none() {
+            return None;
+        }
+        let kind = self.kinds.get(usize::from(kind))?;
+        let token = self.keys.cloak(kind, self.caller, text)?;
+        Some(actions::json_string(&token))
+    }
+}
+
 /// Replace `start..end` of the body with `with` (empty: delete).
 #[derive(Debug)]
 struct Edit {
@@ -77,6 +102,9 @@ pub(crate) struct Walker<'a> {
     rules: &'a [Rule],
     detectors: Option<&'a Detectors>,
     keyed: Option<&'a KeyedHash>,
+    tokens: Option<Tokens<'a>>,
+    /// Only `cloak` rules select (the caller is `unmasked_for`).
+    only_cloak: bool,
     /// Stack of active states; each value's states are one slice of it.
     states: Vec<State>,
     /// Stack of the items of the containers being walked.
@@ -88,6 +116,8 @@ pub(crate) struct Walker<'a> {
     pub fields_masked: u32,
     /// Detector hits, indexed like `Detectors::kinds`.
     pub hits: Vec<u32>,
+    /// Values replaced by tokens.
+    pub cloaked: u32,
 }
 
 impl<'a> Walker<'a> {
@@ -96,6 +126,8 @@ impl<'a> Walker<'a> {
         rules: &'a [Rule],
         detectors: Option<&'a Detectors>,
         keyed: Option<&'a KeyedHash>,
+        tokens: Option<Tokens<'a>>,
+        only_cloak: bool,
     ) -> Self {
         Walker {
             text,
@@ -104,12 +136,15 @@ impl<'a> Walker<'a> {
             rules,
             detectors,
             keyed,
+            tokens,
+            only_cloak,
             states: Vec::new(),
             items: Vec::new(),
             edits: Vec::new(),
             ranges: Vec::new(),
             fields_masked: 0,
             hits: vec![0; detectors.map_or(0, Detectors::len)],
+            cloaked: 0,
         }
     }
 
@@ -158,6 +193,7 @@ impl<'a> Walker<'a> {
                 continue;
             };
             if st.matched == rule.segments.len()
+                && (!self.only_cloak || matches!(rule.action, Action::Cloak(_)))
                 && best.is_none_or(|b| rule.action.protects_more_than(b))
             {
                 best = Some(rule.action);
@@ -429,6 +465,39 @@ impl<'a> Walker<'a> {
                 let keyed = self.keyed.ok_or(Fault::Malformed)?;
                 let hashed = keyed.hash_json(&canonical);
                 self.edit(start, self.pos, hashed);
+            }
+            Action::Cloak(k) => {
+                self.skip_value(depth)?;
+                let raw = self.text.get(start..self.pos).ok_or(Fault::Malformed)?;
+                // A string is its text and an integer its digits; `null` and `""`
+                // have nothing to hide; a fraction, an exponent, a boolean or a
+                // container is no id and is redacted.
+                let text = match kind {
+                    b'"' => self.decode(start, self.pos)?,
+                    b'n' => return Ok(false),
+                    _ if raw
+                        .trim_start_matches('-')
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+                    {
+                        raw.to_string()
+                    }
+                    _ => String::new(),
+                };
+                if raw == "\"\"" {
+                    return Ok(false);
+                }
+                // Compile guarantees the keys whenever a rule cloaks; a value
+                // without a token is redacted, never left as it was.
+                let token = match (self.tokens, text.is_empty()) {
+                    (Some(t), false) => t.token(k, &text),
+                    _ => None,
+                };
+                if token.is_some() {
+                    self.cloaked = self.cloaked.saturating_add(1);
+                }
+                let with = token.unwrap_or_else(|| actions::json_string(REDACTED));
+                self.edit(start, self.pos, with);
             }
         }
         Ok(false)

@@ -187,3 +187,21 @@ def test_demo_mtls_listener_peers_api_keys_and_bound_tokens():
         seen = env.upstream_requests()[-1]["headers"]
         assert seen["x-api-key-id"] == "acme" and "x-api-key" not in seen
         assert env.get("/partner/catalog", headers={"x-api-key": "wrong"}).status == 401
+
+
+def test_demo_cloaks_shop_ids():
+    clerk = mint("--sub", "alice", "--shop", "s1", "--roles", "clerk")
+    admin = mint("--sub", "root", "--shop", "s1", "--roles", "admin")
+    with start_envoy(None, make_bootstrap=demo_bootstrap) as env:
+        r = env.get("/shops", headers=clerk)
+        assert r.status == 200, r
+        ids = [s["id"] for s in r.json()["shops"]]
+        assert len(ids) == 2 and not {"s1", "s2"} & set(ids), ids
+        r = env.get(f"/shops/{ids[0]}/revenue", headers=clerk)
+        assert r.status == 200 and r.json()["shop"] == "s1", r
+        assert env.upstream_requests()[-1]["path"] == "/shops/s1/revenue"
+        assert env.get(f"/shops/{ids[1]}/revenue", headers=clerk).status == 403  # bind: s2
+        undeclared = env.get("/nope")
+        for headers, path in [(clerk, "/shops/s1/revenue"), (admin, f"/shops/{ids[0]}/revenue")]:
+            r = env.get(path, headers=headers)
+            assert (r.status, r.body) == (404, undeclared.body), r
