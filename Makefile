@@ -115,7 +115,7 @@ clippy: ## cargo clippy on every target, warnings as errors
 doc: ## Code docs (private items included) with broken links as errors
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -p api-guard
 
-unit: ## Unit tests (native), the regex shim's included (the importer's: make openapi-test)
+unit: ## Unit tests (native), the regex and idna shims' included (the importer's: make openapi-test)
 	cargo test --workspace --lib --exclude api-guard-openapi
 
 # Without the data (a clone outside this project's machines) the suites are skipped
