@@ -188,6 +188,27 @@ def markdown(doc):
     return "\n".join(out) + "\n"
 
 
+def memory_markdown(m, rows):
+    """`bench/run.py --memory`: each configuration's RSS, taken apart."""
+    label = dict(LABEL, floor="floor (probe module reading :path)")
+    out = ["# api-guard memory", "",
+           f"{m['date']} · Envoy {m['envoy']} · `--concurrency 1` · modules: `api_guard.wasm` "
+           f"{m['sizes']['api_guard.wasm']:,} B, `noop.wasm` {m['sizes']['noop.wasm']:,} B, probe "
+           f"`hostcalls.wasm` {m['sizes']['hostcalls.wasm']:,} B. Each Envoy started alone and given "
+           "1 s of load (wrk, 4 connections) before it is measured.", "",
+           "JIT code: V8's Wasm code (anonymous executable mappings). Allocator: Envoy's tcmalloc "
+           "(admin `/memory`): bytes in use, pages held free (freed but kept by the process), "
+           "thread caches. VMs: Wasm VMs alive (the main thread's and each worker's; the one "
+           "that checks the configuration is gone by then).", "",
+           "| route | configuration | RSS MB | JIT code MB | allocator in use MB | held free MB "
+           "| thread caches MB | VMs |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['scenario']} | {label[r['config']]} | {r['rss_mb']:.0f} | {r['code_mb']:.1f} | "
+                   f"{r['allocated_mb']:.1f} | {r['free_mb']:.1f} | {r['thread_cache_mb']:.1f} | {r['vms']} |")
+    return "\n".join(out) + "\n"
+
+
 def svg(doc):
     """Horizontal grouped bars: api-guard's throughput ÷ no filter, ÷ no-op, ÷ native."""
     series = [("ratio_none", "÷ no filter", "#9aa5b1"), ("ratio_noop", "÷ no-op Wasm", "#3b82f6"),
