@@ -179,6 +179,12 @@ impl ResponsePolicy {
             MAX_RESPONSE_BYTES_LIMIT,
             &format!("{path}.max_body_bytes"),
         )?;
+        if cfg.failure_mode == FailureMode::Local {
+            return Err(ConfigError::new(
+                format!("{path}.failure_mode"),
+                "expected `closed` or `open` (`local` is for global quotas)",
+            ));
+        }
         Ok(ResponsePolicy {
             rules,
             unmasked_for,
