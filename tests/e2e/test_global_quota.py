@@ -3,7 +3,10 @@ rate-limit service (tests/rls/server.py, Envoy's RLS v3 over gRPC, counting in t
 Redis), and two Envoys with two workers each sharing one limit."""
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -320,3 +323,26 @@ def test_bad_configuration_is_refused_naming_the_field(cfg, message):
     code, out = validate(cfg)
     assert code != 0
     assert message in out, out
+
+
+# -- the example files --------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_the_global_quota_example_validates():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "envoy", "validate.py"),
+                        "--envoy", os.environ.get("ENVOY", os.path.join(ROOT, ".venv", "bin", "envoy")),
+                        "--wasm", os.environ.get("WASM", os.path.join(ROOT, "build", "api_guard.wasm")),
+                        os.path.join(ROOT, "envoy", "global-quota.yaml")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_limitador_limits_file_is_read_by_the_test_service():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "rls"))
+    import limits_file  # noqa: E402
+    (lim,) = limits_file.load_limits(os.path.join(ROOT, "envoy", "limitador-limits.yaml"))
+    assert (lim["namespace"], lim["max_value"], lim["seconds"]) == ("apiguard", 5, 60)
+    assert lim["conditions"] == [("route", "==", "get-order")]
+    assert lim["variables"] == ["caller"]
