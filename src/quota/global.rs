@@ -368,9 +368,12 @@ impl RouteQuotas {
                 continue;
             };
             let policy = entry.policy(*tier);
+            // A bare `OK` says nothing of what is left: no `RateLimit-*` from it.
+            let mut informative = true;
             let decision = match reply {
                 Some(reply) => {
                     let status = reply.statuses.get(j).copied();
+                    informative = status.is_some();
                     let over = match status {
                         Some(s) => s.over_limit || (reply.over_limit && !any_over(reply)),
                         None => reply.over_limit,
@@ -399,9 +402,10 @@ impl RouteQuotas {
                 },
             };
             match decision {
-                QuotaDecision::Admitted { .. } => {
+                QuotaDecision::Admitted { .. } if informative => {
                     closer(&mut out.closest, decision, policy.sends_headers());
                 }
+                QuotaDecision::Admitted { .. } => {}
                 QuotaDecision::Limited { .. } | QuotaDecision::StoreError(_) => {
                     if out.rejection.is_none() {
                         out.rejection = match decision {
@@ -451,7 +455,7 @@ fn from_service(
     } else {
         QuotaDecision::Admitted {
             limit,
-            remaining: status.map_or(limit.saturating_sub(1), |s| s.remaining),
+            remaining: status.map_or(0, |s| s.remaining),
             reset_seconds: reset,
         }
     }
@@ -947,6 +951,30 @@ mod tests {
         let out = q.resolve(&a, Some(&ok), &mut store, 0);
         assert_eq!(out.rejection, None);
         assert_eq!(out.counters, vec!["global_admitted"]);
+        // A bare OK gives no `RateLimit-*`; a status does.
+        assert_eq!(out.closest, None);
+        let told = Reply {
+            over_limit: false,
+            statuses: vec![DescriptorStatus {
+                over_limit: false,
+                limit: Some(7),
+                remaining: 3,
+                reset_seconds: Some(9),
+            }],
+            reset_header: None,
+        };
+        let out = q.resolve(&a, Some(&told), &mut store, 0);
+        assert_eq!(
+            out.closest,
+            Some((
+                QuotaDecision::Admitted {
+                    limit: 7,
+                    remaining: 3,
+                    reset_seconds: 9
+                },
+                true
+            ))
+        );
         // Closed by default: no answer refuses.
         let out = q.resolve(&a, None, &mut store, 0);
         assert_eq!(out.rejection, Some(Rejection::QuotaUnavailable));

@@ -346,3 +346,15 @@ def test_the_limitador_limits_file_is_read_by_the_test_service():
     assert (lim["namespace"], lim["max_value"], lim["seconds"]) == ("apiguard", 5, 60)
     assert lim["conditions"] == [("route", "==", "get-order")]
     assert lim["variables"] == ["caller"]
+
+
+def test_a_cluster_envoy_does_not_know_follows_the_failure_mode():
+    cfg = dict(FAILURE_CONFIG, rate_limit_service={"cluster": "no-such-cluster", "domain": "apiguard"})
+    with start_envoy(cfg, concurrency=1) as env:
+        for _ in range(2):  # the VM survives the first
+            assert env.get("/fail-closed", headers=caller("kim")).status == 503
+            assert env.get("/fail-open", headers=caller("kim")).status == 200
+        assert [env.get("/fail-local", headers=caller("kim")).status for _ in range(3)] == [200, 200, 429]
+        stats = env.stats()
+        errors = {k: v for k, v in stats.items() if ".quota.global_errors." in k}
+        assert errors and all(k.startswith("apiguard.route.fail-") for k in errors), errors
