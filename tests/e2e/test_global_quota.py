@@ -270,14 +270,14 @@ def check_failure_modes(env, kind, who):
 
 def test_failure_modes_with_the_service_killed(lone):
     service, env = lone
-    assert env.get("/fail-open", headers=caller("warmup")).status == 200
+    assert env.get("/fail-open", headers=caller(f"warmup-{time.monotonic()}")).status == 200
     service.kill()
     check_failure_modes(env, "unavailable", "frank")
 
 
 def test_a_hung_service_costs_at_most_timeout_ms(lone):
     service, env = lone
-    assert env.get("/fail-open", headers=caller("warmup")).status == 200
+    assert env.get("/fail-open", headers=caller(f"warmup-{time.monotonic()}")).status == 200
     service.pause()
     try:
         elapsed = check_failure_modes(env, "timeout", "grace")
@@ -286,7 +286,7 @@ def test_a_hung_service_costs_at_most_timeout_ms(lone):
         started = time.monotonic()
         for _ in range(5):
             assert env.get("/fail-closed", headers=caller("heidi")).status == 503
-        assert (time.monotonic() - started) / 5 < 0.3
+        assert (time.monotonic() - started) / 5 < 0.5
     finally:
         service.resume()
 
@@ -358,3 +358,34 @@ def test_a_cluster_envoy_does_not_know_follows_the_failure_mode():
         stats = env.stats()
         errors = {k: v for k, v in stats.items() if ".quota.global_errors." in k}
         assert errors and all(k.startswith("apiguard.route.fail-") for k in errors), errors
+
+
+# -- bodies while the request waits for the service ---------------------------
+
+BODY_LIMITS = [limit("body-checked", 2), limit("body-passed", 2)]
+SCHEMA = {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}
+
+
+@pytest.mark.parametrize("hold_headers", [True, False])
+def test_bodies_wait_for_the_answer_then_are_checked_or_passed(redis, hold_headers):
+    cfg = {
+        "rate_limit_service": rls_service(timeout_ms=1000),
+        "routes": [
+            route("body-checked", gq(2), request={"schema": SCHEMA}),
+            route("body-passed", gq(2)),
+        ],
+        "quota_settings": SALT,
+    }
+    who = f"body-{hold_headers}"
+    with start_rls(redis.port, BODY_LIMITS) as s, \
+         start_envoy(cfg, concurrency=2, clusters=rls_cluster(s.port), hold_headers=hold_headers) as env:
+        h = dict(caller(who), **{"content-type": "application/json"})
+        good, bad = b'{"sku": "a-1"}', b'{"qty": 1}'
+        assert env.request("POST", "/body-checked", headers=h, body=bad).status == 400
+        assert env.request("POST", "/body-checked", headers=h, body=good).status == 200
+        # The two above were counted by the service: the limit is reached.
+        assert env.request("POST", "/body-checked", headers=h, body=good).status == 429
+        big = b'{"data": "' + b"x" * 200_000 + b'"}'
+        assert env.request("POST", "/body-passed", headers=h, body=big).status == 200
+        seen = [u for u in env.upstream_requests(incomplete=True) if u["path"].startswith("/body-")]
+        assert [u["body"] for u in seen] == [good, big], [len(u["body"]) for u in seen]
