@@ -36,7 +36,7 @@ export CARGO_TERM_COLOR ?= never
 # Rust. `--debug-assertions` turns on overflow checks. One build serves `fuzz` and
 # `fuzz-ci`: `cargo fuzz run` must be given the same flags, or it rebuilds.
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS    ?= path json jws mask headers
+FUZZ_TARGETS    ?= path json jws mask headers rls
 FUZZ_SECONDS    ?= 60
 FUZZ_CI_SECONDS ?= 20
 FUZZ_WORK       ?= fuzz/work
