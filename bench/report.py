@@ -3,7 +3,8 @@ hand-written SVG bar chart of throughput ratios. No plotting library needed."""
 from html import escape
 
 LABEL = {"none": "no filter", "noop": "no-op Wasm", "native": "native", "ours": "api-guard",
-         "sigonly": "signature alone", "floor": "floor: reads :path"}
+         "sigonly": "signature alone", "floor": "floor: reads :path",
+         "local": "api-guard, quota local"}
 MODULE_LIMIT = 1.5 * 1000 * 1000  # bytes: the issue's 1.5 MB, read strictly
 RSS_TARGET_MB = 15  # api-guard's RSS over the no-op filter's, on the open route
 # A target missed by api-guard is "at the floor" when the floor filter (bench/hostcalls
@@ -39,6 +40,15 @@ def derive(sc, open_ours_cpu=None):
             d["ratio_sigonly_request"] = d["added_cpu_us"] / d["sigonly_cpu_us"]
             if "feature_cpu_us" in d:
                 d["ratio_sigonly"] = d["feature_cpu_us"] / d["sigonly_cpu_us"]
+    if ours and "local" in c:
+        # A global quota over the same quota counted locally (same module, same route).
+        d["over_local_cpu_us"] = ours["cpu_us"] - c["local"]["cpu_us"]
+        # At the same paced rate (the latency phase): what a request adds when
+        # neither configuration is saturated.
+        if "latency_cpu_us" in ours and "latency_cpu_us" in c["local"]:
+            d["over_local_paced_cpu_us"] = ours["latency_cpu_us"] - c["local"]["latency_cpu_us"]
+        d["over_local_p50_us"] = (ours.get("p50_us"), c["local"].get("p50_us"))
+        d["over_local_p99_us"] = (ours.get("p99_us"), c["local"].get("p99_us"))
     if ours and sc.get("calls") and "added_cpu_us" in d:
         d["per_call_us"] = d["added_cpu_us"] / sc["calls"]
     if "floor" in c and "noop" in c:
@@ -143,7 +153,7 @@ def markdown(doc):
             "| scenario | configuration | req/s | Envoy CPU µs/req | Envoy CPU use | p50 µs | p99 µs | at req/s | RSS MB |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in scs:
-        for k in ("none", "noop", "native", "ours", "sigonly", "floor"):
+        for k in ("none", "noop", "native", "local", "ours", "sigonly", "floor"):
             if k not in s["configs"]:
                 continue
             c = s["configs"][k]
@@ -171,6 +181,12 @@ def markdown(doc):
                          f"runs at {d['floor_ratio_noop']:.2f} of the no-op filter's throughput and adds "
                          f"{d['floor_added_cpu_us']:.1f} µs CPU/req; api-guard runs at "
                          f"{_f(d['ratio_noop'])} of the no-op filter")
+        if "over_local_cpu_us" in d:
+            (g50, l50), (g99, l99) = d["over_local_p50_us"], d["over_local_p99_us"]
+            paced = d.get("over_local_paced_cpu_us")
+            notes.append(f"over the same quota counted locally: {d['over_local_cpu_us']:+.1f} µs Envoy CPU/req "
+                         f"at max throughput" + (f", {paced:+.1f} µs at the paced rate" if paced is not None else "")
+                         + f"; p50 {l50} → {g50} µs, p99 {l99} → {g99} µs")
         if "per_call_us" in d:
             notes.append(f"**one call: {d['per_call_us']:.2f} µs** of Envoy CPU ({s['calls']} per request)")
         for k in ("native", "ours"):

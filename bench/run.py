@@ -19,6 +19,7 @@ seconds and reports what it measured.
 """
 import argparse
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -211,6 +212,29 @@ def native_ratelimit():
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03"}}
 
 
+def native_global_ratelimit():
+    """Envoy's own rate-limit filter asking the same rate-limit service."""
+    return {"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": "apiguard", "failure_mode_deny": True, "timeout": "1s",
+        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "ratelimit"}},
+                               "transport_api_version": "V3"},
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03"}}
+
+
+def native_global_route():
+    """The route of the native configuration, with its descriptor: route=items."""
+    return {"route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+        "match": {"prefix": "/"},
+        "route": {"cluster": "upstream", "timeout": "10s", "rate_limits": [{"actions": [
+            {"generic_key": {"descriptor_key": "route", "descriptor_value": "items"}}]}]}}]}]}}
+
+
+# The rate-limit service's limits for the global scenario: never reached.
+RLS_LIMITS = [{"namespace": "apiguard", "max_value": 1000000000, "seconds": 60,
+               "conditions": ["descriptors[0].route == 'items'"], "variables": []}]
+
+
 def native_buffer():
     return {"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
@@ -222,7 +246,8 @@ def native_buffer():
 class Scenario:
     def __init__(self, name, title, method, path, ours, native, native_note="", headers=None,
                  body=None, token=None, tokens_file=None, checks=(), target=None, configs=CONFIGS,
-                 wasm=None, calls=None, sigonly=None, floor=None):
+                 wasm=None, calls=None, sigonly=None, floor=None, extra=None, native_hcm=None,
+                 needs_rls=False):
         self.name, self.title = name, title
         self.method, self.path = method, path
         self.headers = dict(headers or {})
@@ -240,6 +265,15 @@ class Scenario:
         # Plugin configuration of the probe that does the least a routing filter must
         # (read `:path`): the floor any such filter pays, next to the no-op filter.
         self.floor = floor
+        # More api-guard configurations measured beside `ours`: {config name: plugin config}.
+        self.extra = dict(extra or {})
+        self.configs = tuple(configs) + tuple(self.extra)
+        # The native configuration's HTTP connection manager overrides (route actions).
+        self.native_hcm = native_hcm
+        # Needs the rate-limit service (and Redis) on the load CPU; main() starts them
+        # and fills `clusters`.
+        self.needs_rls = needs_rls
+        self.clusters = []
 
     def request_headers(self):
         h = dict(self.headers)
@@ -426,6 +460,22 @@ def build_scenarios(keys, token_files):
         checks=[({"ours"}, "the quota counts", {}, 200, has_header("ratelimit-limit"), False),
                 ({"native"}, "the rate limiter counts", {}, 200, has_header("x-ratelimit-limit"), False)],
         target=("added_us", 3)))
+
+    # A global quota: the same limit counted by the rate-limit service (tests/rls,
+    # Redis) on the load CPU, one gRPC round trip per request; beside it api-guard
+    # with the same quota local (`local`), and Envoy's own rate-limit filter asking
+    # the same service (`native`).
+    items = {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}
+    out.append(Scenario(
+        "quota-global", "global quota (rate-limit service over Redis, limit never reached)",
+        "GET", "/api/items/42",
+        ours={"rate_limit_service": {"cluster": "ratelimit", "domain": "apiguard", "timeout_ms": 1000},
+              "routes": [dict(items, quota=dict(limit, scope="global", window_seconds=60))]},
+        extra={"local": {"routes": [dict(items, quota=dict(limit, window_seconds=60))]}},
+        native=[native_global_ratelimit()], native_hcm=native_global_route(),
+        native_note="Envoy's ratelimit filter asking the same service",
+        checks=[({"ours"}, "the service answers", {}, 200, has_header("ratelimit-limit"), False)],
+        needs_rls=True))
 
     # Parameter checks: a path, two query and a header parameter, typed and
     # validated at request headers, undeclared query parameters refused.
@@ -640,6 +690,8 @@ def filters_for(sc, cfg, modules, wasm):
         return [harness.wasm_filter(sc.sigonly, wasm=modules["hostcalls"])] if sc.sigonly else None
     if cfg == "floor":
         return [harness.wasm_filter(sc.floor, wasm=modules["hostcalls"])] if sc.floor else None
+    if cfg in sc.extra:
+        return [harness.wasm_filter(sc.extra[cfg], wasm=wasm)]
     return [harness.wasm_filter(sc.ours, wasm=sc.wasm or wasm)]
 
 
@@ -652,7 +704,8 @@ def run_scenario(sc, args, upstream_port, modules, rundir):
             filters = filters_for(sc, cfg, modules, args.wasm)
             if filters is None:
                 continue
-            doc = harness.bootstrap(None, upstream_port, http_filters=filters)
+            doc = harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
+                                    hcm=sc.native_hcm if cfg == "native" else None)
             fronts[cfg] = EnvoyProc(args.envoy, f"{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
         deadline = time.time() + 90
         for cfg, e in list(fronts.items()):
@@ -696,7 +749,8 @@ def run_scenario(sc, args, upstream_port, modules, rundir):
             lat = run_wrk(sc, e, args.latency_seconds, conns, f"{sc.name}-{cfg}-lat", pace_ms=PACE_PERIOD_MS)
             c = res["configs"][cfg]
             c.update(p50_us=lat["p50"], p99_us=lat["p99"], latency_rps=lat["rps"],
-                     errors=c["errors"] + lat["errors"], rss_mb=e.rss_mb())
+                     latency_cpu_us=lat["cpu_us"], errors=c["errors"] + lat["errors"],
+                     rss_mb=e.rss_mb())
         for cfg, e in fronts.items():
             if cfg in ("ours", "native"):
                 st = e.stats("jwt_cache_|apiguard\\.provider\\.")
@@ -841,7 +895,17 @@ def main():
     global UPSTREAM
     upstream = UPSTREAM = EnvoyProc(args.envoy, "upstream", upstream_bootstrap(big), LOAD_CPU, rundir)
     results = []
+    services = contextlib.ExitStack()
     try:
+        if any(sc.needs_rls for sc in scenarios):
+            # On the load CPU (this process's affinity), like the upstream.
+            t0 = time.time()
+            redis = services.enter_context(harness.start_redis())
+            rls = services.enter_context(harness.start_rls(redis.port, RLS_LIMITS))
+            log(f"Redis and the rate-limit service ready in {time.time() - t0:.1f}s")
+            for sc in scenarios:
+                if sc.needs_rls:
+                    sc.clusters = [harness.cluster("ratelimit", rls.port, http2=True)]
         upstream.wait_ready(time.time() + 60)
         if args.memory:
             memory = memory_run(args, scenarios, modules, upstream.port, rundir)
@@ -871,6 +935,7 @@ def main():
             results.append(r)
     finally:
         upstream.stop()
+        services.close()
     info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     info["duration_s"] = round(time.time() - start)
     info["mode"] = "quick" if args.quick else "full"

@@ -105,6 +105,10 @@ pub mod fuzzing {
     pub use crate::json::{JsonError, JsonLimits};
     pub use crate::jwt::hostsig::ecdsa_der;
     pub use crate::jwt::{remove_cookies, remove_query_params, RequestTokens};
+    pub use crate::quota::rls::{
+        decode_reply as decode_rls_reply, encode_request as encode_rls_request,
+        DescriptorStatus as RlsStatus, Reply as RlsReply,
+    };
     pub use crate::route::{NormalizedPath, PathTemplate, MAX_PATH_BYTES, MAX_SEGMENTS};
 
     /// `route::normalize`: a request's `:path` into segments, under

@@ -19,7 +19,9 @@ use crate::jwt::{self, AuthState, RequestTokens};
 use crate::mask::{ResponseHead, ResponsePlan};
 use crate::metrics;
 use crate::policy::{Policy, Route, RouteMatch};
-use crate::quota::{self, CallerKey, KeyInputs};
+use crate::quota::{
+    self, rls, CallerKey, GlobalAsk, KeyInputs, LocalOutcome, QuotaDecision, Taken,
+};
 use crate::reply::{Rejection, PROBLEM_CONTENT_TYPE};
 use crate::request::{self, BodyCheck, BodyPlan, ParamInputs};
 use crate::route::{self, NormalizedPath, Params};
@@ -99,8 +101,25 @@ struct Routed {
     set_headers: Vec<(String, String)>,
     /// `RateLimit-*` headers for the response of an admitted request.
     quota_headers: Option<[(&'static str, String); 3]>,
+    /// The question to the rate-limit service, while the request waits for it.
+    global: Option<Box<GlobalWait>>,
     request: RequestStage,
     response: ResponseStage,
+}
+
+/// A request held at its headers for the rate-limit service's answer.
+struct GlobalWait {
+    ask: GlobalAsk,
+    /// Local counts taken, given back if the service refuses.
+    taken: Vec<Taken>,
+    /// The local decision closest to exhaustion (for `RateLimit-*`).
+    closest: Option<(QuotaDecision, bool)>,
+    /// The call's token (0 until dispatched).
+    token: u32,
+    /// When the call was dispatched (ms), for the latency histogram.
+    started_ms: u64,
+    /// The request body ended while waiting: its check is due once admitted.
+    body_done: bool,
 }
 
 /// The request body's part.
@@ -427,16 +446,21 @@ impl Filter {
             claims: None,
             set_headers: Vec::new(),
             quota_headers: None,
+            global: None,
             request: RequestStage::Forwarded,
             response: ResponseStage::Untouched,
         };
         match self.check_request(&policy, &mut routed, &method, &mut path, end_of_stream) {
             Ok(()) => {
                 let hold = matches!(routed.request, RequestStage::Holding { .. });
-                if !hold {
+                let global = routed.global.is_some();
+                if !hold && !global {
                     routed.route.metrics.decision("allowed");
                 }
                 self.state = State::Routed(Box::new(routed));
+                if global {
+                    return self.ask_global(&policy, hold);
+                }
                 if hold {
                     // Nothing of the body reaches the upstream before all of it has
                     // passed (nor, when Envoy allows it, the headers).
@@ -562,6 +586,14 @@ impl Filter {
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
+        if let Some(wait) = &mut routed.global {
+            // Nothing goes on before the service has answered.
+            wait.body_done = end_of_stream;
+            if let RequestStage::Holding { bytes, .. } = &mut routed.request {
+                *bytes = body_size;
+            }
+            return Action::Pause;
+        }
         let RequestStage::Holding { bytes, check } = &mut routed.request else {
             return Action::Continue;
         };
@@ -588,6 +620,10 @@ impl Filter {
         let Some(routed) = self.routed() else {
             return Action::Continue;
         };
+        if let Some(wait) = &mut routed.global {
+            wait.body_done = true;
+            return Action::Pause;
+        }
         let RequestStage::Holding { bytes, check } = &routed.request else {
             return Action::Continue;
         };
@@ -715,38 +751,220 @@ impl Filter {
         Ok(())
     }
 
+    /// Counts the route's local limits; with global limits, prepares the
+    /// question to the rate-limit service (asked once every header check passed).
     fn apply_quota(&mut self, policy: &Policy, routed: &mut Routed) -> Result<(), Rejection> {
-        let Some(q) = &routed.route.quota else {
+        let route = routed.route.clone();
+        let Some(q) = &route.quota else {
             return Ok(());
         };
         // Host calls cost about a microsecond each in V8: only `by: ip` needs these.
-        let ip = if matches!(q.by(), quota::KeyBy::Ip) {
+        let ip = if q.needs_client_ip() {
             self.client_ip(policy)
         } else {
             None
         };
-        let key = self.key_inputs(
+        let now = self.now_ms();
+        let metrics = &route.metrics;
+        let mut count = |label: &'static str, retries: u32| {
+            metrics.count("quota", label, 1);
+            if retries > 0 {
+                metrics.count("quota", "cas_retries", u64::from(retries));
+            }
+        };
+        let service = policy.rate_limit_service.as_ref();
+        let (outcome, ask) = self.key_inputs(
             policy,
             ip.as_deref(),
             routed.claims.as_deref(),
             &routed.set_headers,
-            |inputs| q.caller_key(inputs),
+            |inputs| {
+                let outcome = q.check_local(&mut HostStore, inputs, now, &mut count);
+                let ask = match (&outcome, service) {
+                    (LocalOutcome::Passed { .. }, Some(s)) => {
+                        q.global_ask(&s.domain, &route.name, inputs)
+                    }
+                    _ => None,
+                };
+                (outcome, ask)
+            },
         );
-        let now = self.now_ms();
-        let check = q.check(&mut HostStore, &key, now);
-        let metrics = &routed.route.metrics;
-        metrics.count("quota", check.decision.label(), 1);
-        if check.cas_retries > 0 {
-            metrics.count("quota", "cas_retries", u64::from(check.cas_retries));
-        }
-        if let Some(rejection) = q.rejection(&check.decision) {
-            return Err(rejection);
-        }
-        // Under `report` the response goes to the client as sent.
-        if routed.route.mode == Mode::Enforce {
-            routed.quota_headers = q.success_headers(&check.decision);
+        let (taken, closest) = match outcome {
+            LocalOutcome::Refused(rejection) => return Err(rejection),
+            LocalOutcome::Passed { taken, closest } => (taken, closest),
+        };
+        match ask {
+            Some(ask) => {
+                routed.global = Some(Box::new(GlobalWait {
+                    ask,
+                    taken,
+                    closest,
+                    token: 0,
+                    started_ms: 0,
+                    body_done: false,
+                }));
+            }
+            // Under `report` the response goes to the client as sent.
+            None if route.mode == Mode::Enforce => {
+                routed.quota_headers = quota::closest_headers(closest);
+            }
+            None => {}
         }
         Ok(())
+    }
+
+    /// Asks the rate-limit service and holds the request until it answers (or
+    /// Envoy ends the call at `timeout_ms`).
+    fn ask_global(&mut self, policy: &Policy, hold: bool) -> Action {
+        let Some(service) = &policy.rate_limit_service else {
+            return self.global_answer(0, None);
+        };
+        let now = host::now_ms();
+        let Some(wait) = self.routed().and_then(|r| r.global.as_mut()) else {
+            return Action::Continue;
+        };
+        wait.started_ms = now;
+        let sent = host::dispatch_grpc_call(
+            &service.cluster,
+            rls::SERVICE,
+            rls::METHOD,
+            &wait.ask.message,
+            std::time::Duration::from_millis(service.timeout_ms),
+        );
+        match sent {
+            Ok(token) => {
+                wait.token = token;
+                if hold {
+                    // Watched for its body as any held request (the answer is
+                    // bounded by `timeout_ms` anyway).
+                    let _ = self.hold_headers(policy);
+                }
+                Action::Pause
+            }
+            Err(status) => {
+                log::warn!(
+                    "api-guard: the rate-limit service call could not start ({status:?}): \
+                     is cluster {:?} defined?",
+                    service.cluster
+                );
+                self.global_answer(0, None)
+            }
+        }
+    }
+
+    /// The service answered `token` (`None`: the call failed, with gRPC status
+    /// `status`; 0 when it never started). Decides, then answers the request or
+    /// lets it go on. Returns what the headers callback returns when the call
+    /// never started; from the gRPC callback the action is applied here.
+    fn global_answer(&mut self, status: u32, size: Option<usize>) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return Action::Continue;
+        };
+        let Some(routed) = self.routed() else {
+            return Action::Continue;
+        };
+        let Some(wait) = routed.global.take() else {
+            return Action::Continue;
+        };
+        let route = routed.route.clone();
+        let Some(q) = &route.quota else {
+            return Action::Continue;
+        };
+        let metrics = &route.metrics;
+        let now = host::now_ms();
+        let dispatched = wait.token != 0;
+        if dispatched {
+            metrics.record(
+                "quota",
+                "global_latency_ms",
+                now.saturating_sub(wait.started_ms),
+            );
+        }
+        let reply = match size {
+            Some(size) => {
+                let bytes = if size == 0 {
+                    Some(Vec::new())
+                } else if size > rls::MAX_REPLY_BYTES {
+                    None
+                } else {
+                    host::buffer(BufferType::GrpcReceiveBuffer, 0, size)
+                };
+                match bytes.map(|b| rls::decode_reply(&b)) {
+                    Some(Ok(reply)) => Some(reply),
+                    Some(Err(e)) => {
+                        metrics.count("quota", &format!("global_errors.{}", e.kind()), 1);
+                        None
+                    }
+                    None => {
+                        metrics.count("quota", "global_errors.malformed", 1);
+                        None
+                    }
+                }
+            }
+            None => {
+                let waited = now.saturating_sub(wait.started_ms);
+                let timeout = policy
+                    .rate_limit_service
+                    .as_ref()
+                    .map_or(0, |s| s.timeout_ms);
+                let kind = match status {
+                    _ if !dispatched => "global_errors.dispatch".to_string(),
+                    // Envoy ends a call at its timeout as an upstream timeout,
+                    // which reaches the module as UNAVAILABLE (14), not 4. Its
+                    // timer counts from the event loop's cached time, which can be
+                    // a few milliseconds older than the dispatch: hence the slack.
+                    // A service that is down answers within a millisecond or two.
+                    4 => "global_errors.timeout".to_string(),
+                    14 if waited.saturating_add(timeout / 5 + 2) >= timeout => {
+                        "global_errors.timeout".to_string()
+                    }
+                    14 => "global_errors.unavailable".to_string(),
+                    n => format!("global_errors.grpc_{n}"),
+                };
+                metrics.count("quota", &kind, 1);
+                None
+            }
+        };
+        let outcome = q.resolve(&wait.ask, reply.as_ref(), &mut HostStore, now);
+        for counter in &outcome.counters {
+            metrics.count("quota", counter, 1);
+        }
+        let from_callback = dispatched;
+        if let Some(rejection) = outcome.rejection {
+            q.refund(&mut HostStore, &wait.taken);
+            if let Some(action) = self.refuse(Some(&route), rejection) {
+                return action;
+            }
+            let action = self.pass_reported(Some(&route));
+            return self.release(from_callback, action);
+        }
+        let closest = quota::closest_of(wait.closest, outcome.closest);
+        let Some(routed) = self.routed() else {
+            return Action::Continue;
+        };
+        if route.mode == Mode::Enforce {
+            routed.quota_headers = quota::closest_headers(closest);
+        }
+        let action = match routed.request {
+            RequestStage::Holding { .. } if wait.body_done => self.finish_request_body(),
+            // The body callbacks hold and check the body.
+            RequestStage::Holding { .. } if policy.hold_at_headers => Action::Pause,
+            RequestStage::Holding { .. } => Action::Continue,
+            RequestStage::Forwarded => {
+                route.metrics.decision("allowed");
+                Action::Continue
+            }
+        };
+        self.release(from_callback, action)
+    }
+
+    /// Applies `action` to a request held for the service: from the gRPC
+    /// callback, `Continue` resumes it; from the headers callback it is returned.
+    fn release(&mut self, from_callback: bool, action: Action) -> Action {
+        if from_callback && action == Action::Continue {
+            host::resume_request();
+        }
+        action
     }
 }
 
@@ -1094,7 +1312,18 @@ fn shadow_pattern_key(method: &str, path: &NormalizedPath) -> String {
     format!("{method} {}", route::shadow_pattern(path))
 }
 
-impl Context for Filter {}
+impl Context for Filter {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let ours = self
+            .routed()
+            .and_then(|r| r.global.as_ref())
+            .is_some_and(|w| w.token == token_id);
+        if ours {
+            let size = (status_code == 0).then_some(response_size);
+            self.global_answer(status_code, size);
+        }
+    }
+}
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

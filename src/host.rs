@@ -468,6 +468,26 @@ pub fn dispatch_http_call(
     hostcalls::dispatch_http_call(cluster, headers, None, Vec::new(), timeout)
 }
 
+/// Dispatches a unary gRPC call (`message`: the serialized request) through an
+/// Envoy cluster; returns the call token. Envoy ends the call itself after
+/// `timeout` (status 4, `DEADLINE_EXCEEDED`).
+pub fn dispatch_grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    hostcalls::dispatch_grpc_call(cluster, service, method, Vec::new(), Some(message), timeout)
+}
+
+/// Lets a request held at its headers go on.
+pub fn resume_request() {
+    if let Err(s) = hostcalls::resume_http_request() {
+        log::warn!("resuming the request failed: {s:?}");
+    }
+}
+
 /// Defines a metric (idempotent in Envoy: the same name gives the same id).
 pub fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
     match hostcalls::define_metric(kind, name) {

@@ -124,8 +124,22 @@ impl RouteMetrics {
         self.count("decision", decision, 1);
     }
 
+    /// Records `value` in the histogram `apiguard.route.<route>.<area>.<name>`
+    /// (not batched: Envoy keeps the distribution).
+    pub fn record(&self, area: &'static str, name: &str, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, area, name) {
+            host::record_metric(id, value);
+        }
+    }
+
     /// Adds `n` to `apiguard.route.<route>.<area>.<counter>`.
     pub fn count(&self, area: &'static str, counter: &str, n: u64) {
+        if let Some(id) = self.id(MetricType::Counter, area, counter) {
+            count(id, n);
+        }
+    }
+
+    fn id(&self, kind: MetricType, area: &'static str, counter: &str) -> Option<u32> {
         let cached = self
             .ids
             .borrow()
@@ -136,9 +150,7 @@ impl RouteMetrics {
             Some(id) => id,
             None => {
                 let name = format!("apiguard.route.{}.{area}.{counter}", self.route);
-                let Some(id) = id(MetricType::Counter, &name) else {
-                    return;
-                };
+                let id = id(kind, &name)?;
                 self.ids
                     .borrow_mut()
                     .entry(area)
@@ -147,7 +159,7 @@ impl RouteMetrics {
                 id
             }
         };
-        count(id, n);
+        Some(id)
     }
 }
 

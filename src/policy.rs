@@ -16,7 +16,7 @@ use crate::http;
 use crate::jwt::{AuthPolicy, Providers};
 use crate::mask::{Issuer, ResponsePolicy};
 use crate::metrics::RouteMetrics;
-use crate::quota::QuotaPolicy;
+use crate::quota::{RateLimitService, RouteQuotas};
 use crate::request::{ParamPolicy, RequestPolicy, SchemaRegistry};
 use crate::route::{self, NormalizedPath, Params, PathTemplate};
 use std::rc::Rc;
@@ -33,8 +33,8 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     /// Authentication and authorization.
     pub auth: Option<AuthPolicy>,
-    /// Rate limit.
-    pub quota: Option<QuotaPolicy>,
+    /// Rate limits (one or several, local or global).
+    pub quota: Option<RouteQuotas>,
     /// Path, query and header parameters.
     pub parameters: Option<ParamPolicy>,
     /// Request body validation.
@@ -113,6 +113,8 @@ pub struct Policy {
     /// Where RS* and ES* signatures are verified; the root context decides with
     /// the host's check ([`crate::jwt::hostsig::choose`]).
     pub signature_backend: SignatureBackend,
+    /// The rate-limit service of global quotas.
+    pub rate_limit_service: Option<RateLimitService>,
 }
 
 impl Policy {
@@ -135,6 +137,7 @@ impl Policy {
                 }
             }
         }
+        let rate_limit_service = RateLimitService::compile(cfg.rate_limit_service.as_ref())?;
         let mut routes: Vec<Rc<Route>> = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
@@ -165,11 +168,12 @@ impl Policy {
                 None => None,
             };
             let quota = match &r.quota {
-                Some(q) => Some(QuotaPolicy::compile(
+                Some(q) => Some(RouteQuotas::compile(
                     q,
                     &cfg.quota_settings,
                     &r.name,
                     &format!("{base}.quota"),
+                    rate_limit_service.as_ref(),
                 )?),
                 None => None,
             };
@@ -257,6 +261,7 @@ impl Policy {
                 .iter()
                 .any(|r| r.request.is_some() || r.response.is_some()),
             signature_backend: SignatureBackend::from_name(cfg.signature_backend.as_deref())?,
+            rate_limit_service,
         })
     }
 

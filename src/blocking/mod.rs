@@ -258,6 +258,8 @@ impl BlockingPolicy {
                     by: r.by.clone(),
                     failure_mode: Default::default(),
                     headers_on_success: false,
+                    scope: None,
+                    tiers: None,
                 },
                 settings,
                 &format!("~b.{}", r.name),

@@ -8,7 +8,7 @@
 
 pub mod check;
 mod de;
-mod pbstruct;
+pub(crate) mod pbstruct;
 
 use crate::json;
 use serde::Deserialize;
@@ -160,6 +160,11 @@ pub struct PluginConfig {
     /// true`, which decides how bodies are held (see docs/configuration.md).
     #[serde(default = "default_true")]
     pub allow_on_headers_stop_iteration: bool,
+    /// `{cluster, domain, timeout_ms}`: the rate-limit service of global quotas,
+    /// checked by `quota::RateLimitService::compile` (a `Value`, for the same
+    /// reason as `mode`).
+    #[serde(default)]
+    pub rate_limit_service: Option<Value>,
     /// Where RS* and ES* signatures are verified: `auto`, `module` or `host`
     /// ([`SignatureBackend`], read by [`SignatureBackend::from_name`]).
     #[serde(default)]
@@ -489,9 +494,10 @@ pub struct RouteConfig {
     /// Authentication and authorization.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// Rate limit.
+    /// Rate limit: one [`QuotaConfig`] object or an array of them, read by
+    /// [`quota_entries`] (a `Value`: an untagged enum would cost module bytes).
     #[serde(default)]
-    pub quota: Option<QuotaConfig>,
+    pub quota: Option<Value>,
     /// Request body validation.
     #[serde(default)]
     pub request: Option<RequestConfig>,
@@ -601,6 +607,46 @@ pub struct QuotaConfig {
     /// Send `RateLimit-*` headers on admitted responses too.
     #[serde(default = "default_true")]
     pub headers_on_success: bool,
+    /// `local` (default) or `global`; text checked at compile time (see
+    /// [`PluginConfig::mode`] for why).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `{ "claim": <name>, "limits": { <value>: <limit> } }`, checked at compile time.
+    #[serde(default)]
+    pub tiers: Option<Value>,
+}
+
+/// The quota objects of `routes[N].quota` (an object or an array of objects), each
+/// with its config path (`routes[1].quota`, `routes[1].quota[0]`); `base` is the
+/// path of the `quota` field.
+pub fn quota_entries(value: &Value, base: &str) -> Result<Vec<(QuotaConfig, String)>, ConfigError> {
+    let one = |v: &Value, path: String| {
+        de::from_value::<QuotaConfig>(v)
+            .map(|q| (q, path.clone()))
+            .map_err(|e| {
+                let at = if e.path().is_empty() {
+                    path.clone()
+                } else {
+                    format!("{path}.{}", e.path())
+                };
+                ConfigError::new(at, clean_serde_message(e.message()))
+            })
+    };
+    match value {
+        Value::Array(items) if items.is_empty() => {
+            Err(ConfigError::new(base, "must hold at least one quota"))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| one(v, format!("{base}[{i}]")))
+            .collect(),
+        Value::Object(_) => Ok(vec![one(value, base.to_string())?]),
+        _ => Err(ConfigError::new(
+            base,
+            "expected a quota object or an array of quota objects",
+        )),
+    }
 }
 
 fn default_quota_by() -> String {
@@ -616,6 +662,8 @@ pub enum FailureMode {
     Closed,
     /// Let the request through and count it.
     Open,
+    /// Global quotas only: count in this Envoy's shared data instead.
+    Local,
 }
 
 /// `quota_settings`: store-wide limits.
@@ -908,9 +956,12 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named_with_its_path() {
-        let e = err(
-            r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#,
-        );
+        // `quota` is read at compile time (an object or an array).
+        let raw = r#"{"routes":[{"name":"a","match":{"path":"/a"},"quota":{"limit":"ten","window_seconds":1}}]}"#;
+        let e = match crate::policy::Policy::from_bytes(raw.as_bytes()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
         assert!(e.starts_with("routes[0].quota.limit: invalid type"), "{e}");
     }
 

@@ -26,21 +26,23 @@ pub fn decode_struct(bytes: &[u8]) -> Result<Value, String> {
     decode_struct_at(bytes, 0)
 }
 
-struct Reader<'a> {
+/// A protobuf wire-format reader over one message's bytes (also used by the
+/// rate-limit service's reply decoder, `quota::rls`).
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(crate) fn varint(&mut self) -> Result<u64, String> {
         let mut out: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = *self.buf.get(self.pos).ok_or("truncated varint")?;
@@ -53,25 +55,25 @@ impl<'a> Reader<'a> {
         Err("varint too long".into())
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).ok_or("length overflow")?;
         let s = self.buf.get(self.pos..end).ok_or("truncated field")?;
         self.pos = end;
         Ok(s)
     }
 
-    fn len_delimited(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn len_delimited(&mut self) -> Result<&'a [u8], String> {
         let n = usize::try_from(self.varint()?).map_err(|_| "length overflow")?;
         self.bytes(n)
     }
 
     /// Returns (field number, wire type).
-    fn tag(&mut self) -> Result<(u64, u8), String> {
+    pub(crate) fn tag(&mut self) -> Result<(u64, u8), String> {
         let t = self.varint()?;
         Ok((t >> 3, (t & 7) as u8))
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), String> {
+    pub(crate) fn skip(&mut self, wire: u8) -> Result<(), String> {
         match wire {
             0 => self.varint().map(|_| ()),
             1 => self.bytes(8).map(|_| ()),

@@ -215,6 +215,12 @@ impl ResponsePolicy {
             MAX_RESPONSE_BYTES_LIMIT,
             &format!("{path}.max_body_bytes"),
         )?;
+        if cfg.failure_mode == FailureMode::Local {
+            return Err(ConfigError::new(
+                format!("{path}.failure_mode"),
+                "expected `closed` or `open` (`local` is for global quotas)",
+            ));
+        }
         Ok(ResponsePolicy {
             rules,
             issues_tokens: !kinds.is_empty(),

@@ -92,10 +92,15 @@
 //! trustworthy as the header: a client that sets the header itself can rotate values
 //! (use it for headers set by a trusted hop). For `ip`, see [`client_ip`].
 
+mod global;
 mod key;
+pub mod rls;
 mod slot;
 mod store;
 
+pub use global::{
+    closest_headers, closest_of, GlobalAsk, LocalOutcome, RateLimitService, RouteQuotas, Taken,
+};
 pub use key::{client_ip, CallerKey, KeyBy, KeyInputs};
 pub use store::{MemoryStore, SharedStore, StoreError};
 
@@ -201,6 +206,72 @@ impl QuotaPolicy {
                 units_per_second: units_per_ms * 1000,
             },
         })
+    }
+
+    /// The same policy counting under `apiguard.q.<route_key>.<slot>`: the other
+    /// entries of an array quota and the local fallback of a global one each
+    /// have their own table, while the caller's key (and pseudonym) stays the
+    /// route's.
+    pub(crate) fn with_table(mut self, route_key: &str) -> QuotaPolicy {
+        self.key_prefix = format!("{KEY_PREFIX}{route_key}.");
+        self
+    }
+
+    /// The same policy with another `limit` (a tier), checked like `limit`;
+    /// `path` names the field in errors.
+    pub(crate) fn with_limit(&self, limit: u64, path: &str) -> Result<QuotaPolicy, ConfigError> {
+        in_range(limit, 1, MAX_LIMIT, path)?;
+        let mut p = self.clone();
+        let units_per_ms = u128::from(limit);
+        let window_ms = u128::from(self.window_seconds) * 1000;
+        p.limit = limit;
+        p.gcra = Gcra {
+            units_per_ms,
+            cost: window_ms,
+            capacity: window_ms * units_per_ms,
+            units_per_second: units_per_ms * 1000,
+        };
+        Ok(p)
+    }
+
+    /// Gives back the request [`QuotaPolicy::check`] admitted for `key`: the TAT
+    /// moves back by one request's cost, so the bucket holds at most what it
+    /// would have held had the request never been counted (never more). Used
+    /// when another limit of the same request refuses it. Best effort: a store
+    /// failure or a slot that no longer decodes leaves the count as it is (the
+    /// stricter outcome).
+    pub fn refund(&self, store: &mut dyn SharedStore, key: &CallerKey) {
+        let slot_key = self.slot_key(key);
+        for _ in 0..=self.max_cas_retries {
+            let Ok((Some(bytes), Some(cas))) = store.get(&slot_key) else {
+                return;
+            };
+            let Some(state) = SlotState::decode(&bytes) else {
+                return;
+            };
+            let frac = u128::from(state.tat_frac).min(self.gcra.units_per_ms);
+            let tat = u128::from(state.tat_ms) * self.gcra.units_per_ms + frac;
+            let back = self.state_at(state.owner, tat.saturating_sub(self.gcra.cost));
+            match store.set(&slot_key, &back.encode(), Some(cas)) {
+                Err(StoreError::CasMismatch) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Requests allowed per window (and the burst size).
+    pub(crate) fn limit_value(&self) -> u64 {
+        self.limit
+    }
+
+    /// Window length in seconds.
+    pub(crate) fn window(&self) -> u64 {
+        self.window_seconds
+    }
+
+    /// Whether admitted responses carry `RateLimit-*` headers.
+    pub(crate) fn sends_headers(&self) -> bool {
+        self.headers_on_success
     }
 
     /// Route name the policy belongs to.
@@ -442,7 +513,7 @@ impl QuotaPolicy {
                 reset: *reset_seconds,
             }),
             QuotaDecision::StoreError(_) => match self.failure_mode {
-                FailureMode::Closed => Some(Rejection::QuotaUnavailable),
+                FailureMode::Closed | FailureMode::Local => Some(Rejection::QuotaUnavailable),
                 FailureMode::Open => None,
             },
         }
@@ -450,6 +521,7 @@ impl QuotaPolicy {
 
     /// `RateLimit-*` headers for an admitted response, if `headers_on_success` is
     /// set (rejections get theirs from [`Rejection::render`]).
+    #[cfg(test)]
     pub(crate) fn success_headers(
         &self,
         decision: &QuotaDecision,

@@ -20,6 +20,8 @@ fn cfg(limit: u64, window_seconds: u64, by: &str) -> QuotaConfig {
         by: by.to_string(),
         failure_mode: FailureMode::Closed,
         headers_on_success: true,
+        scope: None,
+        tiers: None,
     }
 }
 
@@ -965,10 +967,15 @@ fn contract_json_compiles_with_defaults() {
         Err(e) => panic!("{e}"),
     };
     let route = &parsed.routes[0];
-    let q = route
-        .quota
-        .as_ref()
-        .map(|q| QuotaPolicy::compile(q, &parsed.quota_settings, &route.name, "routes[0].quota"));
+    let q = route.quota.as_ref().map(|q| {
+        let entries = crate::config::quota_entries(q, "routes[0].quota").unwrap();
+        QuotaPolicy::compile(
+            &entries[0].0,
+            &parsed.quota_settings,
+            &route.name,
+            "routes[0].quota",
+        )
+    });
     match q {
         Some(Ok(p)) => {
             assert_eq!(p.by(), &KeyBy::Claim("sub".into()));

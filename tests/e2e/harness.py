@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -413,3 +414,100 @@ def validate(plugin_config, as_struct=False):
                         "--component-log-level", "wasm:info"],
                        capture_output=True, text=True, timeout=120)
     return r.returncode, r.stdout + r.stderr
+
+
+# -- Redis and the rate-limit service (global quotas) --------------------------
+
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
+RLS_SERVER = os.path.join(ROOT, "tests", "rls", "server.py")
+
+
+class Service:
+    """A process started here (Redis, the rate-limit service): its port, and
+    `pause()`/`resume()` (SIGSTOP/SIGCONT) to make it hang."""
+
+    def __init__(self, proc, port, log_path):
+        self.proc = proc
+        self.port = port
+        self.log_path = log_path
+        self.paused = False
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        if self.paused and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self):
+        self.resume()
+        stop_process(self.proc)
+
+    def log(self):
+        return tail_file(self.log_path)
+
+
+def _wait_port(proc, port, log_path, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{tail_file(log_path)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"not listening on {port} in time:\n{tail_file(log_path)}")
+
+
+@contextlib.contextmanager
+def start_redis(timeout=10):
+    """Debian's `redis-server` on a free loopback port, without persistence;
+    yields a `Service`; stopped afterwards (SIGCONT first if paused)."""
+    port = closed_port()
+    workdir = tempfile.mkdtemp(prefix="apiguard-redis-")
+    log_path = os.path.join(workdir, "redis.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir],
+            stdout=log, stderr=subprocess.STDOUT)
+    svc = Service(proc, port, log_path)
+    try:
+        _wait_port(proc, port, log_path, timeout)
+        yield svc
+    finally:
+        svc.kill()
+
+
+@contextlib.contextmanager
+def start_rls(redis_port, limits, timeout=30):
+    """The test rate-limit service (tests/rls/server.py) counting in the Redis on
+    `redis_port`, with `limits` (a list in Limitador's limits-file shape); yields
+    a `Service`; stopped afterwards (SIGCONT first if paused)."""
+    workdir = tempfile.mkdtemp(prefix="apiguard-rls-")
+    limits_path = os.path.join(workdir, "limits.json")
+    with open(limits_path, "w") as f:
+        json.dump(limits, f)
+    log_path = os.path.join(workdir, "rls.log")
+    ready_path = os.path.join(workdir, "ready.txt")
+    with open(log_path, "w") as log, open(ready_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, RLS_SERVER, "--port", "0", "--limits", limits_path, "--log-requests",
+             "--redis", f"redis://127.0.0.1:{redis_port}"],
+            stdout=out, stderr=log)
+    svc = Service(proc, None, log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while svc.port is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rate-limit service did not start:\n{tail_file(log_path)}")
+            with open(ready_path) as f:
+                m = re.search(r"READY (\d+)", f.read())
+            if m:
+                svc.port = int(m.group(1))
+            else:
+                time.sleep(0.05)
+        yield svc
+    finally:
+        svc.kill()
