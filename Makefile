@@ -24,13 +24,13 @@ export CONFORMANCE_DIR
 # profile (Cargo.toml), never part of the module.
 OPENAPI_BIN := target/openapi/api-guard-openapi
 # rustc's wasm32 defaults use these proposals; binaryen must be told (V8 refuses
-# modules optimised with --all-features). `-ocimfs 1000`: binaryen inlines a function
-# with one caller only up to 1,000 bytes (default: any size), which otherwise builds
-# two functions of about 70 KB. Envoy's V8 compiles every function with TurboFan as
-# the module loads, and the compiler's memory for such a function stays in Envoy's
-# allocator: about 19 MB more RSS, for a module 143 bytes larger without the limit
-# (docs/performance.md, "Memory").
-WASM_OPT_FLAGS := -Oz -ocimfs 1000 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+# modules optimised with --all-features). `-ocimfs 150`: binaryen inlines a function
+# with one caller only up to 150 bytes (default: any size), which otherwise builds
+# functions of up to 70 KB. Envoy's V8 compiles every function with TurboFan as the
+# module loads, and the compiler's memory for the largest functions stays in Envoy's
+# allocator: 145-147 MB RSS without the limit, 127-129 with 1000, 120-121 with 150,
+# for 2.3 KB more module (docs/performance.md, "Memory").
+WASM_OPT_FLAGS := -Oz -ocimfs 150 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
                   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 export CARGO_TERM_COLOR ?= never
 
