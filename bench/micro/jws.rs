@@ -14,9 +14,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::json;
 use std::hint::black_box;
-use std::time::Instant;
 
-const ROUNDS: usize = 5;
+#[path = "rounds.rs"]
+mod rounds;
+use rounds::time;
 
 fn token(alg: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
     let input = format!(
@@ -32,23 +33,6 @@ fn keys(crv: &str, point: &[u8], half: usize) -> KeySet {
     let (x, y) = point[1..].split_at(half);
     let jwk = json!({"kty": "EC", "crv": crv, "kid": "k", "x": B64.encode(x), "y": B64.encode(y)});
     KeySet::from_jwks_strict(&json!({ "keys": [jwk] }), &KeyRules::default()).unwrap()
-}
-
-fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        for _ in 0..iterations {
-            f();
-        }
-        rounds.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(iterations));
-    }
-    rounds.sort_by(f64::total_cmp);
-    println!(
-        "{label:<40} best {:>8.1} µs  median {:>8.1} µs",
-        rounds[0],
-        rounds[ROUNDS / 2]
-    );
 }
 
 fn main() {

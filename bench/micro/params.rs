@@ -15,32 +15,16 @@
 use api_guard::api::{param_policy, ParamInputs, ParamPolicy, SchemaRegistry};
 use serde_json::json;
 use std::hint::black_box;
-use std::time::Instant;
 
-const ROUNDS: usize = 5;
+#[path = "rounds.rs"]
+mod rounds;
+use rounds::time;
 
 fn policy(parameters: serde_json::Value) -> ParamPolicy {
     let request = json!({ "additional_query": "deny", "parameters": parameters });
     param_policy(&request, "/api/items/{id}", &SchemaRegistry::default())
         .unwrap()
         .unwrap()
-}
-
-fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        for _ in 0..iterations {
-            f();
-        }
-        rounds.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(iterations));
-    }
-    rounds.sort_by(f64::total_cmp);
-    println!(
-        "{label:<48} best {:>7.2} µs  median {:>7.2} µs",
-        rounds[0],
-        rounds[ROUNDS / 2]
-    );
 }
 
 fn main() {

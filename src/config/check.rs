@@ -5,6 +5,7 @@
 
 use super::ConfigError;
 use crate::http;
+use serde_json::Value;
 use std::fmt::Display;
 
 /// Longest name that becomes part of a metric name (routes, providers, detectors).
@@ -92,6 +93,24 @@ pub fn metric_name(
 /// At most 64 characters of a configured value, for an error message.
 pub fn clip(value: &str) -> String {
     value.chars().take(64).collect()
+}
+
+/// `v` as an object with no member outside `allowed`.
+pub fn object<'a>(
+    v: &'a Value,
+    path: &str,
+    allowed: &[&str],
+) -> Result<&'a serde_json::Map<String, Value>, ConfigError> {
+    let Some(o) = v.as_object() else {
+        return Err(ConfigError::new(path, "must be an object"));
+    };
+    if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ConfigError::new(
+            format!("{path}.{}", clip(k)),
+            format!("unknown field, expected one of {}", allowed.join(", ")),
+        ));
+    }
+    Ok(o)
 }
 
 #[cfg(test)]

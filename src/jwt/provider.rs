@@ -583,24 +583,6 @@ fn compile_other(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigError
     })
 }
 
-/// `v` as an object with no member outside `allowed`.
-fn object<'a>(
-    v: &'a Value,
-    path: &str,
-    allowed: &[&str],
-) -> Result<&'a serde_json::Map<String, Value>, ConfigError> {
-    let Some(o) = v.as_object() else {
-        return Err(ConfigError::new(path, "must be an object"));
-    };
-    if let Some(k) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ConfigError::new(
-            format!("{path}.{}", check::clip(k)),
-            format!("unknown field, expected one of {}", allowed.join(", ")),
-        ));
-    }
-    Ok(o)
-}
-
 /// Member `key` of `o` as a list of non-empty strings (absent: empty).
 fn strings<'a>(
     o: &'a serde_json::Map<String, Value>,
@@ -632,7 +614,7 @@ fn strings<'a>(
 }
 
 fn compile_peer(v: &Value, path: &str) -> Result<Vec<PeerId>, ConfigError> {
-    let o = object(v, path, &["spiffe_ids"])?;
+    let o = check::object(v, path, &["spiffe_ids"])?;
     let ids = strings(o, "spiffe_ids", path)?;
     if ids.is_empty() {
         return Err(ConfigError::new(
@@ -671,7 +653,7 @@ fn compile_peer(v: &Value, path: &str) -> Result<Vec<PeerId>, ConfigError> {
 type ApiKeyParts = (ApiKeys, Vec<TokenSource>, bool);
 
 fn compile_api_key(v: &Value, path: &str) -> Result<ApiKeyParts, ConfigError> {
-    let o = object(
+    let o = check::object(
         v,
         path,
         &["keys", "remote", "from_headers", "from_params", "forward"],
@@ -687,7 +669,7 @@ fn compile_api_key(v: &Value, path: &str) -> Result<ApiKeyParts, ConfigError> {
         };
         for (i, item) in list.iter().enumerate() {
             let ip = format!("{at}[{i}]");
-            let ho = object(item, &ip, &["name", "value_prefix"])?;
+            let ho = check::object(item, &ip, &["name", "value_prefix"])?;
             let Some(n) = ho.get("name").and_then(Value::as_str) else {
                 return Err(ConfigError::new(
                     format!("{ip}.name"),
@@ -758,7 +740,7 @@ pub fn parse_api_keys(v: &Value, path: &str) -> Result<Vec<ApiKey>, ConfigError>
     let mut ids: Vec<&str> = Vec::new();
     for (i, item) in list.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        let ko = object(item, &at, &["id", "sha256", "claims"])?;
+        let ko = check::object(item, &at, &["id", "sha256", "claims"])?;
         let id = match ko.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() && id.len() <= MAX_IDENTITY_BYTES => id,
             _ => {
@@ -812,7 +794,7 @@ pub fn parse_api_keys(v: &Value, path: &str) -> Result<Vec<ApiKey>, ConfigError>
 
 /// `api_key.remote`: the fields of `jwks.remote`.
 fn remote_keys(v: &Value, path: &str) -> Result<RemoteJwks, ConfigError> {
-    let o = object(
+    let o = check::object(
         v,
         path,
         &[

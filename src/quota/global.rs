@@ -18,7 +18,7 @@
 use super::rls::{DescriptorStatus, Reply};
 use super::{CallerKey, KeyBy, KeyInputs, QuotaDecision, QuotaPolicy, SharedStore};
 use crate::authz::{lookup_claim, scalar_text, Claims};
-use crate::config::check::in_range;
+use crate::config::check::{self, in_range};
 use crate::config::{quota_entries, ConfigError, FailureMode, QuotaSettings};
 use crate::reply::Rejection;
 use serde_json::Value;
@@ -50,21 +50,7 @@ impl RateLimitService {
         let Some(value) = value else {
             return Ok(None);
         };
-        let Value::Object(map) = value else {
-            return Err(ConfigError::new(
-                BASE,
-                "expected an object with `cluster` and `domain`",
-            ));
-        };
-        if let Some(k) = map
-            .keys()
-            .find(|k| !matches!(k.as_str(), "cluster" | "domain" | "timeout_ms"))
-        {
-            return Err(ConfigError::new(
-                format!("{BASE}.{k}"),
-                "unknown field, expected one of `cluster`, `domain`, `timeout_ms`",
-            ));
-        }
+        let map = check::object(value, BASE, &["cluster", "domain", "timeout_ms"])?;
         let text = |name: &str| -> Result<String, ConfigError> {
             match map.get(name) {
                 Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(s.clone()),
@@ -503,21 +489,7 @@ fn closer(closest: &mut Option<(QuotaDecision, bool)>, decision: QuotaDecision, 
 
 /// Compiles `quota.tiers`: `{ "claim": <name>, "limits": { <value>: <limit> } }`.
 fn compile_tiers(value: &Value, base: &QuotaPolicy, path: &str) -> Result<Tiers, ConfigError> {
-    let Value::Object(map) = value else {
-        return Err(ConfigError::new(
-            path,
-            "expected an object with `claim` and `limits`",
-        ));
-    };
-    if let Some(k) = map
-        .keys()
-        .find(|k| !matches!(k.as_str(), "claim" | "limits"))
-    {
-        return Err(ConfigError::new(
-            format!("{path}.{k}"),
-            "unknown field, expected `claim` or `limits`",
-        ));
-    }
+    let map = check::object(value, path, &["claim", "limits"])?;
     let claim = match map.get("claim") {
         Some(Value::String(c)) if !c.is_empty() && c.trim() == c => c.clone(),
         Some(_) => {
@@ -615,7 +587,7 @@ mod tests {
         assert_eq!(ok.unwrap().unwrap().timeout_ms, DEFAULT_RLS_TIMEOUT_MS);
         assert_eq!(RateLimitService::compile(None).unwrap(), None);
         for (v, want) in [
-            (json!("x"), "rate_limit_service: expected an object"),
+            (json!("x"), "rate_limit_service: must be an object"),
             (
                 json!({"cluster": "c"}),
                 "rate_limit_service: missing field `domain`",
