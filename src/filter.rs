@@ -1084,10 +1084,12 @@ impl Filter {
                 .get("content-length")
                 .and_then(|v| v.trim().parse::<u64>().ok()),
             end_of_stream,
+            as_sent: routed.route.mode == Mode::Report,
         };
         let withhold = match rp.plan(&head) {
             ResponsePlan::Pass => return Action::Continue,
             ResponsePlan::PassUnmasked(reason) => {
+                routed.response = ResponseStage::Untouched;
                 routed
                     .route
                     .metrics
@@ -1103,18 +1105,7 @@ impl Filter {
                 // Nothing to hold: the verdict is known from the headers.
                 routed.response = ResponseStage::Untouched;
                 let route = routed.route.clone();
-                let reason = rejection.reason();
-                if matches!(reason, "compressed" | "partial") {
-                    // Under `enforce` the filter would have asked for the whole
-                    // document in identity encoding; under `report` it left the
-                    // request as sent, so this body is not a refusal it would
-                    // have made, only one it cannot judge.
-                    route
-                        .metrics
-                        .count("response", &format!("unmasked.{reason}"), 1);
-                } else {
-                    self.refusal(Some(&route), &rejection);
-                }
+                self.refusal(Some(&route), &rejection);
                 return Action::Continue;
             }
         }

@@ -7,7 +7,7 @@
 use crate::audit::AuditPolicy;
 use crate::blocking::{BlockingPolicy, RouteInfo};
 use crate::cloak::{CloakKeys, RouteCloak};
-use crate::config::check::{self, NameChars, MAX_METRIC_NAME};
+use crate::config::check;
 use crate::config::{
     self, ClientIpConfig, ConfigError, Mode, PluginConfig, SecurityHeadersConfig, Semicolons,
     SignatureBackend, Unmatched,
@@ -141,18 +141,12 @@ impl Policy {
         let mut routes: Vec<Rc<Route>> = Vec::with_capacity(cfg.routes.len());
         for (i, r) in cfg.routes.iter().enumerate() {
             let base = format!("routes[{i}]");
-            check::metric_name(
+            check::entry_name(
                 &r.name,
-                MAX_METRIC_NAME,
-                NameChars::Mixed,
-                &format!("{base}.name"),
+                routes.iter().map(|o| o.name.as_str()),
+                &base,
+                "routes",
             )?;
-            if let Some(j) = routes.iter().position(|o| o.name == r.name) {
-                return Err(ConfigError::new(
-                    format!("{base}.name"),
-                    format!("{:?} is already the name of routes[{j}]", r.name),
-                ));
-            }
             let template = PathTemplate::parse(&r.matcher.path, &format!("{base}.match.path"))?;
             let methods = match &r.matcher.methods {
                 Some(m) => Some(route::parse_methods(m, &format!("{base}.match.methods"))?),

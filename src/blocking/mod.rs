@@ -41,7 +41,7 @@
 //! Blocking fails open: when shared data fails, the event is not counted and no
 //! request is refused for it (a store outage must not lock every caller out).
 
-use crate::config::check::{self, in_range, NameChars};
+use crate::config::check::{self, in_range};
 use crate::config::{BlockingConfig, ConfigError, Mode, QuotaConfig, QuotaSettings};
 use crate::quota::{anchor_cas, CallerKey, KeyBy, KeyInputs, QuotaDecision, QuotaPolicy};
 use crate::quota::{SharedStore, StoreError};
@@ -136,18 +136,12 @@ impl BlockingPolicy {
         let mut rules: Vec<Rule> = Vec::with_capacity(cfg.rules.len());
         for (i, r) in cfg.rules.iter().enumerate() {
             let base = format!("blocking.rules[{i}]");
-            check::metric_name(
+            check::entry_name(
                 &r.name,
-                check::MAX_METRIC_NAME,
-                NameChars::Mixed,
-                &format!("{base}.name"),
+                rules.iter().map(|o| o.name.as_str()),
+                &base,
+                "blocking.rules",
             )?;
-            if let Some(j) = rules.iter().position(|o| o.name == r.name) {
-                return Err(ConfigError::new(
-                    format!("{base}.name"),
-                    format!("{:?} is already the name of blocking.rules[{j}]", r.name),
-                ));
-            }
             let route_ids = match &r.routes {
                 None => None,
                 Some(names) if names.is_empty() => {

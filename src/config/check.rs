@@ -90,6 +90,25 @@ pub fn metric_name(
     ))
 }
 
+/// The `name` of entry `base` (`routes[2]`) of a list whose earlier names are
+/// `earlier`: a metric-name part ([`metric_name`]) that no earlier entry has.
+pub fn entry_name<'a>(
+    name: &str,
+    earlier: impl Iterator<Item = &'a str>,
+    base: &str,
+    list: &str,
+) -> Result<(), ConfigError> {
+    let field = format!("{base}.name");
+    metric_name(name, MAX_METRIC_NAME, NameChars::Mixed, &field)?;
+    match earlier.enumerate().find(|(_, n)| *n == name) {
+        Some((j, _)) => Err(ConfigError::new(
+            field,
+            format!("{name:?} is already the name of {list}[{j}]"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// At most 64 characters of a configured value, for an error message.
 pub fn clip(value: &str) -> String {
     value.chars().take(64).collect()

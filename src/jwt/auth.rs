@@ -1376,7 +1376,6 @@ mod identity_tests {
     use crate::jwt::jwks::Algorithm;
     use crate::jwt::testkeys::{self, mint};
     use serde_json::json;
-    use std::cell::Cell;
     use std::collections::BTreeMap;
 
     const NOW: u64 = 1_700_000_000;
@@ -1407,45 +1406,14 @@ mod identity_tests {
         AuthPolicy::compile(&cfg, &providers(), &[], "routes[0].auth").unwrap()
     }
 
-    #[derive(Default)]
-    struct Conn {
-        headers: BTreeMap<String, String>,
-        query: Option<String>,
-        /// `None`: not mTLS.
-        san: Option<Option<String>>,
-        cert: Option<String>,
-        san_reads: Cell<u32>,
-        cert_reads: Cell<u32>,
-    }
+    use crate::jwt::extract::tests::FakeRequest as Conn;
 
-    impl Conn {
-        fn peer(san: Option<&str>) -> Conn {
-            Conn {
-                san: Some(san.map(str::to_string)),
-                cert: Some(CERT_HEX.to_string()),
-                ..Conn::default()
-            }
-        }
-        fn header(mut self, k: &str, v: &str) -> Conn {
-            self.headers.insert(k.to_string(), v.to_string());
-            self
-        }
-    }
-
-    impl RequestTokens for Conn {
-        fn header(&self, name: &str) -> Option<String> {
-            self.headers.get(name).cloned()
-        }
-        fn query(&self) -> Option<&str> {
-            self.query.as_deref()
-        }
-        fn peer_uri_san(&self) -> Option<Option<String>> {
-            self.san_reads.set(self.san_reads.get() + 1);
-            self.san.clone()
-        }
-        fn peer_cert_sha256(&self) -> Option<String> {
-            self.cert_reads.set(self.cert_reads.get() + 1);
-            self.cert.clone()
+    /// A request over mTLS from a peer with this URI SAN and the test certificate.
+    fn peer(san: Option<&str>) -> Conn {
+        Conn {
+            san: Some(san.map(str::to_string)),
+            cert: Some(CERT_HEX.to_string()),
+            ..Conn::default()
         }
     }
 
@@ -1499,9 +1467,9 @@ mod identity_tests {
     fn peers_listed_wildcard_unlisted_and_absent() {
         let p = policy(json!("mesh"));
         let web = "spiffe://cluster.local/ns/shop/sa/web";
-        assert_eq!(result(run(&p, &Conn::peer(Some(web)))), Ok(web.to_string()));
+        assert_eq!(result(run(&p, &peer(Some(web)))), Ok(web.to_string()));
         let ops = "spiffe://cluster.local/ns/ops/sa/cron";
-        assert_eq!(result(run(&p, &Conn::peer(Some(ops)))), Ok(ops.to_string()));
+        assert_eq!(result(run(&p, &peer(Some(ops)))), Ok(ops.to_string()));
         let forbidden = Err(("peer", "mesh".to_string(), 403));
         for san in [
             Some("spiffe://cluster.local/ns/shop/sa/web2"),
@@ -1510,7 +1478,7 @@ mod identity_tests {
             Some("spiffe://cluster.local/ns/shop/sa/we"),
             None,
         ] {
-            assert_eq!(result(run(&p, &Conn::peer(san))), forbidden, "{san:?}");
+            assert_eq!(result(run(&p, &peer(san))), forbidden, "{san:?}");
         }
         let missing = Err(("missing", "mesh".to_string(), 401));
         assert_eq!(result(run(&p, &Conn::default())), missing);
@@ -1521,14 +1489,14 @@ mod identity_tests {
 
     #[test]
     fn peer_properties_are_read_once_and_only_when_needed() {
-        let c = Conn::peer(Some("spiffe://cluster.local/ns/shop/sa/web"));
+        let c = peer(Some("spiffe://cluster.local/ns/shop/sa/web"));
         run(
             &policy(json!({"any": ["mesh", {"all": ["mesh", "mesh"]}]})),
             &c,
         )
         .unwrap();
         assert_eq!((c.san_reads.get(), c.cert_reads.get()), (1, 0));
-        let c = Conn::peer(None).header(
+        let c = peer(None).header(
             "authorization",
             &format!("Bearer {}", token("https://main/", None)),
         );
@@ -1542,20 +1510,17 @@ mod identity_tests {
         let jwt = format!("Bearer {}", token("https://main/", None));
         let all = policy(json!({"all": ["mesh", "main"]}));
         assert_eq!(
-            result(run(
-                &all,
-                &Conn::peer(Some(web)).header("authorization", &jwt)
-            )),
+            result(run(&all, &peer(Some(web)).header("authorization", &jwt))),
             Ok(web.to_string())
         );
         assert_eq!(
-            result(run(&all, &Conn::peer(Some(web)))),
+            result(run(&all, &peer(Some(web)))),
             Err(("missing", "main".to_string(), 401))
         );
         assert_eq!(
             result(run(
                 &all,
-                &Conn::peer(Some("spiffe://x/y")).header("authorization", &jwt)
+                &peer(Some("spiffe://x/y")).header("authorization", &jwt)
             )),
             Err(("peer", "mesh".to_string(), 403))
         );
@@ -1569,11 +1534,11 @@ mod identity_tests {
         assert_eq!(
             result(run(
                 &any,
-                &Conn::peer(Some("spiffe://x/y")).header("authorization", &jwt)
+                &peer(Some("spiffe://x/y")).header("authorization", &jwt)
             )),
             Ok("alice".to_string())
         );
-        let o = run(&any, &Conn::peer(Some(web)).header("authorization", &jwt)).unwrap();
+        let o = run(&any, &peer(Some(web)).header("authorization", &jwt)).unwrap();
         assert_eq!(o.provider.as_deref(), Some("mesh"));
         assert_eq!(o.identities.len(), 2);
     }
@@ -1646,8 +1611,7 @@ mod identity_tests {
             Some(json!({"x5t#S256": thumbprint(&other)})),
         );
         let unbound = token("https://bound/", None);
-        let with =
-            |t: &str| Conn::peer(Some("spiffe://x/y")).header("x-bound", &format!("Bearer {t}"));
+        let with = |t: &str| peer(Some("spiffe://x/y")).header("x-bound", &format!("Bearer {t}"));
         let c = with(&right);
         assert_eq!(result(run(&p, &c)), Ok("alice".to_string()));
         assert_eq!((c.san_reads.get(), c.cert_reads.get()), (0, 1));
@@ -1719,7 +1683,7 @@ mod identity_tests {
         );
         let keys = KeyStore::new(&providers(), NOW);
         let mut cache = TokenCache::new(16);
-        let mut c = Conn::peer(None).header("x-bound", &format!("Bearer {right}"));
+        let mut c = peer(None).header("x-bound", &format!("Bearer {right}"));
         assert!(p
             .authenticate(&c, &keys, &mut cache, &Verifier::module(), NOW)
             .is_ok());

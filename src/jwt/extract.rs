@@ -278,13 +278,20 @@ pub fn remove_cookies(cookie_header: &str, names: &[String]) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::cell::Cell;
     use std::collections::BTreeMap;
 
-    /// A request for tests: lowercase header names, one value each, and a query.
+    /// A request for tests: lowercase header names, one value each, a query, and
+    /// the mTLS peer, whose reads are counted.
     #[derive(Debug, Default, Clone)]
     pub struct FakeRequest {
         pub headers: BTreeMap<String, String>,
         pub query: Option<String>,
+        /// `None`: not mTLS.
+        pub san: Option<Option<String>>,
+        pub cert: Option<String>,
+        pub san_reads: Cell<u32>,
+        pub cert_reads: Cell<u32>,
     }
 
     impl FakeRequest {
@@ -307,6 +314,14 @@ pub(crate) mod tests {
         }
         fn query(&self) -> Option<&str> {
             self.query.as_deref()
+        }
+        fn peer_uri_san(&self) -> Option<Option<String>> {
+            self.san_reads.set(self.san_reads.get() + 1);
+            self.san.clone()
+        }
+        fn peer_cert_sha256(&self) -> Option<String> {
+            self.cert_reads.set(self.cert_reads.get() + 1);
+            self.cert.clone()
         }
     }
 

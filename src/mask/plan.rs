@@ -29,6 +29,10 @@ pub struct ResponseHead<'a> {
     pub content_length: Option<u64>,
     /// The headers ended the stream: there is no body.
     pub end_of_stream: bool,
+    /// The request went upstream as the client sent it (`mode: report`): the filter
+    /// did not ask for the whole document in identity encoding, so a partial or
+    /// compressed body is one it cannot judge, not one it would refuse.
+    pub as_sent: bool,
 }
 
 /// What to do with a response on a route that masks for this caller.
@@ -47,11 +51,24 @@ pub enum ResponsePlan {
     Withhold(Rejection),
 }
 
+/// No `content-encoding`, or `identity`.
+fn is_identity(encoding: Option<&str>) -> bool {
+    let encoding = encoding.unwrap_or("").trim();
+    encoding.is_empty() || encoding.eq_ignore_ascii_case("identity")
+}
+
 impl ResponsePolicy {
     /// Decides at response headers.
     pub(crate) fn plan(&self, head: &ResponseHead<'_>) -> ResponsePlan {
         if head.end_of_stream || !self.applies_to_status(head.status) {
             return ResponsePlan::Pass;
+        }
+        if head.as_sent && (head.status == 206 || !is_identity(head.content_encoding)) {
+            return ResponsePlan::PassUnmasked(if head.status == 206 {
+                "partial"
+            } else {
+                "compressed"
+            });
         }
         if head.status == 206 {
             // A slice of the document: valid JSON, perhaps, but its root is not `$`.
@@ -63,8 +80,7 @@ impl ResponsePolicy {
                 ),
             );
         }
-        let encoding = head.content_encoding.unwrap_or("").trim();
-        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        if !is_identity(head.content_encoding) {
             return self.unmaskable(
                 head.status,
                 withheld(
@@ -221,6 +237,22 @@ mod tests {
             ..head(200, "application/json")
         };
         assert_eq!(p.plan(&identity), ResponsePlan::Hold);
+        // Under `report` the filter asked for neither the whole document nor
+        // identity: such bodies pass unmasked, whatever the failure mode.
+        let as_sent = |h: ResponseHead<'static>| ResponseHead { as_sent: true, ..h };
+        assert_eq!(
+            p.plan(&as_sent(head(206, "application/json"))),
+            ResponsePlan::PassUnmasked("partial")
+        );
+        let gzip = ResponseHead {
+            content_encoding: Some("gzip"),
+            ..head(200, "application/json")
+        };
+        assert_eq!(
+            p.plan(&as_sent(gzip)),
+            ResponsePlan::PassUnmasked("compressed")
+        );
+        assert_eq!(p.plan(&as_sent(identity)), ResponsePlan::Hold);
     }
 
     #[test]
