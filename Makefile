@@ -203,10 +203,13 @@ checks: image ## Repository checks without Envoy: markdown tables, the OCI image
 
 test: setup fmt-check clippy doc unit conformance checks fuzz-ci openapi-test e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, repository checks, fuzzing, the OpenAPI importer, end-to-end
 
-bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick)
+bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick, ARGS=--profile)
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
 	  apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
 	  { echo "error: wrk not installed (Debian package wrk)"; exit 1; }
+	@case "$(ARGS)" in *--profile*) command -v perf >/dev/null || { command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; } || \
+	  { echo "error: perf not installed (Debian package linux-perf)"; exit 1; } ;; esac
 	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 clean: ## Remove build outputs (keeps .venv)

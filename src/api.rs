@@ -19,6 +19,14 @@ pub use crate::quota::{CallerKey, KeyInputs, MemoryStore, QuotaPolicy};
 pub use crate::reply::Rejection;
 pub use crate::request::{parse_body, ParamInputs, ParamPolicy, RequestPolicy, SchemaRegistry};
 
+/// A fresh root context, as the module makes one for Envoy: the whole-filter bench
+/// (bench/micro/filter.rs) configures it and drives its HTTP contexts through the
+/// SDK's traits over an in-memory host.
+pub fn root_context() -> Box<dyn proxy_wasm::traits::RootContext> {
+    crate::logging::init();
+    Box::new(crate::root::Root::default())
+}
+
 fn section<T: serde::de::DeserializeOwned>(json: &Value) -> Result<T, String> {
     serde_json::from_value(json.clone()).map_err(|e| e.to_string())
 }

@@ -181,7 +181,7 @@ impl Headers {
     }
 
     /// Indexes a serialized map; `None` if it is malformed.
-    pub(crate) fn parse(bytes: Vec<u8>) -> Option<Headers> {
+    pub(crate) fn parse(mut bytes: Vec<u8>) -> Option<Headers> {
         if bytes.is_empty() {
             return Some(Headers::default());
         }
@@ -198,6 +198,13 @@ impl Headers {
                 return None;
             }
             entries.push((name, value));
+        }
+        // The length table is binary (a length of 128 or more is not UTF-8): blanked
+        // before the check, so only the names and values decide whether the map
+        // takes the lossy path. A token or cookie header is that long in most
+        // requests.
+        if let Some(table) = bytes.get_mut(..count * 8 + 4) {
+            table.fill(0);
         }
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
@@ -582,6 +589,21 @@ mod tests {
         assert_eq!(h.joined("cookie", "; ").as_deref(), Some("a=1; b=2"));
         assert!(h.contains("cookie") && !h.contains("authorization"));
         assert_eq!(h.get("authorization"), None);
+    }
+
+    #[test]
+    fn long_values_keep_the_hosts_buffer() {
+        // A 200-byte value puts 0xc8 0x00 in the length table: not UTF-8, yet the
+        // map is text and is kept as it came, not rebuilt.
+        let token = format!("Bearer {}", "a".repeat(193));
+        let raw = super::serialize(&[(":path", b"/a"), ("authorization", token.as_bytes())]);
+        let at = raw.as_ptr();
+        let Some(h) = Headers::parse(raw) else {
+            unreachable!("a valid map was refused");
+        };
+        assert_eq!(h.text.as_ptr(), at, "the map was copied");
+        assert_eq!(h.first("authorization"), Some(token.as_str()));
+        assert_eq!(h.first(":path"), Some("/a"));
     }
 
     #[test]

@@ -340,8 +340,11 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
     if !path.starts_with('/') {
         return Err("request path must start with '/'");
     }
-    // (decoded segment, its wire form)
-    let mut segments: Vec<(String, String)> = Vec::new();
+    let mut segments: Vec<String> = Vec::new();
+    // Built as the segments are kept: a segment's wire form never holds a '/' (it
+    // came from splitting on '/', and an encoded one stays encoded), so `..` cuts
+    // `encoded` back to its last '/'.
+    let mut encoded = String::with_capacity(path.len());
     for seg in path.split('/') {
         let name = match semicolons {
             Semicolons::Reject if seg.contains(';') => {
@@ -360,22 +363,20 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
         match decoded.as_str() {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                if segments.pop().is_some() {
+                    let cut = encoded.rfind('/').unwrap_or(0);
+                    encoded.truncate(cut);
+                }
             }
             _ => {
                 if segments.len() >= MAX_SEGMENTS {
                     return Err("request path has too many segments");
                 }
-                let mut wire = String::with_capacity(seg.len());
-                wire_form(seg, &mut wire);
-                segments.push((decoded, wire));
+                encoded.push('/');
+                wire_form(seg, &mut encoded);
+                segments.push(decoded);
             }
         }
-    }
-    let mut encoded = String::with_capacity(path.len());
-    for (_, wire) in &segments {
-        encoded.push('/');
-        encoded.push_str(wire);
     }
     if encoded.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
         // Keep a trailing slash: upstreams often treat `/a/` and `/a` differently.
@@ -383,7 +384,7 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
     }
     let changed = encoded != path;
     Ok(NormalizedPath {
-        segments: segments.into_iter().map(|(decoded, _)| decoded).collect(),
+        segments,
         encoded,
         query: query.to_string(),
         changed,

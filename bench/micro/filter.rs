@@ -1,0 +1,845 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The host functions' safety contract is the proxy-wasm ABI's (every pointer valid
+// for its size, result pointers writable), stated once here rather than on each.
+#![allow(clippy::missing_safety_doc)]
+//! The whole filter per request, without Envoy: the module's own work on the open
+//! route and on a route with a cached ES256 token, through the SDK's context traits
+//! as its dispatcher calls them, with the host functions answered here from memory. What Envoy's host calls cost is
+//! measured apart (`make bench ARGS=--hostcalls`); this bench counts them per
+//! request and times everything else, and natively `perf record` names the
+//! functions (no JIT frames to guess at).
+//!
+//! `cargo bench --bench filter`; for a profile: `perf record -g` on the bench
+//! binary with `FILTER_BENCH_ONLY=<label prefix>`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::Action;
+use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[path = "rounds.rs"]
+mod rounds;
+
+/// The system allocator, counting allocations (a reallocation counts as one) while
+/// `COUNTING` is set.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// With `FILTER_BENCH_TRACE` set, where each counted allocation was made: the
+/// first frame in the library (debug info: `CARGO_PROFILE_BENCH_STRIP=false
+/// CARGO_PROFILE_BENCH_DEBUG=1`).
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+fn counted() {
+    if !COUNTING.load(Ordering::Relaxed) {
+        return;
+    }
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    if TRACING.load(Ordering::Relaxed) {
+        // The capture allocates: not counted, not traced.
+        COUNTING.store(false, Ordering::Relaxed);
+        let trace = std::backtrace::Backtrace::force_capture().to_string();
+        let site: Vec<&str> = trace
+            .lines()
+            .filter(|l| l.contains("api_guard::") && !l.contains("api_guard::host::Headers::parse"))
+            .take(2)
+            .map(str::trim)
+            .collect();
+        eprintln!("      allocation at {}", site.join(" <- "));
+        COUNTING.store(true, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        counted();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        counted();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A header map as pairs.
+type Map = [(String, Vec<u8>)];
+
+/// The host's side: what the filter reads and what it did.
+#[derive(Default)]
+struct Host {
+    configuration: Vec<u8>,
+    /// The maps as pairs (single-header reads) and serialized (whole-map reads).
+    /// Writes are counted, not applied: every request sees the same maps, and the
+    /// host's own work per request stays one copy per map read.
+    request: Vec<(String, Vec<u8>)>,
+    response: Vec<(String, Vec<u8>)>,
+    request_bytes: Vec<u8>,
+    response_bytes: Vec<u8>,
+    shared: HashMap<String, (Vec<u8>, u32)>,
+    metrics: u32,
+    calls: Vec<(&'static str, u64)>,
+    local_replies: u64,
+}
+
+thread_local! {
+    static HOST: RefCell<Host> = RefCell::new(Host::default());
+}
+
+thread_local! {
+    /// Buffers handed to the module while counting: in Envoy the module's allocator
+    /// makes them (`proxy_on_memory_allocate`), so they are the filter's.
+    static GIVEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs a host call: counted by name, and its own allocations not counted as the
+/// filter's.
+fn with<R>(call: &'static str, f: impl FnOnce(&mut Host) -> R) -> R {
+    let counting = COUNTING.swap(false, Ordering::Relaxed);
+    let r = HOST.with(|h| {
+        let mut h = h.borrow_mut();
+        match h.calls.iter_mut().find(|(name, _)| *name == call) {
+            Some((_, n)) => *n += 1,
+            None => h.calls.push((call, 1)),
+        }
+        f(&mut h)
+    });
+    let given = GIVEN.with(|g| g.replace(0));
+    if counting {
+        ALLOCATIONS.fetch_add(given, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+    }
+    r
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const BAD_ARGUMENT: u32 = 2;
+const CAS_MISMATCH: u32 = 8;
+
+/// Hands `bytes` to the module the way Envoy does: a buffer the module's allocator
+/// made (`proxy_on_memory_allocate`), which the SDK takes back as a `Vec`.
+///
+/// # Safety
+/// `data` and `size` are valid for writes.
+unsafe fn give(bytes: &[u8], data: *mut *mut u8, size: *mut usize) {
+    GIVEN.with(|g| g.set(g.get() + 1));
+    let mut v = Vec::<u8>::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    let mut v = std::mem::ManuallyDrop::new(v);
+    unsafe {
+        *data = v.as_mut_ptr();
+        *size = bytes.len();
+    }
+}
+
+/// # Safety
+/// `data` points to `size` readable bytes (or `size` is 0).
+unsafe fn slice<'a>(data: *const u8, size: usize) -> &'a [u8] {
+    if size == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(data, size) }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn map(h: &Host, map_type: u32) -> Option<(&Map, &[u8])> {
+    match map_type {
+        0 => Some((&h.request, &h.request_bytes)),
+        2 => Some((&h.response, &h.response_bytes)),
+        _ => None,
+    }
+}
+
+fn serialize(pairs: &Map) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+// The proxy-wasm host functions the SDK and src/host.rs import. Natively they are
+// the symbols the library links against; in Wasm the library imports them from
+// `env`, and bench/micro/wasi_run.js forwards each import to the export here.
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_log")]
+pub unsafe extern "C" fn proxy_log(level: u32, data: *const u8, size: usize) -> u32 {
+    // Warnings and errors (a refused configuration) are shown.
+    if level >= 3 {
+        eprintln!("filter log: {}", text(unsafe { slice(data, size) }));
+    }
+    with("log", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_log_level")]
+pub unsafe extern "C" fn proxy_get_log_level(level: *mut u32) -> u32 {
+    unsafe { *level = 3 }
+    OK
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_get_current_time_nanoseconds"
+)]
+pub unsafe extern "C" fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32 {
+    with("get_current_time", |_| {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        unsafe { *time = now.as_nanos() as u64 };
+        OK
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_set_tick_period_milliseconds"
+)]
+pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
+    with("set_tick_period", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_get_buffer_bytes"
+)]
+pub unsafe extern "C" fn proxy_get_buffer_bytes(
+    buffer_type: u32,
+    start: usize,
+    max: usize,
+    data: *mut *mut u8,
+    size: *mut usize,
+) -> u32 {
+    with("get_buffer_bytes", |h| {
+        // 6: VM configuration, 7: plugin configuration.
+        let b: &[u8] = match buffer_type {
+            7 => &h.configuration,
+            6 => b"",
+            _ => return NOT_FOUND,
+        };
+        let end = b.len().min(start.saturating_add(max));
+        unsafe { give(&b[start.min(end)..end], data, size) };
+        OK
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_set_buffer_bytes"
+)]
+pub extern "C" fn proxy_set_buffer_bytes(
+    _t: u32,
+    _s: usize,
+    _n: usize,
+    _d: *const u8,
+    _l: usize,
+) -> u32 {
+    with("set_buffer_bytes", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_get_header_map_pairs"
+)]
+pub unsafe extern "C" fn proxy_get_header_map_pairs(
+    map_type: u32,
+    data: *mut *mut u8,
+    size: *mut usize,
+) -> u32 {
+    with("get_header_map_pairs", |h| match map(h, map_type) {
+        Some((_, bytes)) => {
+            unsafe { give(bytes, data, size) };
+            OK
+        }
+        None => NOT_FOUND,
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_set_header_map_pairs"
+)]
+pub extern "C" fn proxy_set_header_map_pairs(_t: u32, _d: *const u8, _s: usize) -> u32 {
+    with("set_header_map_pairs", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_get_header_map_value"
+)]
+pub unsafe extern "C" fn proxy_get_header_map_value(
+    map_type: u32,
+    key: *const u8,
+    key_size: usize,
+    data: *mut *mut u8,
+    size: *mut usize,
+) -> u32 {
+    with("get_header_map_value", |h| {
+        let key = unsafe { slice(key, key_size) };
+        let Some((pairs, _)) = map(h, map_type) else {
+            return NOT_FOUND;
+        };
+        match pairs.iter().find(|(k, _)| k.as_bytes() == key) {
+            Some((_, v)) => {
+                unsafe { give(v, data, size) };
+                OK
+            }
+            None => NOT_FOUND,
+        }
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_remove_header_map_value"
+)]
+pub unsafe extern "C" fn proxy_remove_header_map_value(
+    map_type: u32,
+    key: *const u8,
+    key_size: usize,
+) -> u32 {
+    with("remove_header_map_value", |h| match map(h, map_type) {
+        Some(_) if key_size > 0 && !key.is_null() => OK,
+        _ => BAD_ARGUMENT,
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_replace_header_map_value"
+)]
+pub unsafe extern "C" fn proxy_replace_header_map_value(
+    map_type: u32,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+) -> u32 {
+    with("replace_header_map_value", |h| match map(h, map_type) {
+        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
+        _ => BAD_ARGUMENT,
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_add_header_map_value"
+)]
+pub unsafe extern "C" fn proxy_add_header_map_value(
+    map_type: u32,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+) -> u32 {
+    with("add_header_map_value", |h| match map(h, map_type) {
+        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
+        _ => BAD_ARGUMENT,
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_property")]
+pub extern "C" fn proxy_get_property(
+    _p: *const u8,
+    _s: usize,
+    _d: *mut *mut u8,
+    _n: *mut usize,
+) -> u32 {
+    with("get_property", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_set_property")]
+pub extern "C" fn proxy_set_property(_p: *const u8, _s: usize, _d: *const u8, _n: usize) -> u32 {
+    with("set_property", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_get_shared_data"
+)]
+pub unsafe extern "C" fn proxy_get_shared_data(
+    key: *const u8,
+    key_size: usize,
+    data: *mut *mut u8,
+    size: *mut usize,
+    cas: *mut u32,
+) -> u32 {
+    with("get_shared_data", |h| {
+        match h.shared.get(&text(unsafe { slice(key, key_size) })) {
+            Some((v, c)) => {
+                unsafe {
+                    give(v, data, size);
+                    *cas = *c;
+                }
+                OK
+            }
+            None => NOT_FOUND,
+        }
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_set_shared_data"
+)]
+pub unsafe extern "C" fn proxy_set_shared_data(
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+    cas: u32,
+) -> u32 {
+    with("set_shared_data", |h| {
+        let key = text(unsafe { slice(key, key_size) });
+        let value = unsafe { slice(value, value_size) }.to_vec();
+        let entry = h.shared.entry(key).or_insert((Vec::new(), 0));
+        if cas != 0 && cas != entry.1 {
+            return CAS_MISMATCH;
+        }
+        *entry = (value, entry.1 + 1);
+        OK
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_register_shared_queue"
+)]
+pub extern "C" fn proxy_register_shared_queue(_n: *const u8, _s: usize, _id: *mut u32) -> u32 {
+    with("register_shared_queue", |_| BAD_ARGUMENT)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_resolve_shared_queue"
+)]
+pub extern "C" fn proxy_resolve_shared_queue(
+    _v: *const u8,
+    _vs: usize,
+    _n: *const u8,
+    _ns: usize,
+    _id: *mut u32,
+) -> u32 {
+    with("resolve_shared_queue", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_dequeue_shared_queue"
+)]
+pub extern "C" fn proxy_dequeue_shared_queue(_q: u32, _d: *mut *mut u8, _s: *mut usize) -> u32 {
+    with("dequeue_shared_queue", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_enqueue_shared_queue"
+)]
+pub extern "C" fn proxy_enqueue_shared_queue(_q: u32, _d: *const u8, _s: usize) -> u32 {
+    with("enqueue_shared_queue", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_continue_stream"
+)]
+pub extern "C" fn proxy_continue_stream(_t: u32) -> u32 {
+    with("continue_stream", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_close_stream")]
+pub extern "C" fn proxy_close_stream(_t: u32) -> u32 {
+    with("close_stream", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_send_local_response"
+)]
+pub extern "C" fn proxy_send_local_response(
+    _status: u32,
+    _d: *const u8,
+    _ds: usize,
+    _b: *const u8,
+    _bs: usize,
+    _h: *const u8,
+    _hs: usize,
+    _g: i32,
+) -> u32 {
+    with("send_local_response", |h| {
+        h.local_replies += 1;
+        OK
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_http_call")]
+pub extern "C" fn proxy_http_call(
+    _u: *const u8,
+    _us: usize,
+    _h: *const u8,
+    _hs: usize,
+    _b: *const u8,
+    _bs: usize,
+    _t: *const u8,
+    _ts: usize,
+    _timeout: u32,
+    _token: *mut u32,
+) -> u32 {
+    with("http_call", |_| BAD_ARGUMENT)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_call")]
+pub extern "C" fn proxy_grpc_call(
+    _u: *const u8,
+    _us: usize,
+    _s: *const u8,
+    _ss: usize,
+    _m: *const u8,
+    _ms: usize,
+    _i: *const u8,
+    _is: usize,
+    _d: *const u8,
+    _ds: usize,
+    _timeout: u32,
+    _token: *mut u32,
+) -> u32 {
+    with("grpc_call", |_| BAD_ARGUMENT)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_stream")]
+pub extern "C" fn proxy_grpc_stream(
+    _u: *const u8,
+    _us: usize,
+    _s: *const u8,
+    _ss: usize,
+    _m: *const u8,
+    _ms: usize,
+    _i: *const u8,
+    _is: usize,
+    _token: *mut u32,
+) -> u32 {
+    with("grpc_stream", |_| BAD_ARGUMENT)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_send")]
+pub extern "C" fn proxy_grpc_send(_t: u32, _d: *const u8, _s: usize, _e: bool) -> u32 {
+    with("grpc_send", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_cancel")]
+pub extern "C" fn proxy_grpc_cancel(_t: u32) -> u32 {
+    with("grpc_cancel", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_close")]
+pub extern "C" fn proxy_grpc_close(_t: u32) -> u32 {
+    with("grpc_close", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_status")]
+pub unsafe extern "C" fn proxy_get_status(
+    code: *mut u32,
+    _d: *mut *mut u8,
+    size: *mut usize,
+) -> u32 {
+    unsafe {
+        *code = 0;
+        *size = 0;
+    }
+    with("get_status", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_set_effective_context"
+)]
+pub extern "C" fn proxy_set_effective_context(_c: u32) -> u32 {
+    with("set_effective_context", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_call_foreign_function"
+)]
+pub extern "C" fn proxy_call_foreign_function(
+    _n: *const u8,
+    _ns: usize,
+    _a: *const u8,
+    _as: usize,
+    _d: *mut *mut u8,
+    _s: *mut usize,
+) -> u32 {
+    // As an Envoy without `verify_signature`: the module verifies.
+    with("call_foreign_function", |_| NOT_FOUND)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_done")]
+pub extern "C" fn proxy_done() -> u32 {
+    with("done", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_define_metric")]
+pub unsafe extern "C" fn proxy_define_metric(
+    _t: u32,
+    _n: *const u8,
+    _s: usize,
+    id: *mut u32,
+) -> u32 {
+    with("define_metric", |h| {
+        h.metrics += 1;
+        unsafe { *id = h.metrics };
+        OK
+    })
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_metric")]
+pub unsafe extern "C" fn proxy_get_metric(_id: u32, value: *mut u64) -> u32 {
+    unsafe { *value = 0 };
+    with("get_metric", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_record_metric")]
+pub extern "C" fn proxy_record_metric(_id: u32, _v: u64) -> u32 {
+    with("record_metric", |_| OK)
+}
+
+#[cfg_attr(not(target_family = "wasm"), no_mangle)]
+#[cfg_attr(
+    target_family = "wasm",
+    export_name = "bench_host_proxy_increment_metric"
+)]
+pub extern "C" fn proxy_increment_metric(_id: u32, _v: i64) -> u32 {
+    with("increment_metric", |_| OK)
+}
+
+const ROOT: u32 = 1;
+
+fn configure(root: &mut dyn RootContext, config: &serde_json::Value) {
+    let bytes = serde_json::to_vec(config).unwrap();
+    let size = bytes.len();
+    HOST.with(|h| h.borrow_mut().configuration = bytes);
+    assert!(root.on_vm_start(0));
+    assert!(root.on_configure(size), "configuration refused");
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// One request through the filter's callbacks in Envoy's order, on a fresh
+/// context: the request headers (returns the action), the upstream's response
+/// headers and empty body, then the stream's end. The host's maps are the case's
+/// (set in `main`).
+fn request(root: &dyn RootContext, id: u32, request: &Map, response: &Map, count: bool) -> Action {
+    COUNTING.store(count, Ordering::Relaxed);
+    let mut http = root.create_http_context(id).unwrap();
+    let action = http.on_http_request_headers(request.len(), true);
+    if action == Action::Continue {
+        http.on_http_response_headers(response.len(), false);
+        http.on_http_response_body(0, true);
+    }
+    http.on_done();
+    http.on_log();
+    drop(http);
+    COUNTING.store(false, Ordering::Relaxed);
+    action
+}
+
+fn es256_token() -> (serde_json::Value, String) {
+    use p256::ecdsa::signature::Signer;
+    let key = p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
+    let point = key.verifying_key().to_encoded_point(false);
+    let (x, y) = point.as_bytes()[1..].split_at(32);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k", "alg": "ES256",
+                     "x": B64.encode(x), "y": B64.encode(y)});
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let input = format!(
+        "{}.{}",
+        B64.encode(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#),
+        B64.encode(
+            json!({"iss": "https://idp.example", "aud": "api", "sub": "user-1", "exp": exp})
+                .to_string()
+        )
+    );
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    (jwk, format!("{input}.{}", B64.encode(sig.to_bytes())))
+}
+
+fn main() {
+    let mut root = api_guard::api::root_context();
+    let only = std::env::var("FILTER_BENCH_ONLY").unwrap_or_default();
+    let (jwk, token) = es256_token();
+    configure(
+        root.as_mut(),
+        &json!({
+            "providers": {"idp": {"issuer": "https://idp.example", "audiences": ["api"],
+                                  "jwks": {"inline": {"keys": [jwk]}}}},
+            "routes": [
+                {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}},
+                {"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
+                 "auth": {"requires": "idp"}}
+            ]
+        }),
+    );
+    let common = [
+        (":authority", "127.0.0.1:10000"),
+        (":scheme", "http"),
+        (":method", "GET"),
+        ("user-agent", "wrk"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "4b0e8b0e-4f5c-4a0e-9b5e-2f8d2d6b0c1a"),
+    ];
+    let response = headers(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("content-length", "17"),
+        ("date", "Mon, 07 Dec 2026 15:00:00 GMT"),
+        ("server", "envoy"),
+        ("x-envoy-upstream-service-time", "0"),
+    ]);
+    let mut open = headers(&common);
+    open.push((":path".into(), b"/api/items/42".to_vec()));
+    let mut jwt = headers(&common);
+    jwt.push((":path".into(), b"/api/orders/7".to_vec()));
+    jwt.push((
+        "authorization".into(),
+        format!("Bearer {token}").into_bytes(),
+    ));
+    let mut unmatched = headers(&common);
+    unmatched.push((":path".into(), b"/nowhere".to_vec()));
+
+    println!(
+        "filter: {}, release build",
+        if cfg!(target_family = "wasm") {
+            "wasm32"
+        } else {
+            "native"
+        }
+    );
+    let mut id = ROOT;
+    let cases: [(&str, &Map, Action); 3] = [
+        ("open route (GET /api/items/42)", &open, Action::Continue),
+        (
+            "ES256 token, cached (GET /api/orders/7)",
+            &jwt,
+            Action::Continue,
+        ),
+        ("no route (404 problem+json)", &unmatched, Action::Pause),
+    ];
+    for (label, req, expect) in cases {
+        if !label.starts_with(only.as_str()) {
+            continue;
+        }
+        HOST.with(|h| {
+            let mut h = h.borrow_mut();
+            h.request = req.to_vec();
+            h.request_bytes = serialize(req);
+            h.response = response.clone();
+            h.response_bytes = serialize(&response);
+        });
+        // The first request verifies the token and fills the cache, the second
+        // defines the metrics a cached token counts; the third is counted.
+        for _ in 0..2 {
+            id += 1;
+            assert_eq!(
+                request(&*root, id, req, &response, false),
+                expect,
+                "{label}: unexpected action"
+            );
+        }
+        HOST.with(|h| h.borrow_mut().calls.clear());
+        id += 1;
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        TRACING.store(
+            std::env::var_os("FILTER_BENCH_TRACE").is_some(),
+            Ordering::Relaxed,
+        );
+        request(&*root, id, req, &response, true);
+        TRACING.store(false, Ordering::Relaxed);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        let calls = HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls));
+        rounds::time(label, 20_000, || {
+            id += 1;
+            request(&*root, id, req, &response, false);
+            if id % 1000 == 0 {
+                root.on_tick();
+            }
+        });
+        let list: Vec<String> = calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "    allocations by the filter: {allocations}; host calls: {}",
+            list.join(", ")
+        );
+    }
+    let replies = HOST.with(|h| h.borrow().local_replies);
+    assert!(
+        replies > 0 || !"no route".starts_with(only.as_str()),
+        "the unmatched route was never refused"
+    );
+}
