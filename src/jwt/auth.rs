@@ -45,6 +45,7 @@ use crate::jwt::verify::{self, Checked, VerifyError};
 use crate::reply::Rejection;
 use base64::Engine;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// Most distinct tokens considered in one request.
@@ -314,11 +315,13 @@ impl AuthPolicy {
             let candidates = self.candidates(f)?;
             let mut first_err: Option<(usize, VerifyError)> = None;
             let mut any_ok = false;
-            for pi in candidates {
+            for &pi in candidates.iter() {
                 let (mut result, backend) =
                     self.verify_for(pi, &f.token, keys, cache, verifier, now);
-                if let (Some(b), Some(name)) = (backend, self.provider_name(pi)) {
-                    checks.push((name, b));
+                if let Some(b) = backend {
+                    if let Some(name) = self.provider_name(pi) {
+                        checks.push((name, b));
+                    }
                 }
                 if let (Ok((claims, _)), Some(p)) = (&result, self.providers.get(pi)) {
                     if p.require_cert_binding {
@@ -450,10 +453,10 @@ impl AuthPolicy {
     }
 
     /// The providers that should verify `f`.
-    fn candidates(&self, f: &FoundToken) -> Result<Vec<usize>, AuthFailure> {
+    fn candidates<'f>(&self, f: &'f FoundToken) -> Result<Cow<'f, [usize]>, AuthFailure> {
         let first = f.finders.first().copied().unwrap_or(0);
         if f.finders.len() <= 1 {
-            return Ok(f.finders.clone());
+            return Ok(Cow::Borrowed(&f.finders));
         }
         let iss = peek_issuer(&f.token).map_err(|e| self.failure(first, e))?;
         let picked: Vec<usize> = f
@@ -469,7 +472,7 @@ impl AuthPolicy {
         if picked.is_empty() {
             return Err(self.failure(first, VerifyError::Issuer));
         }
-        Ok(picked)
+        Ok(Cow::Owned(picked))
     }
 
     /// Verifies `token` for provider `pi`: its claims and whether they came from the
