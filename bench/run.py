@@ -902,7 +902,7 @@ def main():
     ap.add_argument("--wasm", default=harness.WASM, help="the api-guard module to measure")
     ap.add_argument("--quick", action="store_true", help="short runs (about 5 minutes): development only")
     ap.add_argument("--only", help="comma-separated scenario names (prefix match)")
-    ap.add_argument("--budget", type=float, default=840, help="seconds; no scenario starts after it")
+    ap.add_argument("--budget", type=float, default=2400, help="seconds; no scenario starts after it")
     ap.add_argument("--diagnose", action="store_true",
                     help="instead of the scenarios: api-guard variants (features switched off) vs no-op")
     ap.add_argument("--hostcalls", action="store_true",
