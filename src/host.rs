@@ -186,7 +186,8 @@ impl Headers {
             return Some(Headers::default());
         }
         let count = le_u32(&bytes, 0)?;
-        let mut at = count.checked_mul(8)?.checked_add(4)?;
+        let table_end = count.checked_mul(8)?.checked_add(4)?;
+        let mut at = table_end;
         let mut entries = Vec::with_capacity(count.min(bytes.len() / 2));
         for i in 0..count {
             let name_len = le_u32(&bytes, 4 + i * 8)?;
@@ -203,7 +204,7 @@ impl Headers {
         // before the check, so only the names and values decide whether the map
         // takes the lossy path. A token or cookie header is that long in most
         // requests.
-        if let Some(table) = bytes.get_mut(..count * 8 + 4) {
+        if let Some(table) = bytes.get_mut(..table_end) {
             table.fill(0);
         }
         let text = match String::from_utf8(bytes) {
