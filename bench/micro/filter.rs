@@ -3,7 +3,8 @@
 // for its size, result pointers writable), stated once here rather than on each.
 #![allow(clippy::missing_safety_doc)]
 //! The whole filter per request, without Envoy: the module's own work on the open
-//! route and on a route with a cached ES256 token, through the SDK's context traits
+//! route, on a route with a cached ES256 token and with a fresh one per request whose
+//! signature the host checks, through the SDK's context traits
 //! as its dispatcher calls them, with the host functions answered here from memory. What Envoy's host calls cost is
 //! measured apart (`make bench ARGS=--hostcalls`); this bench counts them per
 //! request and times everything else, and natively `perf record` names the
@@ -12,6 +13,7 @@
 //! `cargo bench --bench filter`; for a profile: `perf record -g` on the bench
 //! binary with `FILTER_BENCH_ONLY=<label prefix>`.
 
+use api_guard::api::{NativeVerifySignature, SignatureHost};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use proxy_wasm::traits::RootContext;
@@ -75,6 +77,21 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// How the host answers Envoy's `verify_signature` foreign function.
+#[derive(Default, Clone, Copy)]
+enum Signatures {
+    /// As an Envoy without it: the module verifies every signature itself.
+    #[default]
+    Absent,
+    /// Checked, by the test stand-in for Envoy's BoringSSL (the configure-time check
+    /// needs right answers).
+    Checked,
+    /// "Valid" without checking: in the timed loop, so that the figure is the
+    /// module's own work around a host-verified signature (Envoy's share is measured
+    /// in Envoy).
+    Valid,
+}
+
 /// A header map as pairs.
 type Map = [(String, Vec<u8>)];
 
@@ -91,6 +108,7 @@ struct Host {
     response_bytes: Vec<u8>,
     shared: HashMap<String, (Vec<u8>, u32)>,
     metrics: u32,
+    signatures: Signatures,
     calls: Vec<(&'static str, u64)>,
     local_replies: u64,
 }
@@ -616,16 +634,35 @@ pub extern "C" fn proxy_set_effective_context(_c: u32) -> u32 {
     target_family = "wasm",
     export_name = "bench_host_proxy_call_foreign_function"
 )]
-pub extern "C" fn proxy_call_foreign_function(
-    _n: *const u8,
-    _ns: usize,
-    _a: *const u8,
-    _as: usize,
-    _d: *mut *mut u8,
-    _s: *mut usize,
+pub unsafe extern "C" fn proxy_call_foreign_function(
+    name: *const u8,
+    name_size: usize,
+    args: *const u8,
+    args_size: usize,
+    data: *mut *mut u8,
+    size: *mut usize,
 ) -> u32 {
-    // As an Envoy without `verify_signature`: the module verifies.
-    with("call_foreign_function", |_| NOT_FOUND)
+    with("call_foreign_function", |h| {
+        if unsafe { slice(name, name_size) } != b"verify_signature" {
+            return NOT_FOUND;
+        }
+        match h.signatures {
+            Signatures::Absent => NOT_FOUND,
+            Signatures::Checked => {
+                match NativeVerifySignature.verify_signature(unsafe { slice(args, args_size) }) {
+                    Ok(answer) => {
+                        unsafe { give(&answer, data, size) };
+                        OK
+                    }
+                    Err(status) => status,
+                }
+            }
+            Signatures::Valid => {
+                unsafe { give(&[0x08, 0x01], data, size) };
+                OK
+            }
+        }
+    })
 }
 
 #[cfg_attr(not(target_family = "wasm"), no_mangle)]
@@ -673,6 +710,10 @@ pub extern "C" fn proxy_increment_metric(_id: u32, _v: i64) -> u32 {
 
 const ROOT: u32 = 1;
 
+/// Distinct tokens for the fresh-token case: more than its timed rounds use (five of
+/// a sixth each), so no token repeats.
+const FRESH_TOKENS: usize = 3000;
+
 fn configure(root: &mut dyn RootContext, config: &serde_json::Value) {
     let bytes = serde_json::to_vec(config).unwrap();
     let size = bytes.len();
@@ -707,7 +748,8 @@ fn request(root: &dyn RootContext, id: u32, request: &Map, response: &Map, count
     action
 }
 
-fn es256_token() -> (serde_json::Value, String) {
+/// The provider's JWK and `n` ES256 tokens, each for another subject.
+fn es256_tokens(n: usize) -> (serde_json::Value, Vec<String>) {
     use p256::ecdsa::signature::Signer;
     let key = p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
     let point = key.verifying_key().to_encoded_point(false);
@@ -719,34 +761,39 @@ fn es256_token() -> (serde_json::Value, String) {
         .unwrap()
         .as_secs()
         + 3600;
-    let input = format!(
-        "{}.{}",
-        B64.encode(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#),
-        B64.encode(
-            json!({"iss": "https://idp.example", "aud": "api", "sub": "user-1", "exp": exp})
-                .to_string()
-        )
-    );
-    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
-    (jwk, format!("{input}.{}", B64.encode(sig.to_bytes())))
+    let tokens = (0..n)
+        .map(|i| {
+            let input = format!(
+                "{}.{}",
+                B64.encode(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#),
+                B64.encode(
+                    json!({"iss": "https://idp.example", "aud": "api",
+                           "sub": format!("user-{i}"), "exp": exp})
+                    .to_string()
+                )
+            );
+            let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+            format!("{input}.{}", B64.encode(sig.to_bytes()))
+        })
+        .collect();
+    (jwk, tokens)
 }
 
 fn main() {
     let mut root = api_guard::api::root_context();
     let only = std::env::var("FILTER_BENCH_ONLY").unwrap_or_default();
-    let (jwk, token) = es256_token();
-    configure(
-        root.as_mut(),
-        &json!({
-            "providers": {"idp": {"issuer": "https://idp.example", "audiences": ["api"],
-                                  "jwks": {"inline": {"keys": [jwk]}}}},
-            "routes": [
-                {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}},
-                {"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
-                 "auth": {"requires": "idp"}}
-            ]
-        }),
-    );
+    let (jwk, tokens) = es256_tokens(FRESH_TOKENS + 1);
+    let token = &tokens[FRESH_TOKENS];
+    let config = json!({
+        "providers": {"idp": {"issuer": "https://idp.example", "audiences": ["api"],
+                              "jwks": {"inline": {"keys": [jwk]}}}},
+        "routes": [
+            {"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}},
+            {"name": "orders", "match": {"path": "/api/orders/{id}", "methods": ["GET"]},
+             "auth": {"requires": "idp"}}
+        ]
+    });
+    configure(root.as_mut(), &config);
     let common = [
         (":authority", "127.0.0.1:10000"),
         (":scheme", "http"),
@@ -830,6 +877,62 @@ fn main() {
             if id % 1000 == 0 {
                 root.on_tick();
             }
+        });
+        let list: Vec<String> = calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "    allocations by the filter: {allocations}; host calls: {}",
+            list.join(", ")
+        );
+    }
+    // A fresh ES256 token per request, its signature checked by the host (Envoy's
+    // `verify_signature`, BoringSSL): the module's own work around it (decoding,
+    // claims, the host call's arguments, the cache). A root of its own, configured
+    // while the host answers rightly, so that its configure-time check picks the host.
+    let label = "ES256 token, fresh, verified by the host";
+    if label.starts_with(only.as_str()) {
+        let mut fresh_root = api_guard::api::root_context();
+        HOST.with(|h| h.borrow_mut().signatures = Signatures::Checked);
+        configure(fresh_root.as_mut(), &config);
+        let maps: Vec<Vec<u8>> = tokens[..FRESH_TOKENS]
+            .iter()
+            .map(|t| {
+                let mut m = headers(&common);
+                m.push((":path".into(), b"/api/orders/7".to_vec()));
+                m.push(("authorization".into(), format!("Bearer {t}").into_bytes()));
+                serialize(&m)
+            })
+            .collect();
+        let mut next = 0;
+        let mut fresh = |count: bool, id: u32| {
+            let map = maps[next % FRESH_TOKENS].clone();
+            next += 1;
+            HOST.with(|h| h.borrow_mut().request_bytes = map);
+            request(&*fresh_root, id, &jwt, &response, count)
+        };
+        // Checked for real once: the token passes through the host's check.
+        HOST.with(|h| h.borrow_mut().calls.clear());
+        id += 1;
+        assert_eq!(fresh(false, id), Action::Continue, "{label}: refused");
+        let checked = HOST.with(|h| {
+            h.borrow()
+                .calls
+                .iter()
+                .any(|(name, n)| *name == "call_foreign_function" && *n == 1)
+        });
+        assert!(checked, "{label}: the module did not ask the host");
+        HOST.with(|h| {
+            let mut h = h.borrow_mut();
+            h.signatures = Signatures::Valid;
+            h.calls.clear();
+        });
+        id += 1;
+        ALLOCATIONS.store(0, Ordering::Relaxed);
+        fresh(true, id);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+        let calls = HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls));
+        rounds::time(label, (FRESH_TOKENS / 6) as u32, || {
+            id += 1;
+            fresh(false, id);
         });
         let list: Vec<String> = calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
