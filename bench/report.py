@@ -59,21 +59,9 @@ def derive(sc, open_ours_cpu=None):
     t = sc.get("target")
     if t and ours:
         if t[0] == "ratio_noop" and d["ratio_noop"] is not None:
-            d["target"] = f"÷ no-op ≥ {t[1]}"
-            d["met"] = d["ratio_noop"] >= t[1]
-            floor = d.get("floor_ratio_noop")
-            if not d["met"] and floor is not None and floor < t[1]:
-                d["target"] += f" (floor {floor:.2f})"
-                if d["ratio_noop"] >= floor * (1 - FLOOR_SLACK):
-                    d["met"] = "floor"
+            judge_ratio(d, "noop", "no-op", t[1])
         elif t[0] == "ratio_native" and d["ratio_native"] is not None:
-            d["target"] = f"÷ native ≥ {t[1]}"
-            d["met"] = d["ratio_native"] >= t[1]
-            floor = d.get("floor_ratio_native")
-            if not d["met"] and floor is not None and floor < t[1]:
-                d["target"] += f" (floor {floor:.2f})"
-                if d["ratio_native"] >= floor * (1 - FLOOR_SLACK):
-                    d["met"] = "floor"
+            judge_ratio(d, "native", "native", t[1])
         elif t[0] == "fresh" and "ratio_sigonly" in d:
             d["target"] = f"verification ≤ {t[1]}× signature alone"
             d["met"] = d["ratio_sigonly"] <= t[1]
@@ -83,6 +71,19 @@ def derive(sc, open_ours_cpu=None):
             d["target"] = f"≤ {t[1]} µs over the open route ({d['feature_cpu_us']:.1f})"
             d["met"] = d["feature_cpu_us"] <= t[1]
     return d
+
+
+def judge_ratio(d, other, name, target):
+    """A ratio target (api-guard ÷ `other`, called `name`, ≥ `target`): met, missed, or "floor" when
+    the floor filter misses it too in the same run and api-guard is within
+    FLOOR_SLACK of the floor's ratio."""
+    ratio, floor = d[f"ratio_{other}"], d.get(f"floor_ratio_{other}")
+    d["target"] = f"÷ {name} ≥ {target}"
+    d["met"] = ratio >= target
+    if not d["met"] and floor is not None and floor < target:
+        d["target"] += f" (floor {floor:.2f})"
+        if ratio >= floor * (1 - FLOOR_SLACK):
+            d["met"] = "floor"
 
 
 def targets(scs, open_cpu):

@@ -45,6 +45,9 @@ WORK = os.path.join(HERE, "work")
 RESULTS = os.path.join(HERE, "results")
 CONFIGS = ("none", "noop", "native", "ours")
 HOSTCALL_PROBE_CALLS = 50  # calls per request in a --hostcalls probe
+# The floor: the probe module (bench/hostcalls) reading `:path` once per request and
+# nothing else, the least any filter that routes on the path does.
+FLOOR_PROBE = "get_header 1"
 ENVOY_CPU, LOAD_CPU = 0, 1
 THROUGHPUT_CONNECTIONS = 32
 PACE_PERIOD_MS = 20  # mean pause per paced connection (uniform 10..30 ms)
@@ -351,7 +354,7 @@ def diagnostic_scenarios(keys, token_files):
                        "security_headers": off}),
     ]
     for sc in scenarios:
-        sc.floor = "get_header 1"
+        sc.floor = FLOOR_PROBE
     return scenarios
 
 
@@ -401,7 +404,7 @@ def build_scenarios(keys, token_files):
         ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}]},
         native=None, native_note="nothing to do natively",
         checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)],
-        target=("ratio_noop", 0.95), configs=CONFIGS + ("floor",), floor="get_header 1"))
+        target=("ratio_noop", 0.95), configs=CONFIGS + ("floor",), floor=FLOOR_PROBE))
 
     # The audit log's cost: the open route again with a record per request
     # (`records: all`), read over the open route (`records: off`).
@@ -457,7 +460,7 @@ def build_scenarios(keys, token_files):
                 sigonly=signature_only(keys, alg, token) if fresh else None,
                 # The repeated token's target next to the least any Wasm filter that
                 # routes on the path pays (it does not even read the token).
-                floor="get_header 1" if alg == "ES256" and not fresh else None))
+                floor=FLOOR_PROBE if alg == "ES256" and not fresh else None))
 
     out.append(Scenario(
         "quota", "quota (limit never reached)", "GET", "/api/items/42",

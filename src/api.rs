@@ -163,6 +163,11 @@ pub mod fuzzing {
         Headers::parse(bytes)
     }
 
+    /// A header map in the proxy-wasm serialization, as the host hands it over.
+    pub fn serialize_header_map(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+        crate::host::serialize(pairs)
+    }
+
     /// The token sources of a `providers` section (`from_headers`, `from_params`,
     /// `from_cookies`), compiled as the configuration does.
     pub struct TokenSources(crate::jwt::Providers);

@@ -291,9 +291,9 @@ impl Headers {
     }
 }
 
-/// The proxy-wasm serialization of a header map (unit tests).
-#[cfg(test)]
-fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+/// The proxy-wasm serialization of a header map, as the host hands it over (unit
+/// tests, and the whole-filter bench's in-memory host through `api::fuzzing`).
+pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
     for (k, v) in pairs {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());

@@ -187,526 +187,356 @@ fn map(h: &Host, map_type: u32) -> Option<(&Map, &[u8])> {
 }
 
 fn serialize(pairs: &Map) -> Vec<u8> {
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
-    }
-    out
+    let pairs: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    api_guard::api::fuzzing::serialize_header_map(&pairs)
 }
 
 // The proxy-wasm host functions the SDK and src/host.rs import. Natively they are
 // the symbols the library links against; in Wasm the library imports them from
 // `env`, and bench/micro/wasi_run.js forwards each import to the export here.
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_log")]
-pub unsafe extern "C" fn proxy_log(level: u32, data: *const u8, size: usize) -> u32 {
-    // Warnings and errors (a refused configuration) are shown.
-    if level >= 3 {
-        eprintln!("filter log: {}", text(unsafe { slice(data, size) }));
-    }
-    with("log", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_log_level")]
-pub unsafe extern "C" fn proxy_get_log_level(level: *mut u32) -> u32 {
-    unsafe { *level = 3 }
-    OK
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_get_current_time_nanoseconds"
-)]
-pub unsafe extern "C" fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32 {
-    with("get_current_time", |_| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        unsafe { *time = now.as_nanos() as u64 };
-        OK
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_set_tick_period_milliseconds"
-)]
-pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
-    with("set_tick_period", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_get_buffer_bytes"
-)]
-pub unsafe extern "C" fn proxy_get_buffer_bytes(
-    buffer_type: u32,
-    start: usize,
-    max: usize,
-    data: *mut *mut u8,
-    size: *mut usize,
-) -> u32 {
-    with("get_buffer_bytes", |h| {
-        // 6: VM configuration, 7: plugin configuration.
-        let b: &[u8] = match buffer_type {
-            7 => &h.configuration,
-            6 => b"",
-            _ => return NOT_FOUND,
-        };
-        let end = b.len().min(start.saturating_add(max));
-        unsafe { give(&b[start.min(end)..end], data, size) };
-        OK
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_set_buffer_bytes"
-)]
-pub extern "C" fn proxy_set_buffer_bytes(
-    _t: u32,
-    _s: usize,
-    _n: usize,
-    _d: *const u8,
-    _l: usize,
-) -> u32 {
-    with("set_buffer_bytes", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_get_header_map_pairs"
-)]
-pub unsafe extern "C" fn proxy_get_header_map_pairs(
+/// The answer to a header write, which is counted, not applied: `BadArgument` for a
+/// map the filter cannot write or a missing name, as Envoy answers.
+fn write_status(
+    h: &Host,
     map_type: u32,
-    data: *mut *mut u8,
-    size: *mut usize,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
 ) -> u32 {
-    with("get_header_map_pairs", |h| match map(h, map_type) {
-        Some((_, bytes)) => {
-            unsafe { give(bytes, data, size) };
+    match map(h, map_type) {
+        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
+        _ => BAD_ARGUMENT,
+    }
+}
+
+/// Adds the attributes every host function needs: natively the symbol the library
+/// links against, in Wasm an export `bench_host_<name>` (see wasi_run.js).
+macro_rules! host {
+    ($name:expr, $item:item) => {
+        #[cfg_attr(not(target_family = "wasm"), no_mangle)]
+        #[cfg_attr(target_family = "wasm", export_name = concat!("bench_host_", $name))]
+        $item
+    };
+}
+
+/// Host functions the measured paths do not call, or whose answer is all that
+/// matters: counted under `label`, then answered with a fixed status.
+macro_rules! fixed_answer {
+    ($($name:ident($($ty:ty),*) as $label:literal => $status:expr;)*) => {$(
+        host!(stringify!($name), pub extern "C" fn $name($(_: $ty),*) -> u32 {
+            with($label, |_| $status)
+        });
+    )*};
+}
+
+fixed_answer! {
+    proxy_set_tick_period_milliseconds(u32) as "set_tick_period" => OK;
+    proxy_set_buffer_bytes(u32, usize, usize, *const u8, usize) as "set_buffer_bytes" => OK;
+    proxy_set_header_map_pairs(u32, *const u8, usize) as "set_header_map_pairs" => OK;
+    proxy_get_property(*const u8, usize, *mut *mut u8, *mut usize) as "get_property" => NOT_FOUND;
+    proxy_set_property(*const u8, usize, *const u8, usize) as "set_property" => OK;
+    proxy_register_shared_queue(*const u8, usize, *mut u32) as "register_shared_queue" => BAD_ARGUMENT;
+    proxy_resolve_shared_queue(*const u8, usize, *const u8, usize, *mut u32) as "resolve_shared_queue" => NOT_FOUND;
+    proxy_dequeue_shared_queue(u32, *mut *mut u8, *mut usize) as "dequeue_shared_queue" => NOT_FOUND;
+    proxy_enqueue_shared_queue(u32, *const u8, usize) as "enqueue_shared_queue" => NOT_FOUND;
+    proxy_continue_stream(u32) as "continue_stream" => OK;
+    proxy_close_stream(u32) as "close_stream" => OK;
+    proxy_http_call(*const u8, usize, *const u8, usize, *const u8, usize, *const u8, usize, u32, *mut u32) as "http_call" => BAD_ARGUMENT;
+    proxy_grpc_call(*const u8, usize, *const u8, usize, *const u8, usize, *const u8, usize, *const u8, usize, u32, *mut u32) as "grpc_call" => BAD_ARGUMENT;
+    proxy_grpc_stream(*const u8, usize, *const u8, usize, *const u8, usize, *const u8, usize, *mut u32) as "grpc_stream" => BAD_ARGUMENT;
+    proxy_grpc_send(u32, *const u8, usize, bool) as "grpc_send" => NOT_FOUND;
+    proxy_grpc_cancel(u32) as "grpc_cancel" => NOT_FOUND;
+    proxy_grpc_close(u32) as "grpc_close" => NOT_FOUND;
+    proxy_set_effective_context(u32) as "set_effective_context" => OK;
+    proxy_done() as "done" => OK;
+    proxy_record_metric(u32, u64) as "record_metric" => OK;
+    proxy_increment_metric(u32, i64) as "increment_metric" => OK;
+}
+
+host!(
+    "proxy_log",
+    pub unsafe extern "C" fn proxy_log(level: u32, data: *const u8, size: usize) -> u32 {
+        with("log", |_| {
+            // Warnings and errors (a refused configuration) are shown.
+            if level >= 3 {
+                eprintln!("filter log: {}", text(unsafe { slice(data, size) }));
+            }
             OK
-        }
-        None => NOT_FOUND,
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_set_header_map_pairs"
-)]
-pub extern "C" fn proxy_set_header_map_pairs(_t: u32, _d: *const u8, _s: usize) -> u32 {
-    with("set_header_map_pairs", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_get_header_map_value"
-)]
-pub unsafe extern "C" fn proxy_get_header_map_value(
-    map_type: u32,
-    key: *const u8,
-    key_size: usize,
-    data: *mut *mut u8,
-    size: *mut usize,
-) -> u32 {
-    with("get_header_map_value", |h| {
-        let key = unsafe { slice(key, key_size) };
-        let Some((pairs, _)) = map(h, map_type) else {
-            return NOT_FOUND;
-        };
-        match pairs.iter().find(|(k, _)| k.as_bytes() == key) {
-            Some((_, v)) => {
-                unsafe { give(v, data, size) };
-                OK
-            }
-            None => NOT_FOUND,
-        }
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_remove_header_map_value"
-)]
-pub unsafe extern "C" fn proxy_remove_header_map_value(
-    map_type: u32,
-    key: *const u8,
-    key_size: usize,
-) -> u32 {
-    with("remove_header_map_value", |h| match map(h, map_type) {
-        Some(_) if key_size > 0 && !key.is_null() => OK,
-        _ => BAD_ARGUMENT,
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_replace_header_map_value"
-)]
-pub unsafe extern "C" fn proxy_replace_header_map_value(
-    map_type: u32,
-    key: *const u8,
-    key_size: usize,
-    value: *const u8,
-    value_size: usize,
-) -> u32 {
-    with("replace_header_map_value", |h| match map(h, map_type) {
-        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
-        _ => BAD_ARGUMENT,
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_add_header_map_value"
-)]
-pub unsafe extern "C" fn proxy_add_header_map_value(
-    map_type: u32,
-    key: *const u8,
-    key_size: usize,
-    value: *const u8,
-    value_size: usize,
-) -> u32 {
-    with("add_header_map_value", |h| match map(h, map_type) {
-        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
-        _ => BAD_ARGUMENT,
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_property")]
-pub extern "C" fn proxy_get_property(
-    _p: *const u8,
-    _s: usize,
-    _d: *mut *mut u8,
-    _n: *mut usize,
-) -> u32 {
-    with("get_property", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_set_property")]
-pub extern "C" fn proxy_set_property(_p: *const u8, _s: usize, _d: *const u8, _n: usize) -> u32 {
-    with("set_property", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_get_shared_data"
-)]
-pub unsafe extern "C" fn proxy_get_shared_data(
-    key: *const u8,
-    key_size: usize,
-    data: *mut *mut u8,
-    size: *mut usize,
-    cas: *mut u32,
-) -> u32 {
-    with("get_shared_data", |h| {
-        match h.shared.get(&text(unsafe { slice(key, key_size) })) {
-            Some((v, c)) => {
-                unsafe {
-                    give(v, data, size);
-                    *cas = *c;
-                }
-                OK
-            }
-            None => NOT_FOUND,
-        }
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_set_shared_data"
-)]
-pub unsafe extern "C" fn proxy_set_shared_data(
-    key: *const u8,
-    key_size: usize,
-    value: *const u8,
-    value_size: usize,
-    cas: u32,
-) -> u32 {
-    with("set_shared_data", |h| {
-        let key = text(unsafe { slice(key, key_size) });
-        let value = unsafe { slice(value, value_size) }.to_vec();
-        let entry = h.shared.entry(key).or_insert((Vec::new(), 0));
-        if cas != 0 && cas != entry.1 {
-            return CAS_MISMATCH;
-        }
-        *entry = (value, entry.1 + 1);
-        OK
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_register_shared_queue"
-)]
-pub extern "C" fn proxy_register_shared_queue(_n: *const u8, _s: usize, _id: *mut u32) -> u32 {
-    with("register_shared_queue", |_| BAD_ARGUMENT)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_resolve_shared_queue"
-)]
-pub extern "C" fn proxy_resolve_shared_queue(
-    _v: *const u8,
-    _vs: usize,
-    _n: *const u8,
-    _ns: usize,
-    _id: *mut u32,
-) -> u32 {
-    with("resolve_shared_queue", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_dequeue_shared_queue"
-)]
-pub extern "C" fn proxy_dequeue_shared_queue(_q: u32, _d: *mut *mut u8, _s: *mut usize) -> u32 {
-    with("dequeue_shared_queue", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_enqueue_shared_queue"
-)]
-pub extern "C" fn proxy_enqueue_shared_queue(_q: u32, _d: *const u8, _s: usize) -> u32 {
-    with("enqueue_shared_queue", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_continue_stream"
-)]
-pub extern "C" fn proxy_continue_stream(_t: u32) -> u32 {
-    with("continue_stream", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_close_stream")]
-pub extern "C" fn proxy_close_stream(_t: u32) -> u32 {
-    with("close_stream", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_send_local_response"
-)]
-pub extern "C" fn proxy_send_local_response(
-    _status: u32,
-    _d: *const u8,
-    _ds: usize,
-    _b: *const u8,
-    _bs: usize,
-    _h: *const u8,
-    _hs: usize,
-    _g: i32,
-) -> u32 {
-    with("send_local_response", |h| {
-        h.local_replies += 1;
-        OK
-    })
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_http_call")]
-pub extern "C" fn proxy_http_call(
-    _u: *const u8,
-    _us: usize,
-    _h: *const u8,
-    _hs: usize,
-    _b: *const u8,
-    _bs: usize,
-    _t: *const u8,
-    _ts: usize,
-    _timeout: u32,
-    _token: *mut u32,
-) -> u32 {
-    with("http_call", |_| BAD_ARGUMENT)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_call")]
-pub extern "C" fn proxy_grpc_call(
-    _u: *const u8,
-    _us: usize,
-    _s: *const u8,
-    _ss: usize,
-    _m: *const u8,
-    _ms: usize,
-    _i: *const u8,
-    _is: usize,
-    _d: *const u8,
-    _ds: usize,
-    _timeout: u32,
-    _token: *mut u32,
-) -> u32 {
-    with("grpc_call", |_| BAD_ARGUMENT)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_stream")]
-pub extern "C" fn proxy_grpc_stream(
-    _u: *const u8,
-    _us: usize,
-    _s: *const u8,
-    _ss: usize,
-    _m: *const u8,
-    _ms: usize,
-    _i: *const u8,
-    _is: usize,
-    _token: *mut u32,
-) -> u32 {
-    with("grpc_stream", |_| BAD_ARGUMENT)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_send")]
-pub extern "C" fn proxy_grpc_send(_t: u32, _d: *const u8, _s: usize, _e: bool) -> u32 {
-    with("grpc_send", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_cancel")]
-pub extern "C" fn proxy_grpc_cancel(_t: u32) -> u32 {
-    with("grpc_cancel", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_grpc_close")]
-pub extern "C" fn proxy_grpc_close(_t: u32) -> u32 {
-    with("grpc_close", |_| NOT_FOUND)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_status")]
-pub unsafe extern "C" fn proxy_get_status(
-    code: *mut u32,
-    _d: *mut *mut u8,
-    size: *mut usize,
-) -> u32 {
-    unsafe {
-        *code = 0;
-        *size = 0;
+        })
     }
-    with("get_status", |_| OK)
-}
+);
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_set_effective_context"
-)]
-pub extern "C" fn proxy_set_effective_context(_c: u32) -> u32 {
-    with("set_effective_context", |_| OK)
-}
+host!(
+    "proxy_get_log_level",
+    pub unsafe extern "C" fn proxy_get_log_level(level: *mut u32) -> u32 {
+        unsafe { *level = 3 }
+        OK
+    }
+);
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_call_foreign_function"
-)]
-pub unsafe extern "C" fn proxy_call_foreign_function(
-    name: *const u8,
-    name_size: usize,
-    args: *const u8,
-    args_size: usize,
-    data: *mut *mut u8,
-    size: *mut usize,
-) -> u32 {
-    with("call_foreign_function", |h| {
-        if unsafe { slice(name, name_size) } != b"verify_signature" {
-            return NOT_FOUND;
-        }
-        match h.signatures {
-            Signatures::Absent => NOT_FOUND,
-            Signatures::Checked => {
-                match NativeVerifySignature.verify_signature(unsafe { slice(args, args_size) }) {
-                    Ok(answer) => {
-                        unsafe { give(&answer, data, size) };
-                        OK
-                    }
-                    Err(status) => status,
-                }
-            }
-            Signatures::Valid => {
-                unsafe { give(&[0x08, 0x01], data, size) };
+host!(
+    "proxy_get_current_time_nanoseconds",
+    pub unsafe extern "C" fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32 {
+        with("get_current_time", |_| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            unsafe { *time = now.as_nanos() as u64 };
+            OK
+        })
+    }
+);
+
+host!(
+    "proxy_get_buffer_bytes",
+    pub unsafe extern "C" fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32 {
+        with("get_buffer_bytes", |h| {
+            // 6: VM configuration, 7: plugin configuration.
+            let b: &[u8] = match buffer_type {
+                7 => &h.configuration,
+                6 => b"",
+                _ => return NOT_FOUND,
+            };
+            let end = b.len().min(start.saturating_add(max));
+            unsafe { give(&b[start.min(end)..end], data, size) };
+            OK
+        })
+    }
+);
+
+host!(
+    "proxy_get_header_map_pairs",
+    pub unsafe extern "C" fn proxy_get_header_map_pairs(
+        map_type: u32,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32 {
+        with("get_header_map_pairs", |h| match map(h, map_type) {
+            Some((_, bytes)) => {
+                unsafe { give(bytes, data, size) };
                 OK
             }
+            None => NOT_FOUND,
+        })
+    }
+);
+
+host!(
+    "proxy_get_header_map_value",
+    pub unsafe extern "C" fn proxy_get_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32 {
+        with("get_header_map_value", |h| {
+            let key = unsafe { slice(key, key_size) };
+            let Some((pairs, _)) = map(h, map_type) else {
+                return NOT_FOUND;
+            };
+            match pairs.iter().find(|(k, _)| k.as_bytes() == key) {
+                Some((_, v)) => {
+                    unsafe { give(v, data, size) };
+                    OK
+                }
+                None => NOT_FOUND,
+            }
+        })
+    }
+);
+
+host!(
+    "proxy_remove_header_map_value",
+    pub unsafe extern "C" fn proxy_remove_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+    ) -> u32 {
+        with("remove_header_map_value", |h| match map(h, map_type) {
+            Some(_) if key_size > 0 && !key.is_null() => OK,
+            _ => BAD_ARGUMENT,
+        })
+    }
+);
+
+host!(
+    "proxy_replace_header_map_value",
+    pub unsafe extern "C" fn proxy_replace_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32 {
+        with("replace_header_map_value", |h| {
+            write_status(h, map_type, key, key_size, value, value_size)
+        })
+    }
+);
+
+host!(
+    "proxy_add_header_map_value",
+    pub unsafe extern "C" fn proxy_add_header_map_value(
+        map_type: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32 {
+        with("add_header_map_value", |h| {
+            write_status(h, map_type, key, key_size, value, value_size)
+        })
+    }
+);
+
+host!(
+    "proxy_get_shared_data",
+    pub unsafe extern "C" fn proxy_get_shared_data(
+        key: *const u8,
+        key_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+        cas: *mut u32,
+    ) -> u32 {
+        with("get_shared_data", |h| {
+            match h.shared.get(&text(unsafe { slice(key, key_size) })) {
+                Some((v, c)) => {
+                    unsafe {
+                        give(v, data, size);
+                        *cas = *c;
+                    }
+                    OK
+                }
+                None => NOT_FOUND,
+            }
+        })
+    }
+);
+
+host!(
+    "proxy_set_shared_data",
+    pub unsafe extern "C" fn proxy_set_shared_data(
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32 {
+        with("set_shared_data", |h| {
+            let key = text(unsafe { slice(key, key_size) });
+            let value = unsafe { slice(value, value_size) }.to_vec();
+            let entry = h.shared.entry(key).or_insert((Vec::new(), 0));
+            if cas != 0 && cas != entry.1 {
+                return CAS_MISMATCH;
+            }
+            *entry = (value, entry.1 + 1);
+            OK
+        })
+    }
+);
+
+host!(
+    "proxy_send_local_response",
+    pub extern "C" fn proxy_send_local_response(
+        _status: u32,
+        _d: *const u8,
+        _ds: usize,
+        _b: *const u8,
+        _bs: usize,
+        _h: *const u8,
+        _hs: usize,
+        _g: i32,
+    ) -> u32 {
+        with("send_local_response", |h| {
+            h.local_replies += 1;
+            OK
+        })
+    }
+);
+
+host!(
+    "proxy_get_status",
+    pub unsafe extern "C" fn proxy_get_status(
+        code: *mut u32,
+        _d: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32 {
+        unsafe {
+            *code = 0;
+            *size = 0;
         }
-    })
-}
+        with("get_status", |_| OK)
+    }
+);
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_done")]
-pub extern "C" fn proxy_done() -> u32 {
-    with("done", |_| OK)
-}
+host!(
+    "proxy_call_foreign_function",
+    pub unsafe extern "C" fn proxy_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        data: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32 {
+        with("call_foreign_function", |h| {
+            if unsafe { slice(name, name_size) } != b"verify_signature" {
+                return NOT_FOUND;
+            }
+            match h.signatures {
+                Signatures::Absent => NOT_FOUND,
+                Signatures::Checked => {
+                    match NativeVerifySignature.verify_signature(unsafe { slice(args, args_size) })
+                    {
+                        Ok(answer) => {
+                            unsafe { give(&answer, data, size) };
+                            OK
+                        }
+                        Err(status) => status,
+                    }
+                }
+                Signatures::Valid => {
+                    unsafe { give(&[0x08, 0x01], data, size) };
+                    OK
+                }
+            }
+        })
+    }
+);
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_define_metric")]
-pub unsafe extern "C" fn proxy_define_metric(
-    _t: u32,
-    _n: *const u8,
-    _s: usize,
-    id: *mut u32,
-) -> u32 {
-    with("define_metric", |h| {
-        h.metrics += 1;
-        unsafe { *id = h.metrics };
-        OK
-    })
-}
+host!(
+    "proxy_define_metric",
+    pub unsafe extern "C" fn proxy_define_metric(
+        _t: u32,
+        _n: *const u8,
+        _s: usize,
+        id: *mut u32,
+    ) -> u32 {
+        with("define_metric", |h| {
+            h.metrics += 1;
+            unsafe { *id = h.metrics };
+            OK
+        })
+    }
+);
 
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_get_metric")]
-pub unsafe extern "C" fn proxy_get_metric(_id: u32, value: *mut u64) -> u32 {
-    unsafe { *value = 0 };
-    with("get_metric", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(target_family = "wasm", export_name = "bench_host_proxy_record_metric")]
-pub extern "C" fn proxy_record_metric(_id: u32, _v: u64) -> u32 {
-    with("record_metric", |_| OK)
-}
-
-#[cfg_attr(not(target_family = "wasm"), no_mangle)]
-#[cfg_attr(
-    target_family = "wasm",
-    export_name = "bench_host_proxy_increment_metric"
-)]
-pub extern "C" fn proxy_increment_metric(_id: u32, _v: i64) -> u32 {
-    with("increment_metric", |_| OK)
-}
+host!(
+    "proxy_get_metric",
+    pub unsafe extern "C" fn proxy_get_metric(_id: u32, value: *mut u64) -> u32 {
+        unsafe { *value = 0 };
+        with("get_metric", |_| OK)
+    }
+);
 
 const ROOT: u32 = 1;
 
