@@ -182,6 +182,8 @@ pub struct Filter {
     now_ms: Option<u64>,
     /// The client address (`client_ip` settings), read at most once.
     client_ip: Option<Option<String>>,
+    /// Whether a block may be running (the blocking horizon), read at most once.
+    blocks_may_run: Option<bool>,
     /// Envoy's id of this stream.
     id: u32,
     /// Held at its headers and watched (see [`answer_stalled`]).
@@ -199,6 +201,7 @@ impl Filter {
             headers: Headers::default(),
             now_ms: None,
             client_ip: None,
+            blocks_may_run: None,
             id,
             watched: false,
         }
@@ -1497,6 +1500,12 @@ impl Filter {
     ) -> Option<u64> {
         let blocking = policy.blocking.as_ref()?;
         let now = self.now_ms();
+        let may_run = *self
+            .blocks_may_run
+            .get_or_insert_with(|| blocking.blocks_may_run(&HostStore, now));
+        if !may_run {
+            return None;
+        }
         for rule in &blocking.rules {
             if rule.keyed_before_auth() != before_auth {
                 continue;

@@ -610,7 +610,6 @@ fn es256_tokens(n: usize) -> (serde_json::Value, Vec<String>) {
 }
 
 fn main() {
-    let mut root = api_guard::api::root_context();
     let only = std::env::var("FILTER_BENCH_ONLY").unwrap_or_default();
     let (jwk, tokens) = es256_tokens(FRESH_TOKENS + 1);
     let token = &tokens[FRESH_TOKENS];
@@ -623,7 +622,26 @@ fn main() {
              "auth": {"requires": "idp"}}
         ]
     });
+    let mut root = api_guard::api::root_context();
     configure(root.as_mut(), &config);
+    // The open route under four blocking rules, as `make bench`'s blocking-4-rules
+    // (keyed on a header here: the bench's host has no client address).
+    let mut blocking = config.clone();
+    let by = "header:x-bench-caller";
+    blocking["quota_settings"] = json!({"key_salt": "bench-blocking-salt-0123456789"});
+    blocking["blocking"] = json!({"rules": [
+        {"name": "guessing", "count": "auth_failures", "by": by, "max": 20,
+         "window_seconds": 60, "block_seconds": 300},
+        {"name": "scanning", "count": "not_found", "by": by, "max": 50,
+         "window_seconds": 60, "block_seconds": 600},
+        {"name": "walking", "count": "distinct_param", "param": "id", "routes": ["items"],
+         "by": by, "max": 1000, "window_seconds": 60, "block_seconds": 900},
+        {"name": "stuffing", "count": "status", "statuses": [401], "routes": ["items"],
+         "by": by, "max": 10, "window_seconds": 300, "block_seconds": 900}
+    ]});
+    let mut blocking_root = api_guard::api::root_context();
+    configure(blocking_root.as_mut(), &blocking);
+    let mut roots = [root, blocking_root];
     let common = [
         (":authority", "127.0.0.1:10000"),
         (":scheme", "http"),
@@ -650,6 +668,8 @@ fn main() {
     ));
     let mut unmatched = headers(&common);
     unmatched.push((":path".into(), b"/nowhere".to_vec()));
+    let mut caller = open.clone();
+    caller.push(("x-bench-caller".into(), b"alice".to_vec()));
 
     println!(
         "filter: {}, release build",
@@ -660,16 +680,24 @@ fn main() {
         }
     );
     let mut id = ROOT;
-    let cases: [(&str, &Map, Action); 3] = [
-        ("open route (GET /api/items/42)", &open, Action::Continue),
+    let cases: [(&str, usize, &Map, Action); 4] = [
+        ("open route (GET /api/items/42)", 0, &open, Action::Continue),
         (
             "ES256 token, cached (GET /api/orders/7)",
+            0,
             &jwt,
             Action::Continue,
         ),
-        ("no route (404 problem+json)", &unmatched, Action::Pause),
+        ("no route (404 problem+json)", 0, &unmatched, Action::Pause),
+        (
+            "open route, four blocking rules",
+            1,
+            &caller,
+            Action::Continue,
+        ),
     ];
-    for (label, req, expect) in cases {
+    for (label, r, req, expect) in cases {
+        let root = &mut roots[r];
         if !label.starts_with(only.as_str()) {
             continue;
         }
@@ -685,7 +713,7 @@ fn main() {
         for _ in 0..2 {
             id += 1;
             assert_eq!(
-                request(&*root, id, req, &response, false),
+                request(&**root, id, req, &response, false),
                 expect,
                 "{label}: unexpected action"
             );
@@ -697,13 +725,13 @@ fn main() {
             std::env::var_os("FILTER_BENCH_TRACE").is_some(),
             Ordering::Relaxed,
         );
-        request(&*root, id, req, &response, true);
+        request(&**root, id, req, &response, true);
         TRACING.store(false, Ordering::Relaxed);
         let allocations = ALLOCATIONS.load(Ordering::Relaxed);
         let calls = HOST.with(|h| std::mem::take(&mut h.borrow_mut().calls));
         rounds::time(label, 20_000, || {
             id += 1;
-            request(&*root, id, req, &response, false);
+            request(&**root, id, req, &response, false);
             if id % 1000 == 0 {
                 root.on_tick();
             }

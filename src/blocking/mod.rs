@@ -35,6 +35,17 @@
 //! blocking) keeps it from aiming at. Blocks end by themselves: nothing is deleted
 //! (shared data has no delete), an ended entry is just free.
 //!
+//! # The horizon: one read per request
+//!
+//! `apiguard.bh` holds the latest end of any block any rule has written. Every
+//! block raises it (to at least the block's end) before its entry is written, so
+//! while the current time is past it no block of any rule can be running, and a
+//! request reads that one key instead of one block slot per rule. Only when some
+//! block may still be running (under attack) are the rules' slots read. The value
+//! only grows; a block that gives way early leaves it as it is, which costs reads,
+//! never a missed block. A horizon that cannot be raised (shared data failing)
+//! does not record the block either: blocking fails open as a whole.
+//!
 //! A caller without a value for `by` (no token subject, no header) is not counted:
 //! blocking the anonymous bucket would block every anonymous caller at once.
 //!
@@ -59,6 +70,9 @@ pub const MAX_RULES: usize = 32;
 
 const BLOCK_VERSION: u8 = 1;
 const SET_VERSION: u8 = 1;
+const HORIZON_VERSION: u8 = 1;
+/// Shared-data key of the horizon (outside every rule's `apiguard.b.<rule>.`).
+const HORIZON_KEY: &str = "apiguard.bh";
 /// Rounds of read-decide-write before an update gives up (fails open).
 const MAX_ROUNDS: u32 = 16;
 
@@ -286,6 +300,52 @@ impl BlockingPolicy {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+
+    /// False when no block of any rule can be running at `now_ms` (the horizon
+    /// is past, or no block was ever written): the rules' block slots need not be
+    /// read. A horizon of another layout reads as "may run"; a store failure as
+    /// "none" (blocking fails open, as [`Rule::blocked_for`] does).
+    pub fn blocks_may_run(&self, store: &dyn SharedStore, now_ms: u64) -> bool {
+        match store.get(HORIZON_KEY) {
+            Ok((Some(value), _)) => decode_horizon(&value).is_none_or(|end| end > now_ms),
+            Ok((None, _)) | Err(_) => false,
+        }
+    }
+}
+
+/// Raises the horizon to at least `until`; false if shared data failed.
+fn raise_horizon(store: &mut dyn SharedStore, until: u64) -> bool {
+    for _ in 0..MAX_ROUNDS {
+        let Ok((bytes, cas)) = store.get(HORIZON_KEY) else {
+            return false;
+        };
+        if bytes
+            .as_deref()
+            .and_then(decode_horizon)
+            .is_some_and(|end| end >= until)
+        {
+            return true;
+        }
+        let Some(token) = write_token(store, bytes.is_some(), cas) else {
+            return false;
+        };
+        let mut value = Vec::with_capacity(9);
+        value.push(HORIZON_VERSION);
+        value.extend_from_slice(&until.to_le_bytes());
+        match store.set(HORIZON_KEY, &value, Some(token)) {
+            Ok(()) => return true,
+            Err(StoreError::CasMismatch) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn decode_horizon(bytes: &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&HORIZON_VERSION, end)) if end.len() == 8 => Some(le_u64(end)),
+        _ => None,
+    }
 }
 
 /// What counting one event did.
@@ -436,6 +496,11 @@ impl Rule {
                 }
             }
             entries.push((key.fingerprint(), until));
+            // Readers skip every slot while the horizon is past: it must cover
+            // this block before the block exists.
+            if !raise_horizon(store, until) {
+                return Event::Ignored;
+            }
             let Some(token) = write_token(store, bytes.is_some(), cas) else {
                 return Event::Ignored;
             };

@@ -389,3 +389,100 @@ fn rule_mode_overrides_the_top_level_one() {
     assert_eq!(r.rules[0].mode, Mode::Report);
     assert_eq!(r.rules[1].mode, Mode::Enforce);
 }
+
+#[test]
+fn the_horizon_covers_every_running_block_and_only_grows() {
+    let mut long = rule("long", "not_found");
+    long.block_seconds = 60;
+    let policy = compile(vec![rule("short", "auth_failures"), long]).unwrap();
+    let (short, long) = (&policy.rules[0], &policy.rules[1]);
+    let mut store = MemoryStore::new();
+    let a = ip_key(short, "10.0.0.1");
+    let b = ip_key(long, "10.0.0.2");
+    let t = 5_000_000;
+    // Nothing ever blocked: no slot needs reading.
+    assert!(!policy.blocks_may_run(&store, t));
+    assert_eq!(short.start_block(&mut store, &a, t), Event::BlockStarted);
+    assert_eq!(
+        long.start_block(&mut store, &b, t + 10),
+        Event::BlockStarted
+    );
+    // A later, shorter block leaves the horizon where the longest one put it.
+    let c = ip_key(short, "10.0.0.3");
+    assert_eq!(
+        short.start_block(&mut store, &c, t + 20),
+        Event::BlockStarted
+    );
+    for now in (t - 1_000..t + 70_000).step_by(250) {
+        let running = [(short, &a), (long, &b), (short, &c)]
+            .iter()
+            .any(|(r, k)| r.blocked_for(&store, k, now).is_some());
+        if running {
+            assert!(policy.blocks_may_run(&store, now), "at {now}");
+        }
+    }
+    assert!(policy.blocks_may_run(&store, t + 60_009));
+    assert!(!policy.blocks_may_run(&store, t + 60_010));
+}
+
+#[test]
+fn a_block_whose_horizon_cannot_be_raised_is_not_recorded() {
+    let policy = compile(vec![rule("guess", "auth_failures")]).unwrap();
+    let r = &policy.rules[0];
+    let mut store = MemoryStore::new();
+    let a = ip_key(r, "10.0.0.1");
+    store.set_before_set(Some(Box::new(|s: &mut MemoryStore, key: &str| {
+        s.set_unavailable(key == "apiguard.bh");
+    })));
+    assert_eq!(r.start_block(&mut store, &a, 1_000), Event::Ignored);
+    store.set_unavailable(false);
+    store.set_before_set(None);
+    // Neither the horizon nor a block: fail open, as a whole.
+    assert_eq!(r.blocked_for(&store, &a, 1_001), None);
+    assert!(!policy.blocks_may_run(&store, 1_001));
+    assert_eq!(r.start_block(&mut store, &a, 2_000), Event::BlockStarted);
+    assert!(policy.blocks_may_run(&store, 2_001));
+}
+
+#[test]
+fn a_horizon_raised_concurrently_keeps_the_later_end() {
+    let mut long = rule("long", "not_found");
+    long.block_seconds = 600;
+    let policy = compile(vec![rule("short", "auth_failures"), long]).unwrap();
+    let long = &policy.rules[1];
+    let twin = one(rule("short", "auth_failures"));
+    let mut store = MemoryStore::new();
+    let mut fired = false;
+    // Another worker starts a 30 s block between our read of the horizon and our
+    // write of it: our write must not be lost to its earlier end.
+    store.set_before_set(Some(Box::new(move |s: &mut MemoryStore, key: &str| {
+        if key == "apiguard.bh" && !fired {
+            fired = true;
+            let k = ip_key(&twin, "10.0.0.9");
+            assert_eq!(twin.start_block(s, &k, 1_000), Event::BlockStarted);
+        }
+    })));
+    let a = ip_key(long, "10.0.0.1");
+    assert_eq!(long.start_block(&mut store, &a, 1_000), Event::BlockStarted);
+    assert!(long.blocked_for(&store, &a, 1_000 + 599_999).is_some());
+    assert!(policy.blocks_may_run(&store, 1_000 + 599_999));
+    assert!(!policy.blocks_may_run(&store, 1_000 + 600_000));
+}
+
+#[test]
+fn a_horizon_of_another_layout_means_the_slots_are_read() {
+    let policy = compile(vec![rule("guess", "auth_failures")]).unwrap();
+    let r = &policy.rules[0];
+    let mut store = MemoryStore::new();
+    for junk in [&b""[..], b"\x02", b"\x01abc", &[1u8; 10], &[2u8; 9]] {
+        store.put_raw("apiguard.bh", junk);
+        assert!(policy.blocks_may_run(&store, u64::MAX - 1), "{junk:?}");
+        // The next block writes a horizon of this layout over it.
+        let a = ip_key(r, "10.0.0.1");
+        assert_eq!(r.start_block(&mut store, &a, 10), Event::BlockStarted);
+        assert!(!policy.blocks_may_run(&store, 10 + 30_000));
+        store.put_raw(&r.block_key(&a), b"");
+    }
+    store.set_unavailable(true);
+    assert!(!policy.blocks_may_run(&store, 0));
+}
