@@ -50,7 +50,7 @@ FUZZ_FLAGS      := --sanitizer none --debug-assertions --codegen-units 16
 # out-of-memory (-rss_limit_mb, default 2048).
 FUZZ_RUN_FLAGS  := -timeout=10 -print_final_stats=1
 
-.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e checks validate token api-key bench clean
+.PHONY: help setup build image run test fmt-check clippy doc unit conformance fuzz-build fuzz fuzz-ci openapi openapi-build openapi-demo openapi-test e2e checks validate token api-key bench footprint clean
 
 help: ## List the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -211,6 +211,12 @@ bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/result
 	  apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; } || \
 	  { echo "error: perf not installed (Debian package linux-perf)"; exit 1; } ;; esac
 	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
+
+footprint: ## Instructions and code lines the filter runs per request (callgrind over the whole-filter bench; ARGS="--top 25")
+	@command -v valgrind >/dev/null || { command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; } || \
+	  { echo "error: valgrind not installed (Debian package valgrind)"; exit 1; }
+	$(PY) bench/micro/footprint.py $(ARGS)
 
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean

@@ -108,6 +108,9 @@ pub fn gauge(name: &str, value: u64) {
 pub struct RouteMetrics {
     route: String,
     ids: RefCell<HashMap<&'static str, HashMap<String, u32>>>,
+    /// `decision.allowed`, counted on nearly every request: kept apart so the
+    /// common request runs no hashing and no map code at all.
+    allowed: Cell<Option<u32>>,
 }
 
 impl RouteMetrics {
@@ -116,12 +119,28 @@ impl RouteMetrics {
         RouteMetrics {
             route: route.to_string(),
             ids: RefCell::new(HashMap::new()),
+            allowed: Cell::new(None),
         }
     }
 
     /// `apiguard.route.<route>.decision.<decision>`: one per request.
     pub fn decision(&self, decision: &str) {
         self.count("decision", decision, 1);
+    }
+
+    /// `apiguard.route.<route>.decision.allowed`.
+    pub fn allowed(&self) {
+        let id = match self.allowed.get() {
+            Some(id) => id,
+            None => {
+                let Some(id) = self.id(MetricType::Counter, "decision", "allowed") else {
+                    return;
+                };
+                self.allowed.set(Some(id));
+                id
+            }
+        };
+        count(id, 1);
     }
 
     /// Records `value` in the histogram `apiguard.route.<route>.<area>.<name>`

@@ -340,7 +340,8 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
     if !path.starts_with('/') {
         return Err("request path must start with '/'");
     }
-    let mut segments: Vec<String> = Vec::new();
+    // At most one segment per '/': sized once, no growth on the request path.
+    let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count());
     // Built as the segments are kept: a segment's wire form never holds a '/' (it
     // came from splitting on '/', and an encoded one stays encoded), so `..` cuts
     // `encoded` back to its last '/'.
@@ -394,7 +395,20 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
 /// Percent-decodes one segment. Refuses encodings that would change the
 /// segment structure or smuggle control characters.
 fn decode_segment(seg: &str) -> Result<String, &'static str> {
+    if !seg.contains('%') {
+        // Nothing encoded (most requests): the segment is its own decoding, and
+        // already UTF-8.
+        check_decoded(seg.as_bytes())?;
+        return Ok(seg.to_owned());
+    }
     let out = percent_decode(seg)?;
+    check_decoded(&out)?;
+    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+}
+
+/// A decoded segment must not change the path's structure or carry control
+/// characters.
+fn check_decoded(out: &[u8]) -> Result<(), &'static str> {
     if out.iter().any(|&c| c == b'/' || c == b'\\') {
         return Err("request path has an encoded '/' or '\\' inside a segment");
     }
@@ -404,7 +418,7 @@ fn decode_segment(seg: &str) -> Result<String, &'static str> {
     if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
         return Err("request path has a control character");
     }
-    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+    Ok(())
 }
 
 /// Checks the `;params` of a segment (only read under `semicolons: strip`): valid
@@ -741,6 +755,11 @@ mod tests {
             "/a/%5c..%5cadmin",
             "/a/%00",
             "/a/%0d%0a",
+            // The same bytes sent plain: a segment with nothing encoded is checked alike.
+            "/a\\..\\admin",
+            "/a/b\u{1}",
+            "/a/\r\n",
+            "/a/b\u{7f}",
             "/a/%",
             "/a/%4",
             "/a/%g0",

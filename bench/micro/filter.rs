@@ -562,7 +562,8 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
 /// One request through the filter's callbacks in Envoy's order, on a fresh
 /// context: the request headers (returns the action), the upstream's response
 /// headers and empty body, then the stream's end. The host's maps are the case's
-/// (set in `main`).
+/// (set in `main`). Never inlined: bench/micro/footprint.py collects inside it.
+#[inline(never)]
 fn request(root: &dyn RootContext, id: u32, request: &Map, response: &Map, count: bool) -> Action {
     COUNTING.store(count, Ordering::Relaxed);
     let mut http = root.create_http_context(id).unwrap();
