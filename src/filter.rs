@@ -27,6 +27,7 @@ use crate::request::{self, BodyCheck, BodyPlan, ParamInputs};
 use crate::route::{self, NormalizedPath, Params};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -993,14 +994,14 @@ struct HostTokens<'a> {
 }
 
 impl RequestTokens for HostTokens<'_> {
-    fn header(&self, name: &str) -> Option<String> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         // Repeated headers joined: cookies per RFC 6265 §5.4, others per RFC 9110 §5.3.
         let sep = if name.eq_ignore_ascii_case("cookie") {
             "; "
         } else {
             ","
         };
-        self.headers.joined(name, sep)
+        self.headers.joined_borrowed(name, sep)
     }
 
     fn query(&self) -> Option<&str> {

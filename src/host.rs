@@ -19,6 +19,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
 pub use proxy_wasm::types::{BufferType, MetricType};
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -251,15 +252,22 @@ impl Headers {
     /// repeated header is never reduced to its first line, so a second value
     /// cannot hide behind the first.
     pub fn joined(&self, name: &str, sep: &str) -> Option<String> {
-        let mut out: Option<String> = None;
+        self.joined_borrowed(name, sep).map(Cow::into_owned)
+    }
+
+    /// [`Headers::joined`], borrowing the value when the header occurs once (a
+    /// bearer token is read without a copy).
+    pub fn joined_borrowed(&self, name: &str, sep: &str) -> Option<Cow<'_, str>> {
+        let mut out: Option<Cow<'_, str>> = None;
         for (k, v) in self.pairs() {
             if k.eq_ignore_ascii_case(name) {
                 match &mut out {
                     Some(o) => {
+                        let o = o.to_mut();
                         o.push_str(sep);
                         o.push_str(v);
                     }
-                    None => out = Some(v.to_string()),
+                    None => out = Some(Cow::Borrowed(v)),
                 }
             }
         }
@@ -575,6 +583,7 @@ pub fn log(level: proxy_wasm::types::LogLevel, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::Headers;
+    use std::borrow::Cow;
 
     #[test]
     fn lookups_are_case_insensitive_and_join_repeats() {
@@ -590,6 +599,14 @@ mod tests {
         assert_eq!(h.joined("cookie", "; ").as_deref(), Some("a=1; b=2"));
         assert!(h.contains("cookie") && !h.contains("authorization"));
         assert_eq!(h.get("authorization"), None);
+        // A header that occurs once is lent, not copied; a repeated one is joined.
+        assert!(matches!(
+            h.joined_borrowed(":path", ","),
+            Some(Cow::Borrowed("/a"))
+        ));
+        assert!(
+            matches!(h.joined_borrowed("cookie", "; "), Some(Cow::Owned(v)) if v == "a=1; b=2")
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ use api_guard::api::fuzzing::{
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
+use std::borrow::Cow;
 
 const PARAM: &str = "access_token";
 const COOKIE: &str = "session";
@@ -70,14 +71,14 @@ struct Request<'a> {
 }
 
 impl RequestTokens for Request<'_> {
-    fn header(&self, name: &str) -> Option<String> {
+    fn header(&self, name: &str) -> Option<Cow<'_, str>> {
         if name.eq_ignore_ascii_case("cookie") {
             if let Some(c) = &self.cookie {
-                return c.clone();
+                return c.as_deref().map(Cow::Borrowed);
             }
-            return self.headers.joined(name, "; ");
+            return self.headers.joined_borrowed(name, "; ");
         }
-        self.headers.joined(name, ",")
+        self.headers.joined_borrowed(name, ",")
     }
     fn query(&self) -> Option<&str> {
         (!self.query.is_empty()).then_some(self.query.as_str())

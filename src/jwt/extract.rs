@@ -18,13 +18,15 @@
 //!   token for this source, and it is removed before the upstream on routes whose
 //!   provider does not forward credentials.
 
+use std::borrow::Cow;
+
 /// The request as the token extractor sees it; the proxy-wasm glue implements it over
 /// the host's header map.
 pub trait RequestTokens {
     /// The value of request header `name` (lowercase), if present. When the header
     /// occurs several times the glue should join the values with `,` (for `cookie`,
     /// with `; `), so a second token cannot hide behind the first.
-    fn header(&self, name: &str) -> Option<String>;
+    fn header(&self, name: &str) -> Option<Cow<'_, str>>;
     /// The raw query string (after `?`, without it), if the request has one.
     fn query(&self) -> Option<&str>;
     /// The downstream connection's client certificate as Envoy saw it: `None` if the
@@ -309,8 +311,8 @@ pub(crate) mod tests {
     }
 
     impl RequestTokens for FakeRequest {
-        fn header(&self, name: &str) -> Option<String> {
-            self.headers.get(name).cloned()
+        fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.headers.get(name).map(|v| Cow::Borrowed(v.as_str()))
         }
         fn query(&self) -> Option<&str> {
             self.query.as_deref()
