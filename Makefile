@@ -216,7 +216,7 @@ footprint: ## Instructions and code lines the filter runs per request (callgrind
 	@command -v valgrind >/dev/null || { command -v apt-get >/dev/null && \
 	  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; } || \
 	  { echo "error: valgrind not installed (Debian package valgrind)"; exit 1; }
-	$(PY) bench/micro/footprint.py $(ARGS)
+	@python3 bench/micro/footprint.py $(ARGS)
 
 clean: ## Remove build outputs (keeps .venv)
 	cargo clean
