@@ -203,19 +203,19 @@ checks: image ## Repository checks without Envoy: markdown tables, the OCI image
 
 test: setup fmt-check clippy doc unit conformance checks fuzz-ci openapi-test e2e ## Everything CI runs: fmt, clippy, docs, unit, conformance, repository checks, fuzzing, the OpenAPI importer, end-to-end
 
+# A tool a measuring target needs, installed from Debian when missing:
+# $(call need,<command>,<package>).
+need = command -v $(1) >/dev/null || { command -v apt-get >/dev/null && \
+  apt-get update -qq && apt-get install -y -qq $(2) >/dev/null; } || \
+  { echo "error: $(1) not installed (Debian package $(2))"; exit 1; }
+
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick, ARGS=--profile)
-	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
-	  { echo "error: wrk not installed (Debian package wrk)"; exit 1; }
-	@case "$(ARGS)" in *--profile*) command -v perf >/dev/null || { command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null; } || \
-	  { echo "error: perf not installed (Debian package linux-perf)"; exit 1; } ;; esac
+	@$(call need,wrk,wrk)
+	@case "$(ARGS)" in *--profile*) $(call need,perf,linux-perf) ;; esac
 	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 footprint: ## Instructions and code lines the filter runs per request (callgrind over the whole-filter bench; ARGS="--top 25")
-	@command -v valgrind >/dev/null || { command -v apt-get >/dev/null && \
-	  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; } || \
-	  { echo "error: valgrind not installed (Debian package valgrind)"; exit 1; }
+	@$(call need,valgrind,valgrind)
 	@python3 bench/micro/footprint.py $(ARGS)
 
 clean: ## Remove build outputs (keeps .venv)

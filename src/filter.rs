@@ -308,7 +308,7 @@ impl Filter {
     /// Lets a request through that the filter refused under `mode: report`.
     fn pass_reported(&mut self, route: Option<&Route>) -> Action {
         match route {
-            Some(r) => r.metrics.allowed(),
+            Some(r) => r.metrics.decision("allowed"),
             None => metrics::unmatched("allowed"),
         }
         self.state = State::Passthrough;
@@ -459,7 +459,7 @@ impl Filter {
                 let hold = matches!(routed.request, RequestStage::Holding { .. });
                 let global = routed.global.is_some();
                 if !hold && !global {
-                    routed.route.metrics.allowed();
+                    routed.route.metrics.decision("allowed");
                 }
                 self.state = State::Routed(Box::new(routed));
                 if global {
@@ -648,7 +648,7 @@ impl Filter {
         match outcome {
             Ok(()) => {
                 routed.request = RequestStage::Forwarded;
-                route.metrics.allowed();
+                route.metrics.decision("allowed");
                 // Returning Continue from the body (or trailers) callback releases the
                 // held headers with the buffered body. Calling resume_http_request()
                 // here as well made Envoy forward an HTTP/2 request without its
@@ -668,7 +668,7 @@ impl Filter {
         if let Some(routed) = self.routed() {
             routed.request = RequestStage::Forwarded;
         }
-        route.metrics.allowed();
+        route.metrics.decision("allowed");
         Action::Continue
     }
 
@@ -955,7 +955,7 @@ impl Filter {
             RequestStage::Holding { .. } if policy.hold_at_headers => Action::Pause,
             RequestStage::Holding { .. } => Action::Continue,
             RequestStage::Forwarded => {
-                route.metrics.allowed();
+                route.metrics.decision("allowed");
                 Action::Continue
             }
         };

@@ -103,14 +103,12 @@ pub fn gauge(name: &str, value: u64) {
 
 /// One route's counters: `apiguard.route.<route>.<area>.<counter>`. Metric ids
 /// are cached here, filled on first use, so a later request neither formats nor
-/// hashes a full metric name.
+/// hashes a metric name: a route uses a handful of counters, found by a short scan
+/// (the first, usually `decision.allowed`, on nearly every request).
 #[derive(Debug)]
 pub struct RouteMetrics {
     route: String,
-    ids: RefCell<HashMap<&'static str, HashMap<String, u32>>>,
-    /// `decision.allowed`, counted on nearly every request: kept apart so the
-    /// common request runs no hashing and no map code at all.
-    allowed: Cell<Option<u32>>,
+    ids: RefCell<Vec<(&'static str, Box<str>, u32)>>,
 }
 
 impl RouteMetrics {
@@ -118,29 +116,13 @@ impl RouteMetrics {
     pub fn new(route: &str) -> Self {
         RouteMetrics {
             route: route.to_string(),
-            ids: RefCell::new(HashMap::new()),
-            allowed: Cell::new(None),
+            ids: RefCell::new(Vec::new()),
         }
     }
 
     /// `apiguard.route.<route>.decision.<decision>`: one per request.
     pub fn decision(&self, decision: &str) {
         self.count("decision", decision, 1);
-    }
-
-    /// `apiguard.route.<route>.decision.allowed`.
-    pub fn allowed(&self) {
-        let id = match self.allowed.get() {
-            Some(id) => id,
-            None => {
-                let Some(id) = self.id(MetricType::Counter, "decision", "allowed") else {
-                    return;
-                };
-                self.allowed.set(Some(id));
-                id
-            }
-        };
-        count(id, 1);
     }
 
     /// Records `value` in the histogram `apiguard.route.<route>.<area>.<name>`
@@ -162,22 +144,15 @@ impl RouteMetrics {
         let cached = self
             .ids
             .borrow()
-            .get(area)
-            .and_then(|by_counter| by_counter.get(counter))
-            .copied();
-        let id = match cached {
-            Some(id) => id,
-            None => {
-                let name = format!("apiguard.route.{}.{area}.{counter}", self.route);
-                let id = id(kind, &name)?;
-                self.ids
-                    .borrow_mut()
-                    .entry(area)
-                    .or_default()
-                    .insert(counter.to_string(), id);
-                id
-            }
-        };
+            .iter()
+            .find(|(a, c, _)| *a == area && &**c == counter)
+            .map(|(_, _, id)| *id);
+        if cached.is_some() {
+            return cached;
+        }
+        let name = format!("apiguard.route.{}.{area}.{counter}", self.route);
+        let id = id(kind, &name)?;
+        self.ids.borrow_mut().push((area, counter.into(), id));
         Some(id)
     }
 }

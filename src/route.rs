@@ -415,16 +415,16 @@ fn check_decoded(out: &[u8]) -> Result<(), &'static str> {
     if out.contains(&b';') {
         return Err("request path has an encoded ';' inside a segment");
     }
-    if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
-        return Err("request path has a control character");
-    }
-    Ok(())
+    no_control_characters(out)
 }
 
 /// Checks the `;params` of a segment (only read under `semicolons: strip`): valid
 /// percent-encoding and no control characters, as for the segment itself.
 fn check_params(params: &str) -> Result<(), &'static str> {
-    let out = percent_decode(params)?;
+    no_control_characters(&percent_decode(params)?)
+}
+
+fn no_control_characters(out: &[u8]) -> Result<(), &'static str> {
     if out.iter().any(|&c| c < 0x20 || c == 0x7f) {
         return Err("request path has a control character");
     }

@@ -198,22 +198,6 @@ fn serialize(pairs: &Map) -> Vec<u8> {
 // the symbols the library links against; in Wasm the library imports them from
 // `env`, and bench/micro/wasi_run.js forwards each import to the export here.
 
-/// The answer to a header write, which is counted, not applied: `BadArgument` for a
-/// map the filter cannot write or a missing name, as Envoy answers.
-fn write_status(
-    h: &Host,
-    map_type: u32,
-    key: *const u8,
-    key_size: usize,
-    value: *const u8,
-    value_size: usize,
-) -> u32 {
-    match map(h, map_type) {
-        Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
-        _ => BAD_ARGUMENT,
-    }
-}
-
 /// Adds the attributes every host function needs: natively the symbol the library
 /// links against, in Wasm an export `bench_host_<name>` (see wasi_run.js).
 macro_rules! host {
@@ -369,35 +353,29 @@ host!(
     }
 );
 
-host!(
-    "proxy_replace_header_map_value",
-    pub unsafe extern "C" fn proxy_replace_header_map_value(
-        map_type: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32 {
-        with("replace_header_map_value", |h| {
-            write_status(h, map_type, key, key_size, value, value_size)
-        })
-    }
-);
+/// The header writes (replace, add), counted, not applied: `BadArgument` for a map
+/// the filter cannot write or a missing name, as Envoy answers.
+macro_rules! header_write {
+    ($($name:ident as $label:literal;)*) => {$(
+        host!(stringify!($name), pub unsafe extern "C" fn $name(
+            map_type: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32 {
+            with($label, |h| match map(h, map_type) {
+                Some(_) if key_size > 0 && !key.is_null() && (value_size == 0 || !value.is_null()) => OK,
+                _ => BAD_ARGUMENT,
+            })
+        });
+    )*};
+}
 
-host!(
-    "proxy_add_header_map_value",
-    pub unsafe extern "C" fn proxy_add_header_map_value(
-        map_type: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32 {
-        with("add_header_map_value", |h| {
-            write_status(h, map_type, key, key_size, value, value_size)
-        })
-    }
-);
+header_write! {
+    proxy_replace_header_map_value as "replace_header_map_value";
+    proxy_add_header_map_value as "add_header_map_value";
+}
 
 host!(
     "proxy_get_shared_data",
