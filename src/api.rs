@@ -140,7 +140,7 @@ pub mod fuzzing {
         template: &PathTemplate,
         path: &NormalizedPath,
     ) -> Option<Vec<(String, String)>> {
-        template.matches(path, false)
+        named(template.matches(path, false))
     }
 
     /// As [`match_template`], literals compared ASCII-case-insensitively (the
@@ -149,7 +149,12 @@ pub mod fuzzing {
         template: &PathTemplate,
         path: &NormalizedPath,
     ) -> Option<Vec<(String, String)>> {
-        template.matches(path, true)
+        named(template.matches(path, true))
+    }
+
+    /// Parameters with their names as plain strings, for comparing.
+    fn named(params: Option<crate::route::Params>) -> Option<Vec<(String, String)>> {
+        params.map(|ps| ps.into_iter().map(|(n, v)| (n.to_string(), v)).collect())
     }
 
     /// The strict, bounded JSON parser of request bodies (`json::parse`).

@@ -344,7 +344,7 @@ impl RouteCloak {
             (true, None) => return None,
         };
         for (name, segment, kind) in &self.params {
-            let (_, value) = params.iter_mut().find(|(n, _)| n == name)?;
+            let (_, value) = params.iter_mut().find(|(n, _)| **n == **name)?;
             let real = self.keys.decloak(kind, caller, value)?;
             // Never a segment the upstream would drop or resolve.
             if real == "." || real == ".." {

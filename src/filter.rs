@@ -1560,7 +1560,7 @@ impl Filter {
             };
             let event = match &rule.count {
                 Count::DistinctParam(name) => {
-                    match params.and_then(|ps| ps.iter().find(|(n, _)| n == name)) {
+                    match params.and_then(|ps| ps.iter().find(|(n, _)| **n == **name)) {
                         Some((_, value)) => rule.count_distinct(&mut HostStore, &key, value, now),
                         None => Event::Ignored,
                     }

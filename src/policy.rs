@@ -401,8 +401,8 @@ mod tests {
         assert!(p.is_ok(), "{p:?}");
         let Ok(p) = p else { return };
         let two = vec![
-            ("shop".to_string(), "s".to_string()),
-            ("id".to_string(), "1".to_string()),
+            ("shop".into(), "s".to_string()),
+            ("id".into(), "1".to_string()),
         ];
         assert_eq!(
             matched(&p, "GET", "/shops/s/orders/1"),
@@ -437,8 +437,8 @@ mod tests {
         assert!(p.is_ok(), "{p:?}");
         let Ok(p) = p else { return };
         let two = vec![
-            ("shop".to_string(), "S".to_string()),
-            ("id".to_string(), "1".to_string()),
+            ("shop".into(), "S".to_string()),
+            ("id".into(), "1".to_string()),
         ];
         assert_eq!(
             matched(&p, "GET", "/SHOPS/S/Orders/1"),

@@ -12,6 +12,7 @@
 //! resource that was authorised.
 
 use crate::config::{ConfigError, Semicolons};
+use std::sync::Arc;
 
 /// Longest request path (bytes, before the query) the filter accepts.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -22,8 +23,8 @@ pub const MAX_SEGMENTS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param(String),
-    Rest(String),
+    Param(Arc<str>),
+    Rest(Arc<str>),
     /// Literal text and parameters in one segment (`{name}.json`), as OpenAPI
     /// path templates allow; two parameters are always separated by text.
     Mixed(Vec<Piece>),
@@ -33,7 +34,7 @@ enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(String),
-    Param(String),
+    Param(Arc<str>),
 }
 
 /// A compiled path template.
@@ -41,10 +42,13 @@ enum Piece {
 pub struct PathTemplate {
     source: String,
     segments: Vec<Segment>,
+    /// How many parameters a match captures.
+    params: usize,
 }
 
-/// Captured path parameters, in template order: `(name, decoded value)`.
-pub type Params = Vec<(String, String)>;
+/// Captured path parameters, in template order: `(name, decoded value)`. The
+/// name is the template's own, shared: a match copies only the values.
+pub type Params = Vec<(Arc<str>, String)>;
 
 impl PathTemplate {
     /// The template as configured (`/shops/{shop}/orders`).
@@ -97,9 +101,9 @@ impl PathTemplate {
                 }
                 names.push(name);
                 segments.push(if rest {
-                    Segment::Rest(name.to_string())
+                    Segment::Rest(name.into())
                 } else {
-                    Segment::Param(name.to_string())
+                    Segment::Param(name.into())
                 });
             } else if seg.contains(';') {
                 return Err(err(format!(
@@ -124,6 +128,7 @@ impl PathTemplate {
         Ok(PathTemplate {
             source: template.to_string(),
             segments,
+            params: names.len(),
         })
     }
 
@@ -132,11 +137,11 @@ impl PathTemplate {
         let mut names = Vec::new();
         for s in &self.segments {
             match s {
-                Segment::Param(n) | Segment::Rest(n) => names.push(n.clone()),
+                Segment::Param(n) | Segment::Rest(n) => names.push(n.to_string()),
                 Segment::Mixed(pieces) => {
                     for p in pieces {
                         if let Piece::Param(n) = p {
-                            names.push(n.clone());
+                            names.push(n.to_string());
                         }
                     }
                 }
@@ -151,51 +156,57 @@ impl PathTemplate {
     pub fn param_segment(&self, name: &str) -> Option<usize> {
         self.segments
             .iter()
-            .position(|s| matches!(s, Segment::Param(n) if n == name))
+            .position(|s| matches!(s, Segment::Param(n) if **n == *name))
     }
 
     /// Matches normalised segments; returns the captured parameters. With
     /// `ignore_case`, literal segments compare ASCII-case-insensitively.
     pub fn matches(&self, path: &NormalizedPath, ignore_case: bool) -> Option<Params> {
         let mut params = Params::new();
-        let segs = &path.segments;
-        let mut i = 0;
+        // The segments not yet matched, each after its '/' ("/b/c").
+        let mut rest = path.decoded.as_str();
         for seg in &self.segments {
+            let after = rest.strip_prefix('/')?;
+            if let Segment::Rest(n) = seg {
+                // `{rest...}` takes one or more segments, '/'-joined as sent.
+                capture(&mut params, self.params, n, after);
+                rest = "";
+                continue;
+            }
+            let (one, remaining) = after.split_at(after.find('/').unwrap_or(after.len()));
+            rest = remaining;
             match seg {
                 Segment::Literal(l) => {
-                    let seg = segs.get(i)?;
                     let same = if ignore_case {
-                        seg.eq_ignore_ascii_case(l)
+                        one.eq_ignore_ascii_case(l)
                     } else {
-                        seg == l
+                        one == l
                     };
                     if !same {
                         return None;
                     }
-                    i += 1;
                 }
-                Segment::Param(n) => {
-                    params.push((n.clone(), segs.get(i)?.clone()));
-                    i += 1;
-                }
+                Segment::Param(n) => capture(&mut params, self.params, n, one),
                 Segment::Mixed(pieces) => {
-                    if !match_mixed(pieces, segs.get(i)?, ignore_case, &mut params) {
+                    if !match_mixed(pieces, one, ignore_case, self.params, &mut params) {
                         return None;
                     }
-                    i += 1;
                 }
-                Segment::Rest(n) => {
-                    // `{rest...}` takes one or more segments.
-                    if i >= segs.len() {
-                        return None;
-                    }
-                    params.push((n.clone(), segs[i..].join("/")));
-                    i = segs.len();
-                }
+                Segment::Rest(_) => {}
             }
         }
-        (i == segs.len()).then_some(params)
+        rest.is_empty().then_some(params)
     }
+}
+
+/// Adds a captured parameter. The list is allocated at the first capture, for
+/// all `of` the template's parameters: a path that fails a template before its
+/// first parameter allocates nothing, and one that matches never grows the list.
+fn capture(params: &mut Params, of: usize, name: &Arc<str>, value: &str) {
+    if params.capacity() == 0 {
+        *params = Params::with_capacity(of);
+    }
+    params.push((name.clone(), value.to_string()));
 }
 
 /// Whether a parameter name is letters, digits and `_`.
@@ -228,7 +239,7 @@ fn parse_mixed<'a>(seg: &'a str, names: &mut Vec<&'a str>) -> Result<Vec<Piece>,
                 return Err("two parameters must be separated by literal text".into());
             }
             names.push(name);
-            pieces.push(Piece::Param(name.to_string()));
+            pieces.push(Piece::Param(name.into()));
             rest = tail;
         } else {
             let end = rest.find(['{', '}']).unwrap_or(rest.len());
@@ -255,7 +266,13 @@ fn starts_with(text: &str, prefix: &str, ignore_case: bool) -> bool {
 /// Matches one decoded request segment against a mixed segment, left to right,
 /// each parameter taking the shortest run of one or more characters after which
 /// the next literal follows (no backtracking). Pushes the captured parameters.
-fn match_mixed(pieces: &[Piece], seg: &str, ignore_case: bool, params: &mut Params) -> bool {
+fn match_mixed(
+    pieces: &[Piece],
+    seg: &str,
+    ignore_case: bool,
+    all: usize,
+    params: &mut Params,
+) -> bool {
     let mut pos = 0;
     for (i, piece) in pieces.iter().enumerate() {
         let rest = &seg[pos..];
@@ -285,7 +302,7 @@ fn match_mixed(pieces: &[Piece], seg: &str, ignore_case: bool, params: &mut Para
                     // The parse refuses two parameters in a row: this one ends the segment.
                     _ => rest.len(),
                 };
-                params.push((name.clone(), rest[..len].to_string()));
+                capture(params, all, name, &rest[..len]);
                 pos += len;
             }
         }
@@ -296,9 +313,12 @@ fn match_mixed(pieces: &[Piece], seg: &str, ignore_case: bool, params: &mut Para
 /// A request path after normalisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
-    /// Decoded segments as routes see them: no empty or dot segments, and under
-    /// `paths.semicolons: strip` without their `;` parameters.
-    pub segments: Vec<String>,
+    /// Decoded segments as routes see them, each after a '/' (`/a/b`, empty for
+    /// the root): no empty or dot segments, and under `paths.semicolons: strip`
+    /// without their `;` parameters. One string rather than a list: a decoded
+    /// segment never holds a '/' (refused), so the '/'s delimit them exactly, and
+    /// a request's path costs one allocation, not one per segment.
+    decoded: String,
     /// The normalised path as the upstream should see it, without query: dot and
     /// empty segments resolved, unreserved characters decoded, every other
     /// percent-encoding kept (hex upper-cased), parameters kept.
@@ -310,6 +330,11 @@ pub struct NormalizedPath {
 }
 
 impl NormalizedPath {
+    /// The decoded segments, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.decoded.split('/').skip(1)
+    }
+
     /// `encoded` plus `?query` when there is one: the value for `:path`.
     pub fn request_target(&self) -> String {
         if self.query.is_empty() {
@@ -340,11 +365,13 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
     if !path.starts_with('/') {
         return Err("request path must start with '/'");
     }
-    // At most one segment per '/': sized once, no growth on the request path.
-    let mut segments: Vec<String> = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count());
+    // Decoding never lengthens a segment, and each kept segment brings back the
+    // '/' that split it off: sized once, no growth on the request path.
+    let mut decoded = String::with_capacity(path.len());
+    let mut kept = 0;
     // Built as the segments are kept: a segment's wire form never holds a '/' (it
     // came from splitting on '/', and an encoded one stays encoded), so `..` cuts
-    // `encoded` back to its last '/'.
+    // `decoded` and `encoded` back to their last '/'.
     let mut encoded = String::with_capacity(path.len());
     for seg in path.split('/') {
         let name = match semicolons {
@@ -360,32 +387,36 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
                 None => seg,
             },
         };
-        let decoded = decode_segment(name)?;
-        match decoded.as_str() {
-            "" | "." => {}
+        let start = decoded.len();
+        decoded.push('/');
+        decode_into(name, &mut decoded)?;
+        match &decoded[start + 1..] {
+            "" | "." => decoded.truncate(start),
             ".." => {
-                if segments.pop().is_some() {
-                    let cut = encoded.rfind('/').unwrap_or(0);
-                    encoded.truncate(cut);
+                decoded.truncate(start);
+                if kept > 0 {
+                    kept -= 1;
+                    decoded.truncate(decoded.rfind('/').unwrap_or(0));
+                    encoded.truncate(encoded.rfind('/').unwrap_or(0));
                 }
             }
             _ => {
-                if segments.len() >= MAX_SEGMENTS {
+                if kept >= MAX_SEGMENTS {
                     return Err("request path has too many segments");
                 }
+                kept += 1;
                 encoded.push('/');
                 wire_form(seg, &mut encoded);
-                segments.push(decoded);
             }
         }
     }
-    if encoded.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
+    if encoded.is_empty() || (path.ends_with('/') && kept > 0) {
         // Keep a trailing slash: upstreams often treat `/a/` and `/a` differently.
         encoded.push('/');
     }
     let changed = encoded != path;
     Ok(NormalizedPath {
-        segments,
+        decoded,
         encoded,
         query: query.to_string(),
         changed,
@@ -395,15 +426,26 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
 /// Percent-decodes one segment. Refuses encodings that would change the
 /// segment structure or smuggle control characters.
 fn decode_segment(seg: &str) -> Result<String, &'static str> {
+    let mut out = String::with_capacity(seg.len());
+    decode_into(seg, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_segment`], appended to `out`.
+fn decode_into(seg: &str, out: &mut String) -> Result<(), &'static str> {
     if !seg.contains('%') {
         // Nothing encoded (most requests): the segment is its own decoding, and
         // already UTF-8.
         check_decoded(seg.as_bytes())?;
-        return Ok(seg.to_owned());
+        out.push_str(seg);
+        return Ok(());
     }
-    let out = percent_decode(seg)?;
-    check_decoded(&out)?;
-    String::from_utf8(out).map_err(|_| "request path is not valid UTF-8 after decoding")
+    let bytes = percent_decode(seg)?;
+    check_decoded(&bytes)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| "request path is not valid UTF-8 after decoding")?;
+    out.push_str(text);
+    Ok(())
 }
 
 /// A decoded segment must not change the path's structure or carry control
@@ -623,7 +665,7 @@ mod tests {
             let got = tpl(t).matches(&norm(p), false);
             let want: Option<Params> = want.map(|v| {
                 v.into_iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .map(|(a, b)| (a.into(), b.to_string()))
                     .collect()
             });
             assert_eq!(got, want, "{t} vs {p}");
@@ -676,7 +718,7 @@ mod tests {
             let got = tpl(t).matches(&norm(p), false);
             let want: Option<Params> = want.map(|v| {
                 v.into_iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .map(|(a, b)| (a.into(), b.to_string()))
                     .collect()
             });
             assert_eq!(got, want, "{t} vs {p}");
@@ -685,7 +727,7 @@ mod tests {
         assert_eq!(t.matches(&norm("/files/a.json"), false), None);
         assert_eq!(
             t.matches(&norm("/files/a.json"), true),
-            Some(vec![("name".to_string(), "a".to_string())])
+            Some(vec![("name".into(), "a".to_string())])
         );
         assert_eq!(tpl("/r/{from}-{to}/x").param_names(), ["from", "to"]);
     }
@@ -844,7 +886,7 @@ mod tests {
         ];
         for (raw, segments, upstream) in cases {
             let n = strip(raw);
-            assert_eq!(n.segments, segments, "{raw}");
+            assert_eq!(n.segments().collect::<Vec<_>>(), segments, "{raw}");
             assert_eq!(n.encoded, upstream, "{raw}");
             assert_eq!(n.changed, upstream != raw, "{raw}");
         }
@@ -876,7 +918,7 @@ mod tests {
                 (twice.encoded.as_str(), twice.changed),
                 (once.encoded.as_str(), false)
             );
-            assert_eq!(twice.segments, once.segments);
+            assert!(twice.segments().eq(once.segments()));
         }
     }
 
@@ -887,7 +929,7 @@ mod tests {
         assert_eq!(t.matches(&p, false), None);
         assert_eq!(
             t.matches(&p, true),
-            Some(vec![("id".to_string(), "Ab".to_string())])
+            Some(vec![("id".into(), "Ab".to_string())])
         );
         assert!(PathTemplate::parse("/a;b", "t").is_err());
     }
@@ -921,7 +963,7 @@ mod tests {
 /// show API shapes (`/v1/users/{id}/keys`) and not caller data.
 pub fn shadow_pattern(path: &NormalizedPath) -> String {
     let mut out = String::new();
-    for seg in &path.segments {
+    for seg in path.segments() {
         out.push('/');
         if looks_like_id(seg) {
             out.push_str("{id}");

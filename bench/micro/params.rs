@@ -41,7 +41,7 @@ fn main() {
         json!([{ "in": "query", "name": "limit", "schema": { "type": "integer", "maximum": 100 } }]),
     );
     let deny_only = policy(json!([]));
-    let path = vec![("id".to_string(), "42".to_string())];
+    let path = vec![("id".into(), "42".to_string())];
     let header = |name: &str| {
         (name == "x-correlation-id").then(|| "0b7e4a5c-1f2d-4c3b-9a8e-7d6c5b4a3f21".to_string())
     };

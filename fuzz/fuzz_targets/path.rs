@@ -110,11 +110,9 @@ fn decode(s: &str) -> String {
 
 fn check(raw: &str, n: &NormalizedPath, strip: bool) {
     let mode = if strip { "strip" } else { "reject" };
-    assert!(
-        n.segments.len() <= MAX_SEGMENTS,
-        "{mode}: too many segments"
-    );
-    for s in &n.segments {
+    let segments: Vec<&str> = n.segments().collect();
+    assert!(segments.len() <= MAX_SEGMENTS, "{mode}: too many segments");
+    for &s in &segments {
         assert!(
             !s.is_empty() && s != "." && s != "..",
             "{mode}: segment {s:?} of {raw:?}"
@@ -172,7 +170,7 @@ fn check(raw: &str, n: &NormalizedPath, strip: bool) {
         .iter()
         .map(|p| decode(p.split(';').next().unwrap_or("")))
         .collect();
-    assert_eq!(upstream, n.segments, "{mode}: upstream view of {raw:?}");
+    assert_eq!(upstream, segments, "{mode}: upstream view of {raw:?}");
 
     // Idempotence.
     let target = n.request_target();
@@ -183,7 +181,10 @@ fn check(raw: &str, n: &NormalizedPath, strip: bool) {
     };
     match again {
         Ok(m) => {
-            assert_eq!(m.segments, n.segments, "{mode}: {raw:?} then {target:?}");
+            assert!(
+                m.segments().eq(n.segments()),
+                "{mode}: {raw:?} then {target:?}"
+            );
             assert_eq!(m.encoded, n.encoded, "{mode}: {raw:?} then {target:?}");
             assert_eq!(m.query, n.query, "{mode}: {raw:?} then {target:?}");
             assert!(
@@ -206,7 +207,7 @@ fn check(raw: &str, n: &NormalizedPath, strip: bool) {
         }
         for (_, v) in exact.iter().flatten() {
             assert!(
-                !v.is_empty() && n.segments.iter().any(|s| s.contains(v.as_str())),
+                !v.is_empty() && segments.iter().any(|s| s.contains(v.as_str())),
                 "{mode}: parameter {v:?} is not part of a segment of {raw:?}"
             );
         }
@@ -222,9 +223,9 @@ fn check(raw: &str, n: &NormalizedPath, strip: bool) {
             for (_, v) in &m {
                 assert!(!v.is_empty(), "{mode}: empty parameter for {raw:?}");
                 assert!(
-                    n.segments.iter().any(|s| s == v)
-                        || n.segments.join("/").ends_with(&format!("/{v}"))
-                        || n.segments.join("/") == *v,
+                    segments.iter().any(|s| *s == v.as_str())
+                        || segments.join("/").ends_with(&format!("/{v}"))
+                        || segments.join("/") == *v,
                     "{mode}: parameter {v:?} is not made of segments of {raw:?}"
                 );
             }
@@ -260,7 +261,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     match_template(&t, &n).is_some(),
                     "template {raw:?} does not match its own path (segments {:?})",
-                    n.segments
+                    n.segments().collect::<Vec<_>>()
                 );
             }
         }
@@ -276,7 +277,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 match_template(&t, &n).is_some(),
                 "template {raw:?} does not match {filled:?} (segments {:?})",
-                n.segments
+                n.segments().collect::<Vec<_>>()
             );
         }
     }

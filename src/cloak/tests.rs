@@ -436,8 +436,8 @@ fn paths_are_rewritten_with_the_real_values() {
         Some((
             "/shops/s%201%2F%C3%A9%3Bx/orders/42/?q=%41".to_string(),
             vec![
-                ("shop".to_string(), "s 1/é;x".to_string()),
-                ("id".to_string(), "42".to_string())
+                ("shop".into(), "s 1/é;x".to_string()),
+                ("id".into(), "42".to_string())
             ]
         ))
     );

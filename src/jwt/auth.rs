@@ -374,7 +374,7 @@ impl AuthPolicy {
     pub fn authorize(
         &self,
         claims: &Claims,
-        params: &[(String, String)],
+        params: &[(std::sync::Arc<str>, String)],
     ) -> Result<(), AuthFailure> {
         let forbidden = |reason: &'static str, description: &str, rule: String| AuthFailure {
             rejection: Box::new(Rejection::Forbidden {
@@ -395,7 +395,7 @@ impl AuthPolicy {
             ));
         }
         for (param, claim) in &self.bind {
-            let value = params.iter().find(|(k, _)| k == param).map(|(_, v)| v);
+            let value = params.iter().find(|(k, _)| **k == **param).map(|(_, v)| v);
             if !value.is_some_and(|v| binds(claims, claim, v)) {
                 return Err(forbidden(
                     "bind",
@@ -1294,7 +1294,7 @@ mod tests {
         );
         let out = run(&p, &bearer(&main_token())).unwrap();
         let claims = out.claims.unwrap();
-        let params = |shop: &str| vec![("shop".to_string(), shop.to_string())];
+        let params = |shop: &str| vec![("shop".into(), shop.to_string())];
         assert_eq!(p.authorize(&claims, &params("s1")), Ok(()));
         let f = p.authorize(&claims, &params("s2")).unwrap_err();
         assert_eq!(

@@ -258,7 +258,7 @@ impl ParamPolicy {
                 Location::Path => inputs
                     .path
                     .iter()
-                    .find(|(n, _)| *n == p.name)
+                    .find(|(n, _)| **n == *p.name)
                     .map(|(_, v)| Ok(simple(v, p.shape))),
                 Location::Header => (inputs.header)(&p.name).map(|v| Ok(simple(v.trim(), p.shape))),
                 Location::Query => match query.get(i).map(Vec::as_slice).unwrap_or_default() {

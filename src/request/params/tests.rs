@@ -40,7 +40,7 @@ fn config_error(template: &str, params: Value, additional_query: Option<&str>) -
 fn check(p: &ParamPolicy, path: &[(&str, &str)], query: &str, headers: &[(&str, &str)]) -> String {
     let path: Params = path
         .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .map(|(n, v)| ((*n).into(), v.to_string()))
         .collect();
     let header = |name: &str| {
         let values: Vec<&str> = headers
