@@ -37,6 +37,7 @@ CASES = [
     ("ES256 token, cached", "ES256 token, cached"),
     ("unmatched path, 404", "no route"),
     ("open route, four blocking rules", "open route, four blocking rules"),
+    ("quota, never reached", "quota, never reached"),
     ("ES256 token, fresh, verified by the host", "ES256 token, fresh"),
 ]
 

@@ -55,7 +55,7 @@
 use crate::config::check::{self, in_range};
 use crate::config::{BlockingConfig, ConfigError, Mode, QuotaConfig, QuotaSettings};
 use crate::quota::{anchor_cas, CallerKey, KeyBy, KeyInputs, QuotaDecision, QuotaPolicy};
-use crate::quota::{SharedStore, StoreError};
+use crate::quota::{with_decimal, SharedStore, StoreError};
 
 /// Blocks kept per slot of a rule's block table.
 pub const BLOCK_ENTRIES: usize = 4;
@@ -390,11 +390,11 @@ impl Rule {
     }
 
     fn block_key(&self, key: &CallerKey) -> String {
-        format!("{}{}", self.block_prefix, key.slot())
+        with_decimal(&self.block_prefix, u64::from(key.slot()))
     }
 
     fn set_key(&self, key: &CallerKey) -> String {
-        format!("{}{}", self.set_prefix, key.slot())
+        with_decimal(&self.set_prefix, u64::from(key.slot()))
     }
 
     /// Milliseconds left of `key`'s block at `now_ms`, if it is blocked.

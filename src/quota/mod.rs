@@ -318,7 +318,7 @@ impl QuotaPolicy {
     /// Shared-data key of `key`'s slot: `apiguard.q.<route>.<slot>`.
     pub fn slot_key(&self, key: &CallerKey) -> String {
         // `% slots` keeps a key made by another policy inside this table.
-        format!("{}{}", self.key_prefix, key.slot % self.slots.max(1))
+        with_decimal(&self.key_prefix, u64::from(key.slot % self.slots.max(1)))
     }
 
     /// A keyed hash of `bytes` under the quota salt (for values that must not be
@@ -619,9 +619,9 @@ impl QuotaDecision {
                 remaining,
                 reset_seconds,
             } => Some([
-                ("ratelimit-limit", limit.to_string()),
-                ("ratelimit-remaining", remaining.to_string()),
-                ("ratelimit-reset", reset_seconds.to_string()),
+                ("ratelimit-limit", with_decimal("", *limit)),
+                ("ratelimit-remaining", with_decimal("", *remaining)),
+                ("ratelimit-reset", with_decimal("", *reset_seconds)),
             ]),
             _ => None,
         }
@@ -684,6 +684,29 @@ pub(crate) fn anchor_cas(store: &mut dyn SharedStore) -> Result<u32, StoreError>
         (Some(_), Some(cas)) => Ok(cas),
         _ => Err(StoreError::Unavailable),
     }
+}
+
+/// `prefix` followed by `n` in decimal. Shared-data keys and `RateLimit-*` values
+/// are made on every counted request, and `format!` would bring the formatting
+/// machinery into each request's code for a few digits.
+pub(crate) fn with_decimal(prefix: &str, n: u64) -> String {
+    let mut digits = [0u8; 20]; // u64::MAX has 20
+    let mut start = digits.len();
+    let mut rest = n;
+    for slot in digits.iter_mut().rev() {
+        // `rest % 10` is a digit, so the cast keeps it whole.
+        *slot = b'0' + (rest % 10) as u8;
+        start -= 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = digits.get(start..).unwrap_or_default();
+    let mut out = String::with_capacity(prefix.len() + digits.len());
+    out.push_str(prefix);
+    out.extend(digits.iter().map(|&d| char::from(d)));
+    out
 }
 
 fn ceil_div(a: u128, b: u128) -> u128 {

@@ -1059,3 +1059,20 @@ fn debug_output_hides_secrets_and_values() {
     assert!(!format!("{inputs:?}").contains("alice"));
     assert!(!format!("{:?}", p.caller_key(&inputs)).contains("alice"));
 }
+
+#[test]
+fn decimals_are_written_as_format_writes_them() {
+    let mut n = 1u64;
+    let mut cases = vec![0, 7, u64::MAX, u64::MAX - 1];
+    while let Some(next) = n.checked_mul(10) {
+        cases.extend([n - 1, n, n + 1]);
+        n = next;
+    }
+    for n in cases {
+        assert_eq!(
+            with_decimal("apiguard.q.r.", n),
+            format!("apiguard.q.r.{n}")
+        );
+        assert_eq!(with_decimal("", n), n.to_string());
+    }
+}
