@@ -162,6 +162,12 @@ impl PathTemplate {
     /// Matches normalised segments; returns the captured parameters. With
     /// `ignore_case`, literal segments compare ASCII-case-insensitively.
     pub fn matches(&self, path: &NormalizedPath, ignore_case: bool) -> Option<Params> {
+        // A count that cannot match is refused before any segment is read: most
+        // of a long route table is passed over this way.
+        let takes_rest = matches!(self.segments.last(), Some(Segment::Rest(_)));
+        if path.count < self.segments.len() || (path.count > self.segments.len() && !takes_rest) {
+            return None;
+        }
         let mut params = Params::new();
         // The segments not yet matched, each after its '/' ("/b/c").
         let mut rest = path.decoded.as_str();
@@ -319,6 +325,8 @@ pub struct NormalizedPath {
     /// segment never holds a '/' (refused), so the '/'s delimit them exactly, and
     /// a request's path costs one allocation, not one per segment.
     decoded: String,
+    /// How many segments `decoded` holds.
+    count: usize,
     /// The normalised path as the upstream should see it, without query: dot and
     /// empty segments resolved, unreserved characters decoded, every other
     /// percent-encoding kept (hex upper-cased), parameters kept.
@@ -417,6 +425,7 @@ pub fn normalize(raw: &str, semicolons: Semicolons) -> Result<NormalizedPath, &'
     let changed = encoded != path;
     Ok(NormalizedPath {
         decoded,
+        count: kept,
         encoded,
         query: query.to_string(),
         changed,
