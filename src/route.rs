@@ -44,6 +44,8 @@ pub struct PathTemplate {
     segments: Vec<Segment>,
     /// How many parameters a match captures.
     params: usize,
+    /// Whether the template ends in `{name...}`, which takes one or more segments.
+    takes_rest: bool,
 }
 
 /// Captured path parameters, in template order: `(name, decoded value)`. The
@@ -127,6 +129,7 @@ impl PathTemplate {
         }
         Ok(PathTemplate {
             source: template.to_string(),
+            takes_rest: matches!(segments.last(), Some(Segment::Rest(_))),
             segments,
             params: names.len(),
         })
@@ -164,8 +167,8 @@ impl PathTemplate {
     pub fn matches(&self, path: &NormalizedPath, ignore_case: bool) -> Option<Params> {
         // A count that cannot match is refused before any segment is read: most
         // of a long route table is passed over this way.
-        let takes_rest = matches!(self.segments.last(), Some(Segment::Rest(_)));
-        if path.count < self.segments.len() || (path.count > self.segments.len() && !takes_rest) {
+        let len = self.segments.len();
+        if path.count < len || (path.count > len && !self.takes_rest) {
             return None;
         }
         let mut params = Params::new();
