@@ -152,6 +152,20 @@ const NOT_FOUND: u32 = 1;
 const BAD_ARGUMENT: u32 = 2;
 const CAS_MISMATCH: u32 = 8;
 
+/// A lookup's answer: the value handed over (`OK`) or `NOT_FOUND`.
+///
+/// # Safety
+/// As [`give`].
+unsafe fn answer(found: Option<&[u8]>, data: *mut *mut u8, size: *mut usize) -> u32 {
+    match found {
+        Some(bytes) => {
+            unsafe { give(bytes, data, size) };
+            OK
+        }
+        None => NOT_FOUND,
+    }
+}
+
 /// Hands `bytes` to the module the way Envoy does: a buffer the module's allocator
 /// made (`proxy_on_memory_allocate`), which the SDK takes back as a `Vec`.
 ///
@@ -307,12 +321,8 @@ host!(
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32 {
-        with("get_header_map_pairs", |h| match map(h, map_type) {
-            Some((_, bytes)) => {
-                unsafe { give(bytes, data, size) };
-                OK
-            }
-            None => NOT_FOUND,
+        with("get_header_map_pairs", |h| unsafe {
+            answer(map(h, map_type).map(|(_, bytes)| bytes), data, size)
         })
     }
 );
@@ -331,13 +341,8 @@ host!(
             let Some((pairs, _)) = map(h, map_type) else {
                 return NOT_FOUND;
             };
-            match pairs.iter().find(|(k, _)| k.as_bytes() == key) {
-                Some((_, v)) => {
-                    unsafe { give(v, data, size) };
-                    OK
-                }
-                None => NOT_FOUND,
-            }
+            let found = pairs.iter().find(|(k, _)| k.as_bytes() == key);
+            unsafe { answer(found.map(|(_, v)| v.as_slice()), data, size) }
         })
     }
 );
@@ -419,13 +424,9 @@ host!(
         size: *mut usize,
     ) -> u32 {
         // The client's address, as Envoy gives it: what a quota counts by default.
-        with("get_property", |_| {
-            if unsafe { slice(path, path_size) } == b"source\0address" {
-                unsafe { give(b"127.0.0.1:54321", data, size) };
-                OK
-            } else {
-                NOT_FOUND
-            }
+        with("get_property", |_| unsafe {
+            let address = slice(path, path_size) == b"source\0address";
+            answer(address.then_some(b"127.0.0.1:54321".as_slice()), data, size)
         })
     }
 );
