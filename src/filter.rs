@@ -358,14 +358,10 @@ impl Filter {
             return self.reject_for(None, Rejection::NotConfigured);
         };
         self.headers = Headers::request();
-        let method = self
-            .headers
-            .first(":method")
-            .unwrap_or_default()
-            .to_string();
+        let method = http::method_name(self.headers.first(":method").unwrap_or_default());
         if policy.audit.is_some() {
             self.trail = Some(Box::new(Trail {
-                method: method.clone(),
+                method: method.to_string(),
                 request_id: self.headers.first("x-request-id").map(str::to_string),
                 ..Trail::default()
             }));

@@ -241,11 +241,25 @@ impl Headers {
         })
     }
 
+    /// Every value of `name`, in order. Names are compared as bytes and only a
+    /// matching entry's value is sliced as text: a lookup passes over every header
+    /// before the one it wants, and slicing each of those names as `str` would add
+    /// two char-boundary checks per header passed.
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        let bytes = self.text.as_bytes();
+        self.entries.iter().filter_map(move |(n, v)| {
+            let key = bytes.get(n.clone())?;
+            if key.eq_ignore_ascii_case(name.as_bytes()) {
+                self.text.get(v.clone())
+            } else {
+                None
+            }
+        })
+    }
+
     /// The first value of `name` (for headers that occur once: pseudo-headers).
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.pairs()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.values(name).next()
     }
 
     /// Every value of `name` in order, joined by `sep`; `None` if absent. A
@@ -259,16 +273,14 @@ impl Headers {
     /// bearer token is read without a copy).
     pub fn joined_borrowed(&self, name: &str, sep: &str) -> Option<Cow<'_, str>> {
         let mut out: Option<Cow<'_, str>> = None;
-        for (k, v) in self.pairs() {
-            if k.eq_ignore_ascii_case(name) {
-                match &mut out {
-                    Some(o) => {
-                        let o = o.to_mut();
-                        o.push_str(sep);
-                        o.push_str(v);
-                    }
-                    None => out = Some(Cow::Borrowed(v)),
+        for v in self.values(name) {
+            match &mut out {
+                Some(o) => {
+                    let o = o.to_mut();
+                    o.push_str(sep);
+                    o.push_str(v);
                 }
+                None => out = Some(Cow::Borrowed(v)),
             }
         }
         out

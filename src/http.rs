@@ -2,7 +2,21 @@
 //! media types as they arrive in `Content-Type`, and the media ranges a route
 //! accepts. One notion of "a JSON media type" for both directions.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// A request's method as the filter keeps it for the request's life: the standard
+/// methods (RFC 9110 §9, and PATCH) as static strings, anything else copied. Every
+/// request has a method; most are one of these, and need no allocation.
+pub fn method_name(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    match KNOWN.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_string()),
+    }
+}
 
 /// RFC 9110 §5.6.2 `tchar`.
 pub fn is_tchar(b: u8) -> bool {
@@ -193,6 +207,22 @@ impl<S: AsRef<str>> fmt::Display for MediaRange<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_methods_are_kept_without_a_copy_and_others_as_sent() {
+        for m in [
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+        ] {
+            assert!(matches!(method_name(m), Cow::Borrowed(s) if s == m), "{m}");
+        }
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET.
+        for m in ["get", "PROPFIND", "", "GET "] {
+            assert!(
+                matches!(method_name(m), Cow::Owned(ref s) if s == m),
+                "{m:?}"
+            );
+        }
+    }
 
     fn media(v: &str) -> Option<MediaType> {
         MediaType::parse(v)
