@@ -212,6 +212,7 @@ need = command -v $(1) >/dev/null || { command -v apt-get >/dev/null && \
 bench: build ## Filter vs no filter, no-op Wasm and native filters: bench/results/ (ARGS=--quick, ARGS=--profile)
 	@$(call need,wrk,wrk)
 	@case "$(ARGS)" in *--profile*) $(call need,perf,linux-perf) ;; esac
+	@case "$(ARGS)" in *--count*) $(call need,valgrind,valgrind) ;; esac
 	WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" $(PY) bench/run.py --envoy $(ENVOY) --wasm $(WASM) $(ARGS)
 
 footprint: ## Instructions and code lines the filter runs per request (callgrind over the whole-filter bench; ARGS="--top 25")

@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, HERE)
+import count  # noqa: E402
 import fixtures  # noqa: E402
 import harness  # noqa: E402  (bootstrap(), wasm_filter(), http_request(), wait_ready())
 import report  # noqa: E402
@@ -94,7 +95,7 @@ def build_module(name):
 class EnvoyProc:
     """One Envoy (`--concurrency 1`, pinned), its admin address and listener port."""
 
-    def __init__(self, envoy, name, doc, cpu, rundir):
+    def __init__(self, envoy, name, doc, cpu, rundir, wrap=()):
         self.name = name
         cfg = os.path.join(rundir, f"{name}.json")
         with open(cfg, "w") as f:
@@ -106,7 +107,7 @@ class EnvoyProc:
         self.log_path = os.path.join(rundir, f"{name}.log")
         with open(self.log_path, "w") as logf:
             self.proc = subprocess.Popen(
-                pin(cpu) + [envoy, "-c", cfg, "--disable-hot-restart", "--concurrency", "1",
+                pin(cpu) + list(wrap) + [envoy, "-c", cfg, "--disable-hot-restart", "--concurrency", "1",
                             "--admin-address-path", self.admin_path, "-l", "warning",
                             # Wasm at info, as deployed: audit records are written.
                             "--component-log-level", "wasm:info"],
@@ -241,6 +242,22 @@ RLS_LIMITS = [{"namespace": "apiguard", "max_value": 1000000000, "seconds": 60,
                "conditions": ["descriptors[0].route == 'items'"], "variables": []}]
 
 
+HEADERS_BY_ENVOY = report.HEADERS_BY_ENVOY
+
+
+def envoy_security_headers():
+    """HTTP connection manager overrides that set api-guard's default security headers
+    natively, as docs/configuration.md shows (local replies aside: the bench's are
+    all 200)."""
+    add = [{"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+           for k, v in (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
+                        ("referrer-policy", "no-referrer"))]
+    return {"route_config": {"virtual_hosts": [{
+        "name": "all", "domains": ["*"], "response_headers_to_add": add,
+        "response_headers_to_remove": ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}]}}
+
+
 def native_buffer():
     return {"name": "envoy.filters.http.buffer", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
@@ -253,7 +270,7 @@ class Scenario:
     def __init__(self, name, title, method, path, ours, native, native_note="", headers=None,
                  body=None, token=None, tokens_file=None, checks=(), target=None, configs=CONFIGS,
                  wasm=None, calls=None, sigonly=None, floor=None, extra=None, native_hcm=None,
-                 needs_rls=False):
+                 extra_hcm=None, needs_rls=False):
         self.name, self.title = name, title
         self.method, self.path = method, path
         self.headers = dict(headers or {})
@@ -276,10 +293,16 @@ class Scenario:
         self.configs = tuple(configs) + tuple(self.extra)
         # The native configuration's HTTP connection manager overrides (route actions).
         self.native_hcm = native_hcm
+        # The same for configurations of `extra`: {config name: overrides}.
+        self.extra_hcm = dict(extra_hcm or {})
         # Needs the rate-limit service (and Redis) on the load CPU; main() starts them
         # and fills `clusters`.
         self.needs_rls = needs_rls
         self.clusters = []
+
+    def hcm(self, cfg):
+        """The HTTP connection manager overrides of configuration `cfg`, if any."""
+        return self.native_hcm if cfg == "native" else self.extra_hcm.get(cfg)
 
     def request_headers(self):
         h = dict(self.headers)
@@ -402,12 +425,20 @@ def build_scenarios(keys, token_files):
     limit = {"limit": 1000000000, "window_seconds": 1}
     out = []
 
+    # Beside the default configuration, the one docs/configuration.md gives for leaving
+    # the security headers to Envoy ("Leaving them to Envoy"): the same headers on
+    # every response, written natively instead of by seven host calls.
+    open_routes = [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}]
     out.append(Scenario(
         "open", "route without protections", "GET", "/api/items/42",
-        ours={"routes": [{"name": "items", "match": {"path": "/api/items/{id}", "methods": ["GET"]}}]},
+        ours={"routes": open_routes},
         native=None, native_note="nothing to do natively",
-        checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False)],
-        target=("ratio_noop", 0.95), configs=CONFIGS + ("floor",), floor=FLOOR_PROBE))
+        checks=[({"ours"}, "an undeclared path is refused", {"path": "/api/nothing-here"}, 404, None, False),
+                ({"ours", HEADERS_BY_ENVOY}, "the security headers are set", {}, 200,
+                 has_header("x-frame-options"), False)],
+        target=("ratio_noop", 0.95), configs=CONFIGS + ("floor",), floor=FLOOR_PROBE,
+        extra={HEADERS_BY_ENVOY: {"routes": open_routes, "security_headers": {"enabled": False}}},
+        extra_hcm={HEADERS_BY_ENVOY: envoy_security_headers()}))
 
     # The audit log's cost: the open route again with a record per request
     # (`records: all`), read over the open route (`records: off`).
@@ -665,11 +696,11 @@ def run_wrk(sc, envoy, seconds, connections, tag, pace_ms=None):
 
 # -- one scenario -------------------------------------------------------------------
 
-def probe(sc, cfg, envoy):
+def probe(sc, cfg, envoy, timeout=10):
     """Returns (error or None, notes). The measured request must succeed, and the
     protection must really act (a request without token is refused, ...)."""
     notes = []
-    r = harness.http_request(envoy.port, sc.method, sc.path, sc.request_headers(), sc.body)
+    r = harness.http_request(envoy.port, sc.method, sc.path, sc.request_headers(), sc.body, timeout=timeout)
     if r.status != 200:
         return f"measured request got {r.status}: {r.body[:300]!r}", notes
     for configs, what, over, status, fn, soft in sc.checks:
@@ -678,7 +709,8 @@ def probe(sc, cfg, envoy):
         headers = over.get("headers", sc.request_headers())
         if sc.body is not None:
             headers = dict(headers, **{"content-type": "application/json"})
-        r = harness.http_request(envoy.port, sc.method, over.get("path", sc.path), headers, over.get("body", sc.body))
+        r = harness.http_request(envoy.port, sc.method, over.get("path", sc.path), headers, over.get("body", sc.body),
+                                 timeout=timeout)
         err = None
         if r.status != status:
             err = f"check failed: {what}: expected {status}, got {r.status}"
@@ -763,7 +795,7 @@ def run_scenario(sc, args, upstream_port, modules, rundir):
             if filters is None:
                 continue
             doc = harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
-                                    hcm=sc.native_hcm if cfg == "native" else None)
+                                    hcm=sc.hcm(cfg))
             fronts[cfg] = EnvoyProc(args.envoy, f"{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
         deadline = time.time() + 90
         for cfg, e in list(fronts.items()):
@@ -877,7 +909,7 @@ def memory_configs(args, scenarios, modules, upstream_port, rundir, release):
             filters = filters_for(sc, cfg, modules, args.wasm)
             if filters is None or (cfg in ("none", "noop", "floor") and sc.name != "open"):
                 continue
-            doc = harness.bootstrap(None, upstream_port, http_filters=filters)
+            doc = harness.bootstrap(None, upstream_port, http_filters=filters, hcm=sc.hcm(cfg))
             if release:
                 doc["memory_allocator_manager"] = MEMORY_RELEASE
             e = EnvoyProc(args.envoy, f"mem-{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
@@ -899,6 +931,61 @@ def memory_configs(args, scenarios, modules, upstream_port, rundir, release):
                 f"{m['allocated_mb']:.1f}, free {m['free_mb']:.1f}, thread caches {m['thread_cache_mb']:.1f}; "
                 f"{m['vms']} VMs")
             rows.append(m)
+    return rows
+
+
+# -- instructions counted -------------------------------------------------------------
+
+COUNT_NO_SECURITY_HEADERS = report.NO_SECURITY_HEADERS
+
+
+def count_run(args, scenarios, modules, upstream_port, rundir):
+    """`--count`: each configuration of each scenario under callgrind (see
+    bench/count.py); the configurations of a scenario start together, since V8
+    compiling a module under valgrind takes minutes."""
+    binary = count.envoy_binary(args.envoy)
+    rows = []
+    for sc in scenarios:
+        tokens = None
+        if sc.tokens_file:
+            with open(sc.tokens_file) as f:
+                tokens = [line.strip() for line in f if line.strip()]
+        fronts = {}
+        try:
+            for cfg in sc.configs:
+                filters = filters_for(sc, cfg, modules, args.wasm)
+                if filters is None:
+                    continue
+                doc = harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
+                                        hcm=sc.hcm(cfg))
+                out = os.path.join(rundir, f"count-{sc.name}-{cfg}.cg")
+                wrap = count.VALGRIND + [f"--callgrind-out-file={out}"]
+                # Every CPU: nothing is timed, and valgrind runs each Envoy on one.
+                cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {ENVOY_CPU, LOAD_CPU}))
+                fronts[cfg] = (EnvoyProc(binary, f"count-{sc.name}-{cfg}", doc, cpus, rundir, wrap), out)
+            deadline = time.time() + 1800
+            for cfg, (e, out) in fronts.items():
+                e.wait_ready(deadline)
+                # Valgrind translates each code path at its first run: minutes
+                # while the other configurations still compile their modules.
+                err, _ = probe(sc, cfg, e, timeout=600)
+                if err:
+                    raise RuntimeError(f"{sc.name} {cfg}: {err}")
+                lo, hi = count.binary_range(e.pid, binary)
+                count.drive(e.port, sc, count.COUNT_WARMUP, tokens)
+                count.callgrind(e.pid, "-z")
+                count.drive(e.port, sc, count.COUNT_REQUESTS, tokens and tokens[count.COUNT_WARMUP:])
+                count.callgrind(e.pid, "-d")
+                e.stop()
+                parts = count.parse(out + ".1", count.COUNT_REQUESTS, binary, lo, hi)
+                row = dict(count.summary(parts), scenario=sc.name, config=cfg)
+                log(f"  {sc.name} {cfg:6} {row['ir']:9,.0f} instructions/request: "
+                    + ", ".join(f"{k} {v:,.0f}" for k, v in row["parts"].items() if v)
+                    + f"; I1 misses {row['i1_misses']:,.0f}")
+                rows.append(row)
+        finally:
+            for e, _ in fronts.values():
+                e.stop()
     return rows
 
 
@@ -936,6 +1023,10 @@ def main():
     ap.add_argument("--memory", action="store_true",
                     help="instead of the scenarios: where the RSS goes, per configuration of the "
                          "open and the everything route (results in bench/results/memory/)")
+    ap.add_argument("--count", action="store_true",
+                    help="instead of timing: instructions per request through Envoy under callgrind, "
+                         "split into Envoy, its allocator, the module's compiled code and libc "
+                         "(default scenarios open and jwt-es256-repeat; results in bench/results/count/)")
     ap.add_argument("--profile", action="store_true",
                     help="one more round per configuration under `perf record`: Envoy CPU per request "
                          "split into the module's compiled code, Envoy's binary, libc and kernel")
@@ -950,6 +1041,9 @@ def main():
         args.warmup, args.seconds, args.rounds, args.latency_seconds, tokens = 1, 2, 3, 3, 20000
     if args.memory:
         tokens = 10  # one token is used; nothing is timed
+    if args.count:
+        tokens = count.COUNT_WARMUP + count.COUNT_REQUESTS
+        args.only = args.only or "open,jwt-es256-repeat"
     args.envoy, args.wasm = os.path.abspath(args.envoy), os.path.abspath(args.wasm)
     for tool in ("wrk", args.envoy, args.wasm):
         if not (shutil.which(tool) or os.path.exists(tool)):
@@ -972,6 +1066,14 @@ def main():
     if args.only:
         wanted = args.only.split(",")
         scenarios = [s for s in scenarios if any(s.name.startswith(w) for w in wanted)]
+    if args.count:
+        # Exact names: the prefix `open` would also take every other `open...` scenario.
+        scenarios = [s for s in scenarios if s.name in args.only.split(",")] or scenarios
+        for sc in scenarios:
+            # What the default security headers (seven header writes per response) cost.
+            if "security_headers" not in sc.ours:
+                sc.extra[COUNT_NO_SECURITY_HEADERS] = dict(sc.ours, security_headers={"enabled": False})
+                sc.configs += (COUNT_NO_SECURITY_HEADERS,)
     rundir = os.path.join(WORK, "run")
     shutil.rmtree(rundir, ignore_errors=True)
     os.makedirs(rundir)
@@ -1006,6 +1108,22 @@ def main():
             with open(os.path.join(out, "latest.md"), "w") as f:
                 f.write(report.memory_markdown(info, memory))
             log(f"done: {out}/latest.md")
+            return
+        if args.count:
+            rows = count_run(args, scenarios, modules, upstream.port, rundir)
+            out = os.path.join(args.out, "count")
+            os.makedirs(out, exist_ok=True)
+            info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+            info["duration_s"] = round(time.time() - start)
+            info["sizes"] = {"api_guard.wasm": os.path.getsize(args.wasm),
+                             "noop.wasm": os.path.getsize(modules["noop"]),
+                             "hostcalls.wasm": os.path.getsize(modules["hostcalls"])}
+            info["requests"] = {"warmup": count.COUNT_WARMUP, "counted": count.COUNT_REQUESTS}
+            with open(os.path.join(out, "latest.json"), "w") as f:
+                json.dump({"machine": info, "count": rows}, f, indent=1)
+            with open(os.path.join(out, "latest.md"), "w") as f:
+                f.write(report.count_markdown(info, rows))
+            log(f"done in {info['duration_s']}s: {out}/latest.md")
             return
         for i, sc in enumerate(scenarios):
             if time.time() - start > args.budget:
