@@ -312,8 +312,8 @@ def count_markdown(m, rows):
            "runtime and builtins); **allocator**, Envoy's tcmalloc; **module**, the code V8 compiled from "
            "the Wasm module; **libc**. Cache misses from callgrind's simulation (32 KiB L1, 512 KiB last "
            "level). \"No-op ÷\": the no-op filter's instructions over the configuration's, the "
-           "direction of a throughput ratio. Unlike a timing, a count moves by under 1% between runs: "
-           "bench/count.py has the method.", "",
+           "direction of a throughput ratio. Unlike a timing, a count moves little between runs (under 1% "
+           "for the Wasm configurations, up to 2% without a filter): bench/count.py has the method.", "",
            "| scenario | configuration | instructions | over no-op | no-op ÷ | Envoy | allocator | module "
            "| libc | I1 misses | L2 misses |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
