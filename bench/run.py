@@ -740,6 +740,16 @@ def filters_for(sc, cfg, modules, wasm):
     return [harness.wasm_filter(sc.ours, wasm=sc.wasm or wasm)]
 
 
+def bootstrap_for(sc, cfg, modules, wasm, upstream_port):
+    """The Envoy bootstrap of configuration `cfg` of scenario `sc`; None if the
+    scenario has no such configuration."""
+    filters = filters_for(sc, cfg, modules, wasm)
+    if filters is None:
+        return None
+    return harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
+                             hcm=sc.hcm(cfg))
+
+
 def perf_round(sc, envoy, seconds, tag):
     """One more max-throughput round with `perf record` sampling the Envoy under test
     (timer samples of that process only, so other load on the machine is not
@@ -791,11 +801,9 @@ def run_scenario(sc, args, upstream_port, modules, rundir):
     fronts = {}
     try:
         for cfg in sc.configs:
-            filters = filters_for(sc, cfg, modules, args.wasm)
-            if filters is None:
+            doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
+            if doc is None:
                 continue
-            doc = harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
-                                    hcm=sc.hcm(cfg))
             fronts[cfg] = EnvoyProc(args.envoy, f"{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
         deadline = time.time() + 90
         for cfg, e in list(fronts.items()):
@@ -906,10 +914,11 @@ def memory_configs(args, scenarios, modules, upstream_port, rundir, release):
     rows = []
     for sc in scenarios:
         for cfg in sc.configs:
-            filters = filters_for(sc, cfg, modules, args.wasm)
-            if filters is None or (cfg in ("none", "noop", "floor") and sc.name != "open"):
+            if cfg in ("none", "noop", "floor") and sc.name != "open":
                 continue
-            doc = harness.bootstrap(None, upstream_port, http_filters=filters, hcm=sc.hcm(cfg))
+            doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
+            if doc is None:
+                continue
             if release:
                 doc["memory_allocator_manager"] = MEMORY_RELEASE
             e = EnvoyProc(args.envoy, f"mem-{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
@@ -953,11 +962,9 @@ def count_run(args, scenarios, modules, upstream_port, rundir):
         fronts = {}
         try:
             for cfg in sc.configs:
-                filters = filters_for(sc, cfg, modules, args.wasm)
-                if filters is None:
+                doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
+                if doc is None:
                     continue
-                doc = harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
-                                        hcm=sc.hcm(cfg))
                 out = os.path.join(rundir, f"count-{sc.name}-{cfg}.cg")
                 wrap = count.VALGRIND + [f"--callgrind-out-file={out}"]
                 # Every CPU: nothing is timed, and valgrind runs each Envoy on one.
