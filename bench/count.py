@@ -36,8 +36,9 @@ VALGRIND = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file", "--cache
             "--I1=32768,8,64", "--D1=32768,8,64", "--LL=524288,8,64"]
 PARTS = ("envoy", "allocator", "module", "libc", "other")
 LIBC = ("libc.", "libm.", "libpthread.", "ld-linux", "libdl.", "librt.")
-# `ob=(3) /lib/...`, `cfn=(12)`: a name definition or a reference to one.
-NAME = re.compile(r"^(c?)(ob|fn|fl|fi|fe)=\((\d+)\)(?: (.*))?$")
+# `ob=(3) /lib/...`, `cfn=(12)`: an object's or function's name, defined or referred
+# to. (File lines, `fl=` and the like, are neither names read here nor cost lines.)
+NAME = re.compile(r"^(c?)(ob|fn)=\((\d+)\)(?: (.*))?$")
 
 
 def envoy_binary(envoy):
@@ -94,6 +95,7 @@ def drive(port, sc, n, tokens):
 
 
 def classify(ob, fn, binary, lo, hi):
+    """The part a function's cost belongs to; `binary` is the real path of Envoy's."""
     if ob and os.path.realpath(ob) == binary:
         return "envoy"
     if ob in (None, "???"):
@@ -110,7 +112,8 @@ def classify(ob, fn, binary, lo, hi):
 def parse(path, requests, binary, lo, hi):
     """Self cost per part and event, per request, from one callgrind dump."""
     names = {"ob": {}, "fn": {}}
-    events, ob, fn = None, None, None
+    events, ob, fn, part = None, None, None, "other"
+    parts = {}  # (object, function) -> part: classified once, not per cost line
     totals = collections.defaultdict(collections.Counter)
     inclusive_next = False
     binary = os.path.realpath(binary)
@@ -122,14 +125,16 @@ def parse(path, requests, binary, lo, hi):
             m = NAME.match(line.rstrip("\n"))
             if m:
                 called, kind, ident, name = m.groups()
-                if kind in names:
-                    if name is not None:
-                        names[kind][ident] = name
-                    if not called:
-                        if kind == "ob":
-                            ob = names["ob"].get(ident)
-                        else:
-                            fn = names["fn"].get(ident)
+                if name is not None:
+                    names[kind][ident] = name
+                if not called:
+                    if kind == "ob":
+                        ob = names["ob"].get(ident)
+                    else:
+                        fn = names["fn"].get(ident)
+                    if (ob, fn) not in parts:
+                        parts[ob, fn] = classify(ob, fn, binary, lo, hi)
+                    part = parts[ob, fn]
                 continue
             if line.startswith("calls="):
                 # The cost line after it is the call's inclusive cost, already
@@ -141,7 +146,6 @@ def parse(path, requests, binary, lo, hi):
                     inclusive_next = False
                     continue
                 values = line.split()[1:]
-                part = classify(ob, fn, binary, lo, hi)
                 for event, v in zip(events, values):
                     totals[part][event] += int(v)
     if events is None:

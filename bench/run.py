@@ -300,6 +300,13 @@ class Scenario:
         self.needs_rls = needs_rls
         self.clusters = []
 
+    def add_extra(self, name, ours, hcm=None):
+        """One more api-guard configuration measured beside `ours`."""
+        self.extra[name] = ours
+        if hcm is not None:
+            self.extra_hcm[name] = hcm
+        self.configs += (name,)
+
     def hcm(self, cfg):
         """The HTTP connection manager overrides of configuration `cfg`, if any."""
         return self.native_hcm if cfg == "native" else self.extra_hcm.get(cfg)
@@ -740,14 +747,13 @@ def filters_for(sc, cfg, modules, wasm):
     return [harness.wasm_filter(sc.ours, wasm=sc.wasm or wasm)]
 
 
-def bootstrap_for(sc, cfg, modules, wasm, upstream_port):
-    """The Envoy bootstrap of configuration `cfg` of scenario `sc`; None if the
-    scenario has no such configuration."""
-    filters = filters_for(sc, cfg, modules, wasm)
-    if filters is None:
-        return None
-    return harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
-                             hcm=sc.hcm(cfg))
+def bootstraps(sc, modules, wasm, upstream_port):
+    """(configuration, Envoy bootstrap) for each configuration scenario `sc` has."""
+    for cfg in sc.configs:
+        filters = filters_for(sc, cfg, modules, wasm)
+        if filters is not None:
+            yield cfg, harness.bootstrap(None, upstream_port, clusters=sc.clusters, http_filters=filters,
+                                         hcm=sc.hcm(cfg))
 
 
 def perf_round(sc, envoy, seconds, tag):
@@ -800,10 +806,7 @@ def run_scenario(sc, args, upstream_port, modules, rundir):
            "notes": [], "target": sc.target, "calls": sc.calls}
     fronts = {}
     try:
-        for cfg in sc.configs:
-            doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
-            if doc is None:
-                continue
+        for cfg, doc in bootstraps(sc, modules, args.wasm, upstream_port):
             fronts[cfg] = EnvoyProc(args.envoy, f"{sc.name}-{cfg}", doc, ENVOY_CPU, rundir)
         deadline = time.time() + 90
         for cfg, e in list(fronts.items()):
@@ -913,11 +916,8 @@ def memory_run(args, scenarios, modules, upstream_port, rundir):
 def memory_configs(args, scenarios, modules, upstream_port, rundir, release):
     rows = []
     for sc in scenarios:
-        for cfg in sc.configs:
+        for cfg, doc in bootstraps(sc, modules, args.wasm, upstream_port):
             if cfg in ("none", "noop", "floor") and sc.name != "open":
-                continue
-            doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
-            if doc is None:
                 continue
             if release:
                 doc["memory_allocator_manager"] = MEMORY_RELEASE
@@ -953,6 +953,8 @@ def count_run(args, scenarios, modules, upstream_port, rundir):
     bench/count.py); the configurations of a scenario start together, since V8
     compiling a module under valgrind takes minutes."""
     binary = count.envoy_binary(args.envoy)
+    # Every CPU: nothing is timed, and valgrind runs each Envoy on one.
+    cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {ENVOY_CPU, LOAD_CPU}))
     rows = []
     for sc in scenarios:
         tokens = None
@@ -961,14 +963,9 @@ def count_run(args, scenarios, modules, upstream_port, rundir):
                 tokens = [line.strip() for line in f if line.strip()]
         fronts = {}
         try:
-            for cfg in sc.configs:
-                doc = bootstrap_for(sc, cfg, modules, args.wasm, upstream_port)
-                if doc is None:
-                    continue
+            for cfg, doc in bootstraps(sc, modules, args.wasm, upstream_port):
                 out = os.path.join(rundir, f"count-{sc.name}-{cfg}.cg")
                 wrap = count.VALGRIND + [f"--callgrind-out-file={out}"]
-                # Every CPU: nothing is timed, and valgrind runs each Envoy on one.
-                cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0) | {ENVOY_CPU, LOAD_CPU}))
                 fronts[cfg] = (EnvoyProc(binary, f"count-{sc.name}-{cfg}", doc, cpus, rundir, wrap), out)
             deadline = time.time() + 1800
             for cfg, (e, out) in fronts.items():
@@ -1079,8 +1076,7 @@ def main():
         for sc in scenarios:
             # What the default security headers (seven header writes per response) cost.
             if "security_headers" not in sc.ours:
-                sc.extra[COUNT_NO_SECURITY_HEADERS] = dict(sc.ours, security_headers={"enabled": False})
-                sc.configs += (COUNT_NO_SECURITY_HEADERS,)
+                sc.add_extra(COUNT_NO_SECURITY_HEADERS, dict(sc.ours, security_headers={"enabled": False}))
     rundir = os.path.join(WORK, "run")
     shutil.rmtree(rundir, ignore_errors=True)
     os.makedirs(rundir)

@@ -232,15 +232,6 @@ impl Headers {
         out
     }
 
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| {
-            (
-                self.text.get(n.clone()).unwrap_or_default(),
-                self.text.get(v.clone()).unwrap_or_default(),
-            )
-        })
-    }
-
     /// Every value of `name`, in order. Names are compared as bytes and only a
     /// matching entry's value is sliced as text: a lookup passes over every header
     /// before the one it wants, and slicing each of those names as `str` would add
@@ -298,7 +289,9 @@ impl Headers {
 
     /// Every header name, once per occurrence, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.pairs().map(|(name, _)| name)
+        self.entries
+            .iter()
+            .map(|(n, _)| self.text.get(n.clone()).unwrap_or_default())
     }
 }
 

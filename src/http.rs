@@ -5,14 +5,16 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// A request's method as the filter keeps it for the request's life: the standard
-/// methods (RFC 9110 §9, and PATCH) as static strings, anything else copied. Every
-/// request has a method; most are one of these, and need no allocation.
+/// The standard methods (RFC 9110 §9, and PATCH).
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// A request's method as the filter keeps it for the request's life: a standard
+/// method as a static string, anything else copied. Every request has a method;
+/// most are standard, and need no allocation.
 pub fn method_name(method: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT",
-    ];
-    match KNOWN.iter().find(|m| **m == method) {
+    match STANDARD_METHODS.iter().find(|m| **m == method) {
         Some(m) => Cow::Borrowed(m),
         None => Cow::Owned(method.to_string()),
     }
@@ -210,9 +212,7 @@ mod tests {
 
     #[test]
     fn standard_methods_are_kept_without_a_copy_and_others_as_sent() {
-        for m in [
-            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT",
-        ] {
+        for m in STANDARD_METHODS {
             assert!(matches!(method_name(m), Cow::Borrowed(s) if s == m), "{m}");
         }
         // Methods are case-sensitive (RFC 9110 §9.1): `get` is not GET.
